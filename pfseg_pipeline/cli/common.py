@@ -1,0 +1,89 @@
+"""What every command shares: exit codes, one-line errors, logging beside the outputs.
+
+Exit 0 on success, 2 on a user error (one line naming the file and the problem, no
+traceback), 1 on an internal error (traceback, to be reported as a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pfseg_pipeline.errors import UserError, VerificationError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+log = logging.getLogger("pfseg")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad options as a UserError (exit 2, one line)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def add_workspace_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", default=None, metavar="DIR",
+                        help="workspace folder (default: $PFSEG_HOME, else ./pfseg_data)")
+
+
+def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
+    """Log to stderr (INFO) and, when given, to a file beside the command's outputs."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_pfseg", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    stream._pfseg = True
+    root.addHandler(stream)
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError:
+            return  # the command itself reports unwritable folders with a clear line
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh._pfseg = True
+        root.addHandler(fh)
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Call a command's body and turn its outcome into an exit code."""
+    try:
+        return int(main(argv) or 0)
+    except VerificationError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"error: {len(exc.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_USER
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USER
+    except Exception:
+        traceback.print_exc()
+        print("error: internal error (a bug in pfseg; please report it with the traceback above)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def entry_point(main: Callable[[Sequence[str] | None], int]) -> Callable[[], None]:
+    """A console-script function: `sys.exit(run(main))`."""
+    def _entry() -> None:
+        sys.exit(run(main))
+    return _entry

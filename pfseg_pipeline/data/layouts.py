@@ -1,0 +1,265 @@
+"""Finding cases on disk: the BraTS layout, the nnU-Net raw layout and flat folders.
+
+- BraTS: `ROOT/**/<case>/<case>_{t1,t1ce,t2,flair}.nii[.gz]` (+ `<case>_seg`), at any depth.
+  BraTS 2023 names (`<case>-t1n`, `-t1c`, `-t2w`, `-t2f`, `-seg`) are read too.
+- nnU-Net raw: `dataset.json` + `imagesTr/<case>_000K.nii.gz` + `labelsTr/<case>.nii.gz`.
+- Flat: `<case>_<modality>.nii[.gz]` or `<case>_000K.nii[.gz]` in one folder.
+
+Files are paired by case id, never by sorted position. Discovery never raises on a bad case:
+it returns every problem as one line naming the file, so verification can report all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pfseg_pipeline.data.labels import LabelScheme, get_scheme, scheme_from_nnunet_dataset_json
+from pfseg_pipeline.data.nifti import strip_nifti_suffix
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import read_json
+
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+# Other spellings seen in BraTS releases and nnU-Net/MSD dataset.json files.
+MODALITY_ALIASES = {
+    "t1": "t1", "t1n": "t1", "t1w": "t1", "native": "t1",
+    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1-gd": "t1ce",
+    "t2": "t2", "t2w": "t2",
+    "flair": "flair", "t2f": "flair", "t2-flair": "flair",
+}
+LABEL_SUFFIXES = ("seg",)
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_NAMED_RE = re.compile(r"^(?P<case>.+?)[_-](?P<kind>[A-Za-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: its id, its image files by modality (in the requested order) and its label."""
+
+    case_id: str
+    images: dict[str, Path]
+    label: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"case": self.case_id, "images": {m: str(p) for m, p in self.images.items()},
+                "label": str(self.label) if self.label else None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Case:
+        return cls(d["case"], {m: Path(p) for m, p in d["images"].items()},
+                   Path(d["label"]) if d.get("label") else None)
+
+
+@dataclass
+class Discovery:
+    """What was found under a root: complete cases, problems (one line each), the layout."""
+
+    layout: str
+    cases: list[Case] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
+
+
+def normalise_modality(name: str) -> str | None:
+    return MODALITY_ALIASES.get(name.strip().lower())
+
+
+def check_case_id(case_id: str) -> str | None:
+    """Why a case id is unusable as a file name (None when it is fine)."""
+    if not case_id or case_id in (".", "..") or "/" in case_id or "\\" in case_id or "\x00" in case_id:
+        return f"case id {case_id!r} is not usable as a file name (empty, '.', '..' or a path separator)"
+    if any(ord(ch) < 32 for ch in case_id):
+        return f"case id {case_id!r} contains control characters"
+    return None
+
+
+def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
+             require_label: bool = False, exclude: tuple[str, ...] = ()) -> Discovery:
+    """Find the cases under `root` in whichever layout it uses."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: input path does not exist")
+    if not root.is_dir():
+        raise UserError(f"{root}: input path is not a folder")
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise UserError(f"unknown modality {unknown[0]!r} (choose from {', '.join(MODALITIES)})")
+    if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
+        found = _discover_nnunet(root, modalities, require_label)
+    else:
+        found = _discover_named(root, modalities, require_label)
+    excluded = set(exclude)
+    if excluded:
+        missing = excluded - {c.case_id for c in found.cases} - _problem_case_ids(found)
+        found.cases = [c for c in found.cases if c.case_id not in excluded]
+        found.problems = [p for p in found.problems if not any(_mentions(p, e) for e in excluded)]
+        for case_id in sorted(missing):
+            found.problems.append(f"{root}: --exclude names case {case_id!r}, which is not there")
+    found.cases.sort(key=lambda c: c.case_id)
+    if not found.cases and not found.problems:
+        found.problems.append(f"{root}: no cases found (expected BraTS <case>/<case>_<modality>.nii.gz "
+                              "files, an nnU-Net raw dataset, or a flat folder of NIfTI files)")
+    return found
+
+
+def _mentions(problem: str, case_id: str) -> bool:
+    return problem.startswith(f"case {case_id}:") or f"/{case_id}/" in problem or \
+        f"/{case_id}_" in problem or f"/{case_id}-" in problem or f"/{case_id}." in problem
+
+
+def _problem_case_ids(found: Discovery) -> set[str]:
+    ids = set()
+    for p in found.problems:
+        m = re.match(r"case (.+?):", p)
+        if m:
+            ids.add(m.group(1))
+    return ids
+
+
+def _walk_nifti(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            stem = strip_nifti_suffix(name)
+            if stem is not None:
+                yield Path(dirpath) / name, stem
+
+
+def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool) -> Discovery:
+    """BraTS folders at any depth, or flat folders of `<case>_<modality>` / `<case>_000K` files."""
+    found = Discovery(layout="brats")
+    images: dict[str, dict[str, list[Path]]] = {}
+    labels: dict[str, list[Path]] = {}
+    unrecognised: dict[Path, list[Path]] = {}
+    for path, stem in _walk_nifti(root):
+        case_id, kind = _parse_stem(stem)
+        if case_id is None:
+            unrecognised.setdefault(path.parent, []).append(path)
+            continue
+        if kind == "seg":
+            labels.setdefault(case_id, []).append(path)
+        else:
+            images.setdefault(case_id, {}).setdefault(kind, []).append(path)
+    for case_id in sorted(set(images) | set(labels)):
+        by_mod = images.get(case_id, {})
+        problem_id = check_case_id(case_id)
+        if problem_id:
+            found.problems.append(f"case {case_id}: {problem_id}")
+            continue
+        if not by_mod:
+            # a label without any image: report it, it may be a misnamed case folder
+            found.problems.append(f"{labels[case_id][0]}: label file without any image of case {case_id}")
+            continue
+        case = _assemble(found, case_id, by_mod, labels.get(case_id, []), modalities, require_label,
+                         unrecognised.get(next(iter(next(iter(by_mod.values())))).parent, []))
+        if case is not None:
+            found.cases.append(case)
+    return found
+
+
+def _parse_stem(stem: str) -> tuple[str | None, str | None]:
+    m = _CHANNEL_RE.match(stem)
+    if m:
+        k = int(m.group("channel"))
+        if k < len(MODALITIES):
+            return m.group("case"), MODALITIES[k]
+        return None, None
+    m = _NAMED_RE.match(stem)
+    if m:
+        kind = m.group("kind").lower()
+        if kind in LABEL_SUFFIXES:
+            return m.group("case"), "seg"
+        modality = normalise_modality(kind)
+        if modality:
+            return m.group("case"), modality
+    return None, None
+
+
+def _assemble(found: Discovery, case_id: str, by_mod: dict[str, list[Path]], label_paths: list[Path],
+              modalities: tuple[str, ...], require_label: bool, strays: list[Path]) -> Case | None:
+    ok = True
+    for modality in modalities:
+        paths = by_mod.get(modality, [])
+        if not paths:
+            where = next(iter(next(iter(by_mod.values())))).parent
+            found.problems.append(f"case {case_id}: missing modality {modality} "
+                                  f"(no {case_id}_{modality}.nii[.gz] in {where})")
+            ok = False
+        elif len(paths) > 1:
+            found.problems.append(f"case {case_id}: duplicate case id, {modality} found in "
+                                  + " and ".join(str(p) for p in paths))
+            ok = False
+    if len(label_paths) > 1:
+        found.problems.append(f"case {case_id}: duplicate case id, labels found in "
+                              + " and ".join(str(p) for p in label_paths))
+        ok = False
+    if require_label and not label_paths:
+        hint = f"; found unrecognised {', '.join(p.name for p in strays)} (misnamed label?)" if strays else ""
+        where = next(iter(next(iter(by_mod.values())))).parent
+        found.problems.append(f"case {case_id}: missing label (no {case_id}_seg.nii[.gz] in {where}){hint}")
+        ok = False
+    if not ok:
+        return None
+    return Case(case_id, {m: by_mod[m][0] for m in modalities}, label_paths[0] if label_paths else None)
+
+
+def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: bool) -> Discovery:
+    found = Discovery(layout="nnunet")
+    dataset_path = root / "dataset.json"
+    dataset = read_json(dataset_path)
+    if not isinstance(dataset, dict):
+        raise UserError(f"{dataset_path}: expected a JSON object")
+    channels = dataset.get("channel_names", dataset.get("modality"))
+    if not isinstance(channels, dict) or not channels:
+        raise UserError(f"{dataset_path}: 'channel_names' must map channel numbers to modality names")
+    channel_of: dict[str, int] = {}
+    for key, name in channels.items():
+        modality = normalise_modality(str(name))
+        try:
+            index = int(key)
+        except ValueError:
+            raise UserError(f"{dataset_path}: channel key {key!r} is not a number") from None
+        if modality is None:
+            raise UserError(f"{dataset_path}: channel {key} is {name!r}, not one of t1, t1ce, t2, flair")
+        channel_of[modality] = index
+    ending = dataset.get("file_ending", ".nii.gz")
+    if ending not in (".nii.gz", ".nii"):
+        raise UserError(f"{dataset_path}: file_ending {ending!r} is not a NIfTI ending")
+    if "labels" in dataset:
+        found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
+    else:
+        found.label_scheme = get_scheme("brats2020")
+    images: dict[str, dict[int, Path]] = {}
+    for path in sorted((root / "imagesTr").iterdir()):
+        stem = strip_nifti_suffix(path.name)
+        m = _CHANNEL_RE.match(stem or "")
+        if m:
+            images.setdefault(m.group("case"), {})[int(m.group("channel"))] = path
+    labels_dir = root / "labelsTr"
+    for case_id in sorted(images):
+        problem_id = check_case_id(case_id)
+        if problem_id:
+            found.problems.append(f"case {case_id}: {problem_id}")
+            continue
+        by_mod = {}
+        for modality in modalities:
+            if modality not in channel_of:
+                raise UserError(f"{dataset_path}: no channel for modality {modality}")
+            path = images[case_id].get(channel_of[modality])
+            if path is None:
+                found.problems.append(f"case {case_id}: missing modality {modality} (no "
+                                      f"{case_id}_{channel_of[modality]:04d}{ending} in {root / 'imagesTr'})")
+            else:
+                by_mod[modality] = path
+        label = next((p for p in (labels_dir / f"{case_id}.nii.gz", labels_dir / f"{case_id}.nii")
+                      if p.is_file()), None)
+        if require_label and label is None:
+            found.problems.append(f"case {case_id}: missing label (no {case_id}{ending} in {labels_dir})")
+            continue
+        if len(by_mod) == len(modalities):
+            found.cases.append(Case(case_id, by_mod, label))
+    return found

@@ -1,0 +1,18 @@
+"""Errors a user can act on.
+
+A `UserError` carries one line that names the file and the problem; the command-line
+wrappers print it without a traceback and exit with code 2. Anything else is an internal
+error (exit 1).
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, files or options: one clear line, exit code 2."""
+
+
+class VerificationError(UserError):
+    """Several problems found at once; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) found:\n" + "\n".join(self.problems))

@@ -1,0 +1,45 @@
+"""The workspace: where preprocessed data and results live (the one place env is read).
+
+Resolution order: `--workspace DIR`, else `$PFSEG_HOME`, else `./pfseg_data`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "PFSEG_HOME"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, workspace: str | os.PathLike | None = None) -> Workspace:
+        if workspace is not None:
+            return cls(Path(workspace).expanduser().absolute())
+        env = os.environ.get(ENV_VAR)
+        return cls(Path(env).expanduser().absolute() if env else Path("pfseg_data").absolute())
+
+    def preprocessed(self, name: str) -> Path:
+        return self.root / "preprocessed" / name
+
+    def cases_dir(self, name: str) -> Path:
+        return self.preprocessed(name) / "cases"
+
+    def plans_file(self, name: str) -> Path:
+        return self.preprocessed(name) / "plans.json"
+
+    def dataset_file(self, name: str) -> Path:
+        return self.preprocessed(name) / "dataset.json"
+
+    def results(self, name: str) -> Path:
+        return self.root / "results" / name
+
+    def network_dir(self, name: str, network: str, variant: str | None = None) -> Path:
+        return self.results(name) / (f"{network}__{variant}" if variant else network)
+
+    def fold_dir(self, name: str, network: str, fold: str | int, variant: str | None = None) -> Path:
+        return self.network_dir(name, network, variant) / f"fold_{fold}"

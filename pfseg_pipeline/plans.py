@@ -1,0 +1,287 @@
+"""Plans: every decision of the planner as plain data, <-> versioned JSON.
+
+`plans.json` is meant to be read and edited by hand: each field has a one-line reason in
+`reasons`, and loading validates every field, naming the bad one in the error. Networks are
+built from a `Plans` (networks/registry.py) without touching training code.
+
+Shapes are (z, y, x) on the target grid; keys that hold shapes or spacings end in `_zyx`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pfseg_pipeline.data.labels import TARGETS, LabelScheme, region_names
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import read_json, write_json
+
+PLANS_VERSION = 1
+PRESETS = ("default", "paper", "demo")
+NORMALISATIONS = ("zscore", "minmax")
+LR_OPERATORS = ("avgpool", "trilinear")
+GUIDANCE_LOCATIONS = ("center", "textured")
+SCHEDULERS = ("poly", "plateau")
+
+
+@dataclass
+class NetworkPlan:
+    """Widths of the shared blocks. The encoder pools len(widths) - 1 times."""
+
+    widths: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256])
+    sgm_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
+    head_width: int = 16           # the residual block before each HR head
+    norm: str = "instance"         # InstanceNorm3d without affine parameters, as in the paper
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.widths) - 1
+
+
+@dataclass
+class GuidancePlan:
+    patch_shape_zyx: list[int] = field(default_factory=lambda: [32, 48, 48])
+    location: str = "center"       # "center" (paper) | "textured"
+
+
+@dataclass
+class PatchPlan:
+    """Patch-based baselines (unet3d, resunet3d, vnet): training patch and sliding window."""
+
+    patch_shape_zyx: list[int] = field(default_factory=lambda: [64, 96, 96])
+    step: float = 0.5              # window step as a fraction of the patch
+    batch_size: int = 1
+    foreground_oversampling: float = 0.33
+
+
+@dataclass
+class TrainingPlan:
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 12.0
+    scheduler: str = "plateau"     # "plateau" on validation Dice; "poly" where no validation
+    ssl_pool: int = 10             # SSL pooling factor k
+    loss_weights: dict[str, float] = field(default_factory=lambda: {
+        "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
+    seed: int = 12345
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    modalities: list[str]
+    label_scheme: dict[str, Any]
+    hr_shape_zyx: list[int]
+    target_spacing_zyx: list[float]
+    preset: str = "default"
+    target: str = "regions"
+    normalization: str = "zscore"
+    lr_scale_zyx: list[int] = field(default_factory=lambda: [2, 2, 2])
+    lr_operator: str = "avgpool"
+    guidance: GuidancePlan = field(default_factory=GuidancePlan)
+    network: NetworkPlan = field(default_factory=NetworkPlan)
+    batch_size: int = 1
+    patch_based: PatchPlan = field(default_factory=PatchPlan)
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # preset-specific steps
+    memory: dict[str, Any] = field(default_factory=dict)         # budget and predicted peaks
+    reasons: dict[str, str] = field(default_factory=dict)
+    version: int = PLANS_VERSION
+
+    # ---- derived, never stored -------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def out_channels(self) -> int:
+        return len(region_names(self.target))
+
+    @property
+    def scheme(self) -> LabelScheme:
+        return LabelScheme.from_json(self.label_scheme)
+
+    @property
+    def lr_shape_zyx(self) -> list[int]:
+        return [h // s for h, s in zip(self.hr_shape_zyx, self.lr_scale_zyx)]
+
+    @property
+    def hr_divisor_zyx(self) -> list[int]:
+        """Patch-free networks accept HR shapes that are multiples of this per axis."""
+        return [s * 2 ** self.network.n_pool for s in self.lr_scale_zyx]
+
+    @property
+    def sr_activation(self) -> str:
+        """ReLU only for min-max images (never negative); linear for z-scored ones."""
+        return "relu" if self.normalization == "minmax" else "linear"
+
+    # ---- JSON --------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any, source: str = "plans.json") -> Plans:
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: expected a JSON object")
+        version = d.get("version")
+        if version != PLANS_VERSION:
+            raise UserError(f"{source}: field 'version' is {version!r}; this pfseg reads version "
+                            f"{PLANS_VERSION} (re-run pfseg_plan_and_preprocess)")
+        plans = _build(cls, d, source, "")
+        plans.validate(source)
+        return plans
+
+    def validate(self, source: str = "plans.json") -> None:
+        """Raise a UserError naming the first bad field."""
+        def bad(name: str, why: str) -> UserError:
+            return UserError(f"{source}: field '{name}' {why}")
+
+        def shape3(name: str, value: list, positive=True) -> None:
+            if len(value) != 3 or any((v <= 0 if positive else v < 0) for v in value):
+                raise bad(name, f"must be three positive numbers (z, y, x), got {value}")
+
+        if self.preset not in PRESETS:
+            raise bad("preset", f"must be one of {PRESETS}, got {self.preset!r}")
+        if self.target not in TARGETS:
+            raise bad("target", f"must be one of {TARGETS}, got {self.target!r}")
+        if self.normalization not in NORMALISATIONS:
+            raise bad("normalization", f"must be one of {NORMALISATIONS}, got {self.normalization!r}")
+        if self.lr_operator not in LR_OPERATORS:
+            raise bad("lr_operator", f"must be one of {LR_OPERATORS}, got {self.lr_operator!r}")
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise bad("modalities", f"must be a non-empty list without repeats, got {self.modalities}")
+        try:
+            LabelScheme.from_json(self.label_scheme)
+        except UserError as exc:
+            raise bad("label_scheme", f"is malformed ({exc})") from None
+        for name in ("hr_shape_zyx", "target_spacing_zyx", "lr_scale_zyx"):
+            shape3(name, getattr(self, name))
+        shape3("guidance.patch_shape_zyx", self.guidance.patch_shape_zyx)
+        shape3("patch_based.patch_shape_zyx", self.patch_based.patch_shape_zyx)
+        divisor = self.hr_divisor_zyx
+        if any(h % d for h, d in zip(self.hr_shape_zyx, divisor)):
+            raise bad("hr_shape_zyx", f"{self.hr_shape_zyx} must be a multiple of lr_scale * 2**n_pool "
+                      f"= {divisor} per axis")
+        patch_div = 2 ** self.network.n_pool
+        if any(p % patch_div for p in self.patch_based.patch_shape_zyx):
+            raise bad("patch_based.patch_shape_zyx", f"{self.patch_based.patch_shape_zyx} must be a "
+                      f"multiple of {patch_div} per axis")
+        sgm_div = 2 ** (len(self.network.sgm_widths) - 1)
+        if any(p % sgm_div for p in self.guidance.patch_shape_zyx):
+            raise bad("guidance.patch_shape_zyx", f"must be a multiple of {sgm_div} per axis")
+        if any(g > h for g, h in zip(self.guidance.patch_shape_zyx, self.hr_shape_zyx)):
+            raise bad("guidance.patch_shape_zyx", "must fit inside hr_shape_zyx")
+        if self.guidance.location not in GUIDANCE_LOCATIONS:
+            raise bad("guidance.location", f"must be one of {GUIDANCE_LOCATIONS}")
+        if len(self.network.widths) < 2 or any(w <= 0 for w in self.network.widths):
+            raise bad("network.widths", "must list at least two positive widths")
+        if len(self.network.sgm_widths) < 1 or any(w <= 0 for w in self.network.sgm_widths):
+            raise bad("network.sgm_widths", "must list positive widths")
+        if self.network.head_width <= 0:
+            raise bad("network.head_width", "must be positive")
+        if self.batch_size < 1:
+            raise bad("batch_size", "must be at least 1")
+        if self.patch_based.batch_size < 1:
+            raise bad("patch_based.batch_size", "must be at least 1")
+        if not 0 < self.patch_based.step <= 1:
+            raise bad("patch_based.step", "must be in (0, 1]")
+        t = self.training
+        if t.epochs < 1 or t.iterations_per_epoch < 1:
+            raise bad("training.epochs", "and training.iterations_per_epoch must be at least 1")
+        if not t.lr > 0:
+            raise bad("training.lr", "must be positive")
+        if t.scheduler not in SCHEDULERS:
+            raise bad("training.scheduler", f"must be one of {SCHEDULERS}")
+        if t.ssl_pool < 1:
+            raise bad("training.ssl_pool", "must be at least 1")
+
+    def hash(self) -> str:
+        """A digest of the fields that change what is cached (not reasons or training knobs)."""
+        keys = ("modalities", "label_scheme", "target_spacing_zyx", "normalization", "preprocessing",
+                "preset")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_plans(path: str | os.PathLike) -> Plans:
+    path = Path(path)
+    return Plans.from_json(read_json(path), str(path))
+
+
+def save_plans(plans: Plans, path: str | os.PathLike) -> None:
+    plans.validate(str(path))
+    write_json(path, plans.to_json())
+
+
+# ---- typed construction from JSON with clear errors ------------------------------------------
+def _build(cls, d: dict, source: str, prefix: str):
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(hints)
+    if unknown:
+        raise UserError(f"{source}: unknown field '{prefix}{sorted(unknown)[0]}'")
+    kwargs = {}
+    for name, f in hints.items():
+        full = f"{prefix}{name}"
+        if name not in d:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{source}: missing field '{full}'")
+            continue
+        kwargs[name] = _convert(f.type, d[name], source, full)
+    return cls(**kwargs)
+
+
+_NESTED = {"GuidancePlan": GuidancePlan, "NetworkPlan": NetworkPlan, "PatchPlan": PatchPlan,
+           "TrainingPlan": TrainingPlan}
+
+
+def _convert(type_name: str, value: Any, source: str, name: str) -> Any:
+    def bad(expected: str) -> UserError:
+        return UserError(f"{source}: field '{name}' must be {expected}, got {value!r}")
+
+    if type_name in _NESTED:
+        if not isinstance(value, dict):
+            raise bad("an object")
+        return _build(_NESTED[type_name], value, source, f"{name}.")
+    if type_name == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if type_name == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if type_name == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if type_name == "list[int]":
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad("a list of integers")
+        return list(value)
+    if type_name == "list[float]":
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                              for v in value):
+            raise bad("a list of numbers")
+        return [float(v) for v in value]
+    if type_name == "list[str]":
+        if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    if type_name == "dict[str, float]":
+        if not isinstance(value, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                              for v in value.values()):
+            raise bad("an object of numbers")
+        return {str(k): float(v) for k, v in value.items()}
+    if type_name in ("dict[str, Any]", "dict[str, str]"):
+        if not isinstance(value, dict):
+            raise bad("an object")
+        return dict(value)
+    raise TypeError(f"plans field {name}: unsupported type {type_name}")

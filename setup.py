@@ -1,0 +1,42 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="pfseg",
+    version="0.1.0",
+    description="Self-configuring patch-free 3D brain-tumour segmentation (PFSeg, MICCAI 2021)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pfseg_pipeline", "pfseg_pipeline.*"]),
+    install_requires=[
+        # a range: the Makefile installs the pinned CPU build first (TORCH_SPEC); >=2.5 for the
+        # memory tracker the planner uses
+        "torch>=2.5",
+        "numpy>=1.24",
+        "batchgenerators>=0.25",
+        "SimpleITK>=2.2",
+        "nibabel>=5.0",
+        "scikit-image>=0.21",
+        "scipy>=1.10",
+        "medpy>=0.5",
+        "pandas>=2.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.5"],
+        # the reference the benchmarks measure against; 2.6.x with dynamic-network-architectures
+        # <0.4 runs on the CPU torch (newer ones pull timm -> torchvision -> a CUDA torch)
+        "bench": ["nnunetv2>=2.6,<2.7", "dynamic-network-architectures<0.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pfseg_make_synthetic=pfseg_pipeline.cli.make_synthetic:console",
+            "pfseg_plan_and_preprocess=pfseg_pipeline.cli.plan_and_preprocess:console",
+            "pfseg_train=pfseg_pipeline.cli.train:console",
+            "pfseg_predict=pfseg_pipeline.cli.predict:console",
+            "pfseg_evaluate=pfseg_pipeline.cli.evaluate:console",
+            "pfseg_compare=pfseg_pipeline.cli.compare:console",
+        ],
+    },
+)
