@@ -1,0 +1,107 @@
+"""Run the benchmarks and write docs/BENCHMARKS.md.
+
+    python -m bench all            # every benchmark, full size where the CPU allows
+    python -m bench all --quick    # small shapes: a smoke run (minutes)
+    python -m bench metrics_speed inference_speed
+
+Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section; every
+figure in it was measured side by side with its alternative in the same run. The page gets
+the machine and the date of the run; sections of benchmarks not run this time are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = (
+    "metrics_speed",      # HD95: ours vs MedPy
+    "preprocess_speed",   # plan + preprocess: ours vs nnU-Net v2
+    "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window
+    "loader_speed",       # data loader batches/s vs training steps/s
+    "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
+    "ablation",           # the paper's ablation rows on synthetic data
+    "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
+)
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+HEADER = """# Benchmarks
+
+Every figure on this page was produced by `python -m bench` (see bench/), each as a ratio against
+its alternative measured side by side in the same run, on the machine named in its section.
+Nothing here is typed by hand. GPU figures come from `bench/gpu_check.sh` (see its section).
+"""
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPU threads, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def _sections(text: str) -> dict[str, str]:
+    found = {}
+    for m in re.finditer(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", text, re.S):
+        found[m.group(1)] = m.group(2)
+    return found
+
+
+def write_page(results: dict[str, str], page: Path = PAGE) -> None:
+    from pfseg_pipeline.fileio import write_text
+
+    old = _sections(page.read_text(encoding="utf-8")) if page.exists() else {}
+    old.update(results)
+    order = [b for b in BENCHMARKS if b in old] + sorted(set(old) - set(BENCHMARKS))
+    body = "".join(f"<!-- bench:{b} -->\n{old[b]}<!-- /bench:{b} -->\n\n" for b in order)
+    write_text(page, HEADER + "\n" + body)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help=f"'all' or some of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not update the page")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = list(BENCHMARKS) if "all" in args.names else args.names
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = machine()
+    results = {}
+    for name in names:
+        t0 = time.perf_counter()
+        module = importlib.import_module(f"bench.{name}")
+        figures = module.run(quick=args.quick)
+        took = time.perf_counter() - t0
+        md = figures["markdown"].rstrip() + "\n"
+        results[name] = (f"## {figures.get('title', name)}\n\n"
+                         f"Measured {stamp} on {where}; `python -m bench {name}"
+                         f"{' --quick' if args.quick else ''}` ({took:.0f} s).\n\n{md}")
+        print(results[name])
+    if not args.no_write:
+        write_page(results)
+        print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Score a folder of predicted label maps against reference label maps (BraTS metrics).
+
+References may be laid out as BraTS case folders (``<case>/<case>_seg.nii[.gz]``, at any
+depth; BraTS 2023's ``<case>-seg`` too), an nnU-Net raw dataset (``labelsTr/<case>.nii[.gz]``,
+its ``dataset.json`` giving the label scheme), or a flat folder of ``<case>.nii[.gz]`` /
+``<case>_seg.nii[.gz]`` files. Predictions are ``<case>.nii[.gz]`` files in one folder.
+
+Pairing is by case id. A reference without a prediction is scored against an empty mask (so a
+case with tumour gets Dice 0 and HD95 = the image diagonal) and listed under ``missing``; a
+prediction without a reference is ignored with a warning and listed under
+``ignored_predictions``. A case that cannot be scored (unreadable file, prediction on another
+grid, label values outside the scheme) is reported with one line under ``failed`` and the
+others go on; the command then exits 2.
+
+summary.json (DESIGN.md's schema, plus metadata)::
+
+    {"per_case": [{"case": ID, "WT": {"dice", "hd95", "sensitivity", "specificity"}, ...}],
+     "summary": {"WT": {"dice": {"mean", "std", "median", "n"}, ...}, ...},
+     "missing": [ID, ...],
+     "failed": [{"case": ID, "error": LINE}, ...], "ignored_predictions": [ID, ...],
+     "target", "regions", "label_scheme", "hd95_definition", "units", "paper_grid", ...}
+
+Undefined values (sensitivity with an empty reference) are ``null`` and left out of the
+summary, whose ``n`` counts the values that went in; ``std`` is the population standard
+deviation (ddof 0). A per-case CSV with one column per region and metric is written beside
+the JSON (same name, ``.csv``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pfseg_pipeline.data.labels import (
+    LabelScheme,
+    check_label_values,
+    get_scheme,
+    labels_to_regions,
+    region_names,
+    scheme_from_nnunet_dataset_json,
+)
+from pfseg_pipeline.data.layouts import check_case_id, normalise_modality
+from pfseg_pipeline.data.nifti import Geometry, read_label, strip_nifti_suffix
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS, METRIC_NAMES, region_metrics
+from pfseg_pipeline.evaluation.paper_grid import PAPER_GRID_ZYX, to_paper_grid_labels
+from pfseg_pipeline.fileio import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+GRID_TOLERANCE_MM = 1e-3
+HD95_TEXT = {
+    "pooled": "MedPy hd95: 95th percentile of the pooled surface distances of both directions",
+    "directed-max": "BraTS tool: the larger of the two directed 95th percentiles of surface distances",
+}
+_SEG_RE = re.compile(r"^(?P<case>.+)[_-]seg$", re.IGNORECASE)
+_CHANNEL_RE = re.compile(r"^.+_\d{4}$")
+_MODALITY_RE = re.compile(r"^.+?[_-](?P<kind>[A-Za-z0-9]+)$")
+
+
+@dataclass
+class References:
+    """Reference label maps found under a folder, by case id."""
+
+    layout: str
+    labels: dict[str, Path] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # case id -> one line
+    label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
+
+
+def find_references(ref_dir: str | os.PathLike) -> References:
+    """Find reference label maps in a BraTS, nnU-Net (labelsTr) or flat layout."""
+    ref_dir = _existing_dir(ref_dir, "reference")
+    if (ref_dir / "labelsTr").is_dir():
+        found = References(layout="nnunet")
+        dataset_path = ref_dir / "dataset.json"
+        if dataset_path.is_file():
+            dataset = read_json(dataset_path)
+            if isinstance(dataset, dict) and "labels" in dataset:
+                found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
+        _collect(found, ((p, strip_nifti_suffix(p.name)) for p in _nifti_files(ref_dir / "labelsTr")))
+        return found
+    found = References(layout="brats")
+    seg_files = []
+    for path in _nifti_files(ref_dir, recursive=True):
+        match = _SEG_RE.match(strip_nifti_suffix(path.name))
+        if match:
+            seg_files.append((path, match.group("case")))
+    if seg_files:
+        _collect(found, seg_files)
+        return found
+    found.layout = "flat"
+    _collect(found, ((p, strip_nifti_suffix(p.name)) for p in _nifti_files(ref_dir)
+                     if not _looks_like_image(strip_nifti_suffix(p.name))))
+    return found
+
+
+def find_predictions(pred_dir: str | os.PathLike) -> tuple[dict[str, Path], dict[str, str]]:
+    """Predicted label maps `<case>.nii[.gz]` in one folder: (by case id, problems by case id)."""
+    found = References(layout="flat")
+    files = _nifti_files(_existing_dir(pred_dir, "prediction"))
+    _collect(found, ((p, strip_nifti_suffix(p.name)) for p in files))
+    return found.labels, found.problems
+
+
+def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray,
+                    spacing_zyx: Sequence[float] | None = None,
+                    scheme: LabelScheme | str = "brats2020", target: str = "regions",
+                    hd95_definition: str = "pooled") -> dict[str, dict[str, float | None]]:
+    """Metrics of one case: label maps (Z, Y, X) -> {region: {dice, hd95, sensitivity, specificity}}.
+
+    `spacing_zyx` is in mm (None: 1 per axis, i.e. voxels). Regions follow `target`
+    (WT, TC, ET for ``regions``; WT for ``wt``) and the scheme's label values.
+    """
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if reference.shape != prediction.shape:
+        raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
+    ref_regions = labels_to_regions(reference, scheme, target)
+    pred_regions = labels_to_regions(prediction, scheme, target)
+    return {name: region_metrics(ref_regions[k], pred_regions[k], spacing_zyx, hd95_definition)
+            for k, name in enumerate(region_names(target))}
+
+
+def summarise(per_case: Sequence[dict], regions: Sequence[str]) -> dict:
+    """Mean, population std, median and count of every metric of every region (nulls skipped)."""
+    summary = {}
+    for region in regions:
+        summary[region] = {}
+        for metric in METRIC_NAMES:
+            values = [(c.get(region) or {}).get(metric) for c in per_case]
+            values = np.array([v for v in values if v is not None], dtype=np.float64)
+            if values.size == 0:
+                summary[region][metric] = {"mean": None, "std": None, "median": None, "n": 0}
+            else:
+                summary[region][metric] = {"mean": float(values.mean()), "std": float(values.std()),
+                                           "median": float(np.median(values)), "n": int(values.size)}
+    return summary
+
+
+def evaluate_folder(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+                    output: str | os.PathLike | None = None, scheme: LabelScheme | str | None = None,
+                    target: str = "regions", hd95_definition: str = "pooled", num_processes: int = 1,
+                    paper_grid: bool = False, exclude: Iterable[str] = (), progress: bool = True,
+                    write: bool = True) -> dict:
+    """Score every reference case against its prediction; write summary.json and .csv.
+
+    Returns the summary.json content (see the module docstring). `output` defaults to
+    ``pred_dir/summary.json``; `scheme` defaults to the one an nnU-Net dataset.json declares,
+    else BraTS 2020. With `paper_grid` both maps go to the paper's 128 x 192 x 192 grid first
+    and distances are in voxels. Failed cases are listed, never raised: the caller decides.
+    """
+    if hd95_definition not in HD95_DEFINITIONS:
+        raise UserError(f"unknown HD95 definition {hd95_definition!r} "
+                        f"(choose from {', '.join(HD95_DEFINITIONS)})")
+    regions = region_names(target)
+    pred_dir = Path(pred_dir)
+    references = find_references(ref_dir)
+    predictions, pred_problems = find_predictions(pred_dir)
+    if isinstance(scheme, str):
+        scheme = get_scheme(scheme)
+    scheme = scheme or references.label_scheme or get_scheme("brats2020")
+
+    excluded = set(exclude)
+    ref_ids = (set(references.labels) | set(references.problems)) - excluded
+    for case_id in sorted(excluded - set(references.labels) - set(references.problems)):
+        log.warning("--exclude names case %s, which has no reference in %s", case_id, ref_dir)
+    if not ref_ids:
+        raise UserError(f"{ref_dir}: no reference label maps found (expected <case>/<case>_seg.nii.gz, "
+                        "labelsTr/<case>.nii.gz or <case>.nii.gz files)")
+    ignored = sorted(set(predictions) - ref_ids - excluded)
+    for case_id in ignored:
+        log.warning("prediction %s has no reference in %s: ignored", predictions[case_id], ref_dir)
+    missing = sorted(c for c in ref_ids if c not in predictions and c not in pred_problems
+                     and c in references.labels)
+    for case_id in missing:
+        log.warning("case %s: no prediction in %s, scored as an empty mask", case_id, pred_dir)
+
+    failed = {c: references.problems[c] for c in ref_ids if c in references.problems}
+    failed.update({c: pred_problems[c] for c in ref_ids if c in pred_problems and c not in failed})
+    for case_id in sorted(failed):
+        log.error("case %s: %s", case_id, failed[case_id])
+    tasks = [dict(case=c, reference=references.labels[c], prediction=predictions.get(c), scheme=scheme,
+                  target=target, hd95_definition=hd95_definition, paper_grid=paper_grid)
+             for c in sorted(ref_ids) if c not in failed]
+
+    per_case = {}
+    for result in _run(tasks, num_processes, progress):
+        if "error" in result:
+            failed[result["case"]] = result["error"]
+            log.error("case %s: %s", result["case"], result["error"])
+        else:
+            per_case[result["case"]] = {"case": result["case"], **result["metrics"]}
+    per_case_list = [per_case[c] for c in sorted(per_case)]
+
+    result = {
+        "per_case": per_case_list,
+        "summary": summarise(per_case_list, regions),
+        "missing": missing,
+        "failed": [{"case": c, "error": failed[c]} for c in sorted(failed)],
+        "ignored_predictions": ignored,
+        "target": target,
+        "regions": list(regions),
+        "label_scheme": scheme.name,
+        "hd95_definition": hd95_definition,
+        "hd95_definition_text": HD95_TEXT[hd95_definition],
+        "units": "voxels" if paper_grid else "mm",
+        "paper_grid": list(PAPER_GRID_ZYX) if paper_grid else None,
+        "empty_mask_convention": "both empty: dice 1, hd95 0; one empty: dice 0, hd95 = image diagonal",
+        "std": "population (ddof 0)",
+        "reference_dir": str(Path(ref_dir).absolute()),
+        "prediction_dir": str(pred_dir.absolute()),
+    }
+    if write:
+        output = Path(output) if output is not None else pred_dir / "summary.json"
+        write_json(output, result)
+        write_per_case_csv(result, output.with_suffix(".csv"))
+        log.info("wrote %s and %s", output, output.with_suffix(".csv").name)
+    return result
+
+
+def write_per_case_csv(result: dict, path: str | os.PathLike) -> None:
+    """One row per scored case: `case`, `missing`, then `<REGION>_<metric>` columns."""
+    import pandas as pd
+
+    missing = set(result["missing"])
+    rows = []
+    for entry in result["per_case"]:
+        row = {"case": entry["case"], "missing": entry["case"] in missing}
+        for region in result["regions"]:
+            for metric in METRIC_NAMES:
+                row[f"{region}_{metric}"] = entry[region][metric]
+        rows.append(row)
+    columns = ["case", "missing"] + [f"{r}_{m}" for r in result["regions"] for m in METRIC_NAMES]
+    frame = pd.DataFrame(rows, columns=columns)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: LabelScheme,
+                  target: str = "regions", hd95_definition: str = "pooled", paper_grid: bool = False) -> dict:
+    """Read and score one case: {"case", "metrics"} or {"case", "error": one line} (never raises
+    for a user-fixable problem, so a batch goes on)."""
+    try:
+        ref_seg, ref_geometry = read_label(reference)
+        _check_values(ref_seg, scheme, reference)
+        if prediction is None:
+            pred_seg = np.zeros_like(ref_seg)
+        else:
+            pred_seg, pred_geometry = read_label(prediction)
+            _check_grid(ref_geometry, reference, pred_geometry, prediction)
+            _check_values(pred_seg, scheme, prediction)
+        spacing = ref_geometry.spacing_zyx
+        if paper_grid:
+            try:
+                ref_seg, pred_seg = to_paper_grid_labels(ref_seg), to_paper_grid_labels(pred_seg)
+            except UserError as exc:
+                raise UserError(f"{reference}: {exc}") from exc
+            spacing = (1.0, 1.0, 1.0)
+        metrics = evaluate_arrays(ref_seg, pred_seg, spacing, scheme, target, hd95_definition)
+    except UserError as exc:
+        return {"case": case, "error": str(exc)}
+    return {"case": case, "metrics": metrics}
+
+
+def _evaluate_task(task: dict) -> dict:
+    return evaluate_case(**task)
+
+
+def _run(tasks: list[dict], num_processes: int, progress: bool) -> Iterable[dict]:
+    from tqdm import tqdm
+
+    with tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress) as bar:
+        if num_processes <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield _evaluate_task(task)
+                bar.update()
+            return
+        # spawn: safe when the caller (e.g. training) already runs threads
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(num_processes, len(tasks)), mp_context=context) as pool:
+            futures = [pool.submit(_evaluate_task, task) for task in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+
+
+def _check_grid(ref: Geometry, ref_path: Path, pred: Geometry, pred_path: Path) -> None:
+    if ref.shape_zyx != pred.shape_zyx:
+        raise UserError(f"prediction {pred_path} is on another grid than reference {ref_path}: "
+                        f"shape (z, y, x) {pred.shape_zyx} vs {ref.shape_zyx}")
+    difference = float(np.max(np.abs(np.asarray(ref.affine) - np.asarray(pred.affine))))
+    if difference > GRID_TOLERANCE_MM:
+        raise UserError(f"prediction {pred_path} is on another grid than reference {ref_path}: "
+                        f"affines differ by up to {difference:.4g} mm (tolerance {GRID_TOLERANCE_MM})")
+
+
+def _check_values(seg: np.ndarray, scheme: LabelScheme, path: Path) -> None:
+    unknown = check_label_values(seg, scheme)
+    if unknown:
+        raise UserError(f"{path}: label values {unknown} are not in the {scheme.name} scheme "
+                        f"{scheme.values} (wrong --label-scheme?)")
+
+
+def _existing_dir(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} folder does not exist")
+    if not path.is_dir():
+        raise UserError(f"{path}: {what} path is not a folder")
+    return path
+
+
+def _nifti_files(folder: Path, recursive: bool = False) -> list[Path]:
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                      and strip_nifti_suffix(p.name) is not None)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / n for n in sorted(filenames)
+                     if not n.startswith(".") and strip_nifti_suffix(n) is not None)
+    return found
+
+
+def _looks_like_image(stem: str) -> bool:
+    """`<case>_0000` or `<case>_t1` style names: images, not label maps."""
+    if _CHANNEL_RE.match(stem):
+        return True
+    match = _MODALITY_RE.match(stem)
+    return bool(match and normalise_modality(match.group("kind")))
+
+
+def _collect(found: References, files: Iterable[tuple[Path, str]]) -> None:
+    for path, case_id in files:
+        problem = check_case_id(case_id)
+        if problem:
+            found.problems[case_id] = f"{path}: {problem}"
+        elif case_id in found.labels:
+            found.problems[case_id] = f"duplicate case id: {found.labels.pop(case_id)} and {path}"
+        elif case_id in found.problems:
+            found.problems[case_id] += f" and {path}"
+        else:
+            found.labels[case_id] = path
