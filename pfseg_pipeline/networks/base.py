@@ -1,0 +1,51 @@
+"""The interface every network implements, so trainer and predictor are network-agnostic.
+
+- `forward_train(batch: dict) -> dict`: batch keys `image` (B, C, Z, Y, X) and `target`
+  (B, K, Z, Y, X), optional derived inputs; outputs at least `seg_logits`.
+- `forward_infer(image) -> logits` (B, K, Z, Y, X) at the input's size; the network derives
+  its own LR input / guidance patch. No sigmoid: the predictor applies it.
+- `forward(x)` dispatches on the argument (dict -> forward_train, tensor -> forward_infer), so
+  a DistributedDataParallel wrapper, which only hooks `forward`, works for both.
+- Attributes: `options` (the builder options, stored in checkpoints), `divisor_zyx` (inputs
+  must be a multiple of it per axis), `patch_free` (whole volume in one pass, or sliding window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class SegmentationNetwork(nn.Module):
+    patch_free: bool = False
+
+    def __init__(self, divisor_zyx: Sequence[int], options: dict[str, Any] | None = None):
+        super().__init__()
+        self.divisor_zyx = tuple(int(d) for d in divisor_zyx)
+        self.options: dict[str, Any] = dict(options or {})
+
+    def forward(self, x):
+        if isinstance(x, dict):
+            return self.forward_train(x)
+        return self.forward_infer(x)
+
+    def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward_infer(self, image: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def training_only_modules(self) -> list[nn.Module]:
+        """Modules that `forward_infer` never runs (left out of the inference parameter count)."""
+        return []
+
+    def check_input(self, image: Tensor) -> None:
+        """Raise a ValueError unless `image` is (B, C, Z, Y, X) with a valid spatial shape."""
+        if image.dim() != 5:
+            raise ValueError(f"expected a batch (B, C, Z, Y, X), got shape {tuple(image.shape)}")
+        spatial = tuple(image.shape[2:])
+        if any(n % d for n, d in zip(spatial, self.divisor_zyx)):
+            raise ValueError(f"input shape {spatial} is not a multiple of the network's divisor "
+                             f"{self.divisor_zyx} per axis (pad it first)")

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.networks.registry import (
+    NETWORKS,
+    PATCH_FREE,
+    build_network,
+    count_parameters,
+    example_batch,
+    inference_parameter_count,
+)
+
+
+def test_registry_names():
+    assert set(NETWORKS) == {"pfseg", "resunet3d", "unet3d", "vnet", "hdc", "resunet3d_up"}
+    assert PATCH_FREE == {"pfseg", "resunet3d_up", "hdc"}
+
+
+def test_unknown_network_lists_the_names(make_plans):
+    with pytest.raises(UserError, match="unknown network 'unet2d'.*pfseg.*resunet3d_up"):
+        build_network("unet2d", make_plans())
+
+
+def test_unknown_option_is_a_user_error(make_plans):
+    with pytest.raises(UserError, match="use_sr"):
+        build_network("pfseg", make_plans(), use_tel=True)
+    with pytest.raises(UserError, match="none"):
+        build_network("unet3d", make_plans(), use_sr=False)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_example_batch_feeds_forward_train(make_plans, name):
+    plans = make_plans(patch=(8, 12, 4), location="textured")
+    batch = example_batch(name, plans, 2, dtype=torch.float32)
+    shape = tuple(plans.hr_shape_zyx if name in PATCH_FREE else plans.patch_based.patch_shape_zyx)
+    assert batch["image"].shape == (2, 2, *shape) and batch["target"].shape == (2, 3, *shape)
+    assert set(batch["target"].unique().tolist()) <= {0.0, 1.0}
+    if name == "pfseg":
+        assert batch["guidance_patch"].shape == (2, 2, 4, 4, 4)
+        assert batch["guidance_origin_zyx"].shape == (2, 3)
+    model = build_network(name, plans)
+    assert model.network_name == name
+    with torch.no_grad():
+        out = model.forward_train(batch)
+    assert out["seg_logits"].shape[:2] == (2, 3)
+
+
+def test_example_batch_and_forward_under_fake_tensors(make_plans):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    plans = make_plans(location="textured")
+    with FakeTensorMode():
+        model = build_network("pfseg", plans)
+        batch = example_batch("pfseg", plans, 2)
+        out = model.forward_train({"image": batch["image"], "target": batch["target"]})
+        out["seg_logits"].sum().backward()
+    assert out["seg_logits"].shape == (2, 3, 16, 16, 16)
+
+
+def test_parameter_counts(make_plans):
+    model = build_network("pfseg", make_plans())
+    total, inference = count_parameters(model), inference_parameter_count(model)
+    assert inference == total - count_parameters(model.sr_decoder)
+    baseline = build_network("resunet3d", make_plans())
+    assert inference_parameter_count(baseline) == count_parameters(baseline)
