@@ -20,6 +20,17 @@ import numpy as np
 from pfseg_pipeline.errors import UserError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only (0600); finished files get the usual
+# permissions (0666 less the umask, as open() would give), so a shared dataset stays readable.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _write_error(path: Path, exc: OSError) -> UserError:
     if exc.errno == errno.ENOSPC:
         return UserError(f"{path}: cannot write, the disk is full")
@@ -48,6 +59,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

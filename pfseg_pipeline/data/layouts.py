@@ -92,7 +92,10 @@ def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
         found = _discover_named(root, modalities, require_label)
     excluded = set(exclude)
     if excluded:
-        missing = excluded - {c.case_id for c in found.cases} - _problem_case_ids(found)
+        # an excluded id is "not there" only when no case and no problem line is about it (a
+        # problem can name the case only through its file, e.g. a label without images)
+        missing = {e for e in excluded - {c.case_id for c in found.cases} - _problem_case_ids(found)
+                   if not any(_mentions(p, e) for p in found.problems)}
         found.cases = [c for c in found.cases if c.case_id not in excluded]
         found.problems = [p for p in found.problems if not any(_mentions(p, e) for e in excluded)]
         for case_id in sorted(missing):
@@ -105,8 +108,16 @@ def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
 
 
 def _mentions(problem: str, case_id: str) -> bool:
-    return problem.startswith(f"case {case_id}:") or f"/{case_id}/" in problem or \
-        f"/{case_id}_" in problem or f"/{case_id}-" in problem or f"/{case_id}." in problem
+    """Whether a discovery problem is about `case_id`: "case ID: ..." or "PATH: ..." where the
+    file's name parses to that case or a folder of the path is named after it (an exact match,
+    so excluding case 'A' keeps the problems of case 'A_1')."""
+    if problem.startswith(f"case {case_id}:"):
+        return True
+    path = Path(problem.split(": ", 1)[0])
+    stem = strip_nifti_suffix(path.name)
+    if stem is not None and _parse_stem(stem)[0] == case_id:
+        return True
+    return case_id in path.parts[:-1] or case_id == path.name
 
 
 def _problem_case_ids(found: Discovery) -> set[str]:
@@ -189,13 +200,17 @@ def _assemble(found: Discovery, case_id: str, by_mod: dict[str, list[Path]], lab
             found.problems.append(f"case {case_id}: missing modality {modality} "
                                   f"(no {case_id}_{modality}.nii[.gz] in {where})")
             ok = False
-        elif len(paths) > 1:
-            found.problems.append(f"case {case_id}: duplicate case id, {modality} found in "
-                                  + " and ".join(str(p) for p in paths))
-            ok = False
-    if len(label_paths) > 1:
-        found.problems.append(f"case {case_id}: duplicate case id, labels found in "
-                              + " and ".join(str(p) for p in label_paths))
+    # one line per duplicated case (not one per file): the folders that both hold it, or, when
+    # one folder holds two files of a kind (x_t1.nii and x_t1.nii.gz), those files
+    duplicates = [paths for paths in [*(by_mod.get(m, []) for m in modalities), label_paths]
+                  if len(paths) > 1]
+    if duplicates:
+        folders = sorted({str(p.parent) for paths in duplicates for p in paths})
+        if len(folders) > 1:
+            found.problems.append(f"case {case_id}: duplicate case id, found in " + " and ".join(folders))
+        else:
+            found.problems.append(f"case {case_id}: duplicate files in {folders[0]}: " + "; ".join(
+                " and ".join(p.name for p in paths) for paths in duplicates))
         ok = False
     if require_label and not label_paths:
         hint = f"; found unrecognised {', '.join(p.name for p in strays)} (misnamed label?)" if strays else ""

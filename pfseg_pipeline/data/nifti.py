@@ -66,11 +66,14 @@ def load_header(path: str | os.PathLike) -> nib.Nifti1Image:
 
 
 def geometry_of(img: nib.Nifti1Image, path: str | os.PathLike = "") -> Geometry:
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    # The header's shape, not `img.shape`: a header-only reference (`make_reference`) holds a
+    # 1x1x1 placeholder array but declares the real grid in its header.
+    full_shape = tuple(int(s) for s in img.header.get_data_shape())
+    shape = full_shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
     if len(shape) != 3:
-        raise UserError(f"{path}: expected a 3D image, found {len(img.shape)}D shape {tuple(img.shape)}")
+        raise UserError(f"{path}: expected a 3D image, found {len(full_shape)}D shape {full_shape}")
     zooms = img.header.get_zooms()[:3]
     return Geometry(
         shape_zyx=(int(shape[2]), int(shape[1]), int(shape[0])),

@@ -1,0 +1,113 @@
+"""pfseg_plan_and_preprocess: verify a raw dataset, fingerprint it, plan, preprocess."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.data.labels import SCHEMES
+from pfseg_pipeline.data.layouts import MODALITIES, check_case_id
+from pfseg_pipeline.data.verify import VerifyReport, verify_dataset
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.plans import PRESETS
+
+log = logging.getLogger("pfseg")
+
+LOG_FILE = "plan_and_preprocess.log"  # in preprocessed/NAME/ of the workspace
+EXAMPLES = """\
+examples:
+  pfseg_plan_and_preprocess -i raw/BraTS2020_TrainingData -d BraTS2020 --verify-only
+  pfseg_plan_and_preprocess -i raw/BraTS2020_TrainingData -d BraTS2020 --exclude BraTS20_Training_355
+  pfseg_plan_and_preprocess -i raw/synth -d Synth --preset demo -np 2
+  pfseg_plan_and_preprocess -i raw/BraTS2020_TrainingData -d Paper --preset paper   # t2 only, WT
+
+RAW: BraTS case folders at any depth (<case>/<case>_{t1,t1ce,t2,flair,seg}.nii[.gz]), an nnU-Net
+raw dataset (dataset.json + imagesTr/ + labelsTr/) or a flat folder of NIfTI files.
+Every file is read in full first; all problems are listed, one line each, and the command exits
+2 without writing anything. --exclude leaves known bad cases out (BraTS 2020 case 355 has a
+misnamed label in some copies).
+"""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="pfseg_plan_and_preprocess", description=__doc__, epilog=EXAMPLES)
+    parser.add_argument("-i", "--input", required=True, metavar="RAW", help="raw dataset folder")
+    parser.add_argument("-d", "--dataset", required=True, metavar="NAME",
+                        help="dataset name in the workspace (preprocessed/NAME, results/NAME)")
+    parser.add_argument("--preset", choices=PRESETS, default="default",
+                        help="default (self-configured), paper (the paper's protocol: t2, WT, "
+                             "128x192x192) or demo (small and fast); default: %(default)s")
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=None, metavar="MOD",
+                        help="modalities to use, in this order (default: t1 t1ce t2 flair; "
+                             "paper preset: t2)")
+    parser.add_argument("--label-scheme", choices=tuple(SCHEMES), default=None,
+                        help="label values of the dataset (default: what an nnU-Net dataset.json "
+                             "declares, else brats2020)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=11.0, metavar="GB",
+                        help="GPU memory budget the plan must fit (default: %(default)g)")
+    parser.add_argument("--lr-scale", type=int, nargs="+", default=None, metavar="S",
+                        help="LR scale, one value for every axis or three (z y x); default: 2, "
+                             "raised only when memory requires")
+    parser.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
+                        help="worker processes (default: min(8, CPU count))")
+    parser.add_argument("--verify-only", action="store_true",
+                        help="only read and check every file of the dataset, then stop")
+    parser.add_argument("--exclude", nargs="+", default=(), metavar="CASE",
+                        help="case ids to leave out")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_workspace_arg(parser)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Option values argparse cannot check alone: one clear line each."""
+    problem = check_case_id(args.dataset)
+    if problem:
+        raise UserError(f"-d {args.dataset!r}: {problem.replace('case id', 'dataset name')}")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UserError(f"-np must be at least 1 (got {args.num_processes})")
+    if args.gpu_memory_gb <= 0:
+        raise UserError(f"--gpu-memory-gb must be positive (got {args.gpu_memory_gb:g})")
+    if args.lr_scale is not None:
+        if len(args.lr_scale) not in (1, 3) or any(s < 1 for s in args.lr_scale):
+            raise UserError("--lr-scale takes one or three integers >= 1 (z y x), "
+                            f"got {' '.join(map(str, args.lr_scale))}")
+    if args.modalities is not None and len(set(args.modalities)) != len(args.modalities):
+        raise UserError(f"--modalities lists a modality twice: {' '.join(args.modalities)}")
+
+
+def modalities_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modalities to verify and use: --modalities, else the preset's."""
+    if args.modalities:
+        return tuple(args.modalities)
+    return ("t2",) if args.preset == "paper" else MODALITIES
+
+
+def workers_of(args: argparse.Namespace) -> int:
+    return args.num_processes or max(1, min(8, os.cpu_count() or 1))
+
+
+def verify_step(args: argparse.Namespace) -> VerifyReport:
+    """Read and check every file of the raw dataset; raise VerificationError listing all problems."""
+    report = verify_dataset(args.input, modalities=modalities_of(args), require_label=True,
+                            exclude=tuple(args.exclude), label_scheme=args.label_scheme,
+                            workers=workers_of(args), progress=True)
+    report.raise_for_problems()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    if not args.verify_only:
+        raise UserError("planning is not implemented yet (use --verify-only)")
+    setup_logging(None, verbose=args.verbose)
+    report = verify_step(args)
+    print(f"verified {len(report.cases)} cases: OK")
+    return 0
+
+
+console = entry_point(main)

@@ -1,0 +1,247 @@
+"""Dataset verification: read every voxel of every file and report all problems at once.
+
+`verify_dataset` finds the cases (data/layouts.py), then checks each case's files:
+unreadable, zero-byte, truncated or mislabelled-compression files; images that are not 3D;
+NaN or Inf voxels; all-zero images; modalities on different grids (shape or affine, 1e-3 mm
+tolerance; both files named); a label map on another grid than its images; label values the
+scheme does not declare (listed). Every problem is one line that starts with the file (or the
+case) it is about, so a user can fix them all in one pass.
+
+Cases are checked in worker processes, one case per worker at a time, so memory stays bounded
+by `workers` cases whatever the dataset size (BraTS 2020: 369 cases x 5 files).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+
+from pfseg_pipeline.data.labels import BRATS2020, SCHEMES, LabelScheme, get_scheme
+from pfseg_pipeline.data.layouts import MODALITIES, Case, discover
+from pfseg_pipeline.data.nifti import Geometry, geometry_of, load_header
+from pfseg_pipeline.errors import UserError, VerificationError
+
+log = logging.getLogger(__name__)
+
+AFFINE_TOLERANCE_MM = 1e-3
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of `verify_dataset`.
+
+    cases : the cases whose files all passed (sorted by case id).
+    problems : one line per problem, each naming the file or case; empty when all is well.
+    layout : 'brats' or 'nnunet'.
+    label_scheme : the scheme the labels were checked against.
+    geometries : case id -> Geometry of its images (for the cases that passed).
+    """
+
+    cases: list[Case]
+    problems: list[str]
+    layout: str
+    label_scheme: LabelScheme
+    geometries: dict[str, Geometry] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_for_problems(self) -> None:
+        """Raise a `VerificationError` listing every problem (no-op when there are none)."""
+        if self.problems:
+            raise VerificationError(self.problems)
+
+
+def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
+                   require_label: bool = True, exclude: tuple[str, ...] = (),
+                   label_scheme: LabelScheme | str | None = None, workers: int = 1,
+                   progress: bool = False) -> VerifyReport:
+    """Find every case under `root` and check all of its files, voxel by voxel.
+
+    Parameters
+    ----------
+    root : dataset folder (BraTS layout at any depth, nnU-Net raw, or flat).
+    modalities : the image modalities every case must have.
+    require_label : whether a missing label map is a problem (training data).
+    exclude : case ids to leave out (their problems are not reported either).
+    label_scheme : a `LabelScheme` or its name; default: what an nnU-Net dataset.json
+        declares, else BraTS 2020.
+    workers : processes reading cases in parallel (each holds one case at a time).
+    progress : show a progress bar over cases.
+
+    Returns
+    -------
+    VerifyReport; call `report.raise_for_problems()` to turn problems into a
+    `VerificationError`.
+    """
+    found = discover(root, tuple(modalities), require_label=require_label, exclude=tuple(exclude))
+    if isinstance(label_scheme, str):
+        scheme = get_scheme(label_scheme)
+    else:
+        scheme = label_scheme or found.label_scheme or BRATS2020
+    problems = list(found.problems)
+    passed: list[Case] = []
+    geometries: dict[str, Geometry] = {}
+    results = _map_cases(found.cases, scheme, workers, progress)
+    for case, (case_problems, geometry) in zip(found.cases, results):
+        problems.extend(case_problems)
+        if not case_problems:
+            passed.append(case)
+            if geometry is not None:
+                geometries[case.case_id] = geometry
+    log.info("verified %d case(s) under %s: %d problem(s)", len(found.cases), root, len(problems))
+    return VerifyReport(passed, problems, found.layout, scheme, geometries)
+
+
+def _map_cases(cases: list[Case], scheme: LabelScheme, workers: int, progress: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cases), desc="verify", unit="case", leave=False,
+               disable=True if not progress else None)
+    try:
+        if workers <= 1 or len(cases) <= 1:
+            for case in cases:
+                yield verify_case(case, scheme)
+                bar.update(1)
+            return
+        with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
+            # map() hands one case to a worker at a time (chunksize 1): memory stays bounded
+            for result in pool.map(verify_case, cases, repeat(scheme), chunksize=1):
+                yield result
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def verify_case(case: Case, scheme: LabelScheme = BRATS2020) -> tuple[list[str], Geometry | None]:
+    """Check one case's files; return (problems, Geometry of its images or None)."""
+    problems: list[str] = []
+    reference: tuple[Path, Geometry] | None = None
+    for modality, path in case.images.items():
+        data, geometry, problem = _read(path)
+        if problem:
+            problems.append(problem)
+            continue
+        problems.extend(_image_problems(path, data))
+        del data
+        if reference is None:
+            reference = (path, geometry)
+        else:
+            problems.extend(_grid_problems(path, geometry, *reference, what=f"{modality} image"))
+    if case.label is not None:
+        data, geometry, problem = _read(case.label, label=True)
+        if problem:
+            problems.append(problem)
+        else:
+            problems.extend(_label_problems(case.label, data, scheme))
+            if reference is not None:
+                problems.extend(_grid_problems(case.label, geometry, *reference, what="label"))
+    return problems, (reference[1] if reference else None)
+
+
+def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry | None, str | None]:
+    """Read a whole NIfTI (storage order, scaling applied); (None, None, problem) on failure."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return None, None, f"{path}: cannot read ({exc.strerror or exc})"
+    if size == 0:
+        return None, None, f"{path}: empty file (0 bytes)"
+    gz_name = path.name.lower().endswith(".gz")
+    if gz_name and head[:2] != _GZIP_MAGIC:
+        hint = " (an uncompressed NIfTI? rename it to .nii)" if _is_nifti1_header(head) else ""
+        return None, None, f"{path}: not gzip-compressed data despite the .gz name{hint}"
+    if not gz_name and head[:2] == _GZIP_MAGIC:
+        return None, None, f"{path}: gzip-compressed data under a .nii name (rename it to .nii.gz)"
+    try:
+        img = load_header(path)
+        geometry = geometry_of(img, path)
+    except UserError as exc:
+        return None, None, str(exc)
+    if not gz_name:
+        # the proxy keeps the file's vox_offset (the loaded header's is reset to 0)
+        offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+        needed = offset + int(np.prod(img.header.get_data_shape())) * img.header.get_data_dtype().itemsize
+        if size < needed:
+            return None, None, f"{path}: truncated file ({size} bytes, the header needs {needed})"
+    try:
+        if label:
+            data = np.asanyarray(img.dataobj)
+        else:
+            data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # EOFError, zlib.error, OSError, ValueError from a short file
+        kind = "truncated file" if isinstance(exc, EOFError) else "corrupt or truncated image data"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, None, f"{path}: {kind} ({type(exc).__name__}{': ' + reason if reason else ''})"
+    return data, geometry, None
+
+
+def _is_nifti1_header(head: bytes) -> bool:
+    """Whether 4 bytes start a NIfTI-1/2 header (sizeof_hdr 348 or 540, either byte order)."""
+    return len(head) == 4 and (int.from_bytes(head, "little") in (348, 540)
+                               or int.from_bytes(head, "big") in (348, 540))
+
+
+def _image_problems(path: Path, data: np.ndarray) -> list[str]:
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_bad = int(finite.size - np.count_nonzero(finite))
+        return [f"{path}: {n_bad} NaN or Inf voxel(s)"]
+    if not data.any():
+        return [f"{path}: image is all zero"]
+    return []
+
+
+def _label_problems(path: Path, data: np.ndarray, scheme: LabelScheme) -> list[str]:
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            return [f"{path}: label map holds NaN or Inf voxels"]
+        fractional = data != np.rint(data)
+        if fractional.any():
+            example = float(data[fractional].flat[0])
+            return [f"{path}: label map holds non-integer values (e.g. {example:g})"]
+    values = _present_values(data)
+    bad = [v for v in values if v not in scheme.values]
+    if not bad:
+        return []
+    hint = ""
+    for other in SCHEMES.values():
+        if other.name != scheme.name and set(values) <= set(other.values):
+            hint = f" (labels of {other.name}? use --label-scheme {other.name})"
+    return [f"{path}: label values {bad} outside the {scheme.name} scheme "
+            f"{list(scheme.values)}{hint}"]
+
+
+def _present_values(data: np.ndarray) -> list[int]:
+    """The distinct (integer) values of a label map, cheaply for the usual 0..255 range."""
+    low, high = data.min(), data.max()
+    if low >= 0 and high <= 255:
+        counts = np.bincount(data.astype(np.uint8, copy=False).ravel(), minlength=256)
+        return [int(v) for v in np.flatnonzero(counts)]
+    return [int(v) for v in np.unique(data)]
+
+
+def _grid_problems(path: Path, geometry: Geometry, ref_path: Path, ref: Geometry, what: str) -> list[str]:
+    if geometry.shape_zyx != ref.shape_zyx:
+        return [f"{path}: {what} shape {_xyz(geometry.shape_zyx)} differs from {ref_path} "
+                f"shape {_xyz(ref.shape_zyx)}"]
+    difference = float(np.max(np.abs(np.asarray(geometry.affine) - np.asarray(ref.affine))))
+    if difference > AFFINE_TOLERANCE_MM:
+        return [f"{path}: {what} affine differs from {ref_path} by up to {difference:.4g} mm "
+                f"(tolerance {AFFINE_TOLERANCE_MM:g} mm)"]
+    return []
+
+
+def _xyz(shape_zyx: tuple[int, int, int]) -> str:
+    """A shape as the NIfTI stores it (x y z), the way users see it in their viewers."""
+    return "x".join(str(s) for s in reversed(shape_zyx))
