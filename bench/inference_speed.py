@@ -1,0 +1,165 @@
+"""Inference speed: PFSeg whole volume vs ResUNet3D sliding window, same cases, one run.
+
+    python -m bench.inference_speed [--quick] [--shape X Y Z] [--cases N] [--device cpu]
+
+The same synthetic BraTS-like cases (default 240 x 240 x 155, x y z, as the NIfTI stores them)
+go through `inference.pipeline.predict_folder` twice, on the same machine in the same process:
+once with PFSeg (one forward pass over the whole padded volume; the SR decoder is not run) and
+once with the patch-based ResUNet3D (Gaussian sliding window over its planned patch, step 0.5).
+Both networks have the paper's widths (32, 32, 64, 128, 256) and random weights: speed does not
+depend on training. The plan is built like the planner's rules on these cases: target spacing
+1 mm, HR shape = the largest brain box rounded up to LR scale x 2**4 = 32 per axis, LR scale 2,
+guidance patch HR / 4, baseline patch HR / 2 (a multiple of 16).
+
+Figures per case: `network` (the forward passes only) and end to end (reading, preprocessing,
+network, export and writing, with the pipeline's overlap: the folder's wall time divided by the
+number of cases), and the ratio ResUNet3D / PFSeg of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pfseg_pipeline.data.labels import BRATS2020
+from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans
+
+log = logging.getLogger(__name__)
+
+PAPER_WIDTHS = [32, 32, 64, 128, 256]
+METHODS = ("pfseg", "resunet3d")
+
+
+def _round_up(n: float, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def bench_plans(brain_shapes_zyx: list[tuple[int, int, int]],
+                modalities=("t1", "t1ce", "t2", "flair")) -> Plans:
+    """Plans with the paper's widths for cases whose brain boxes (at 1 mm) have these shapes."""
+    net = NetworkPlan(widths=list(PAPER_WIDTHS), sgm_widths=[16, 32, 64, 64], head_width=16)
+    divisor = 2 * 2 ** net.n_pool
+    hr = [_round_up(max(s[a] for s in brain_shapes_zyx), divisor) for a in range(3)]
+    patch = [_round_up(h / 2, 2 ** net.n_pool) for h in hr]
+    plans = Plans(dataset_name="InferenceSpeed", modalities=list(modalities),
+                  label_scheme=BRATS2020.to_json(), hr_shape_zyx=hr, target_spacing_zyx=[1.0, 1.0, 1.0],
+                  lr_scale_zyx=[2, 2, 2],
+                  guidance=GuidancePlan([h // 4 for h in hr], "center"), network=net,
+                  patch_based=PatchPlan(patch_shape_zyx=patch, step=0.5),
+                  reasons={"all": "bench/inference_speed.py: the planner's rules on the benchmark cases"})
+    plans.validate("bench plans")
+    return plans
+
+
+def run(quick: bool = False, shape_xyz: tuple[int, int, int] | None = None, n_cases: int = 1,
+        device: str = "cpu", seed: int = 0) -> dict:
+    """Time both methods on the same cases; return the figures and a Markdown section."""
+    from pfseg_pipeline.data.layouts import discover
+    from pfseg_pipeline.data.synthetic import write_dataset
+    from pfseg_pipeline.inference.pipeline import predict_folder
+    from pfseg_pipeline.inference.predictor import Predictor, resolve_device
+    from pfseg_pipeline.inference.sliding_window import window_starts
+    from pfseg_pipeline.networks.registry import build_network, inference_parameter_count
+    from pfseg_pipeline.preprocessing.case import preprocess_case
+
+    shape_xyz = tuple(shape_xyz) if shape_xyz else ((96, 96, 64) if quick else (240, 240, 155))
+    torch_device = resolve_device(device)
+    figures: dict = {"title": "Inference: PFSeg whole volume vs ResUNet3D sliding window",
+                     "shape_xyz": list(shape_xyz), "cases": n_cases, "device": str(torch_device),
+                     "torch_threads": torch.get_num_threads(), "methods": {}}
+    with tempfile.TemporaryDirectory(prefix="pfseg-bench-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        write_dataset(tmp / "raw", n_cases, shape_xyz, seed=seed)
+        log.info("synthetic cases written in %.1f s", time.perf_counter() - t0)
+        cases = discover(tmp / "raw").cases
+        provisional = bench_plans([(32, 32, 32)])
+        brain_shapes = [tuple(preprocess_case(c, provisional, with_label=False)[0].shape[1:]) for c in cases]
+        plans = bench_plans(brain_shapes)
+        figures.update(hr_shape_zyx=plans.hr_shape_zyx, patch_shape_zyx=plans.patch_based.patch_shape_zyx,
+                       brain_shapes_zyx=[list(s) for s in brain_shapes])
+        torch.nn.functional.conv3d(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 3, 3, 3))  # thread pool up
+
+        for network in METHODS:
+            torch.manual_seed(seed)
+            model = build_network(network, plans).eval()
+            predictor = Predictor([model], plans, network, device=torch_device)
+            log.info("%s: predicting %d case(s) of %s (x y z)", network, n_cases,
+                     "x".join(map(str, shape_xyz)))
+            report = predict_folder(tmp / "raw", tmp / f"out_{network}", predictor=predictor, progress=False)
+            if not report.ok:
+                raise RuntimeError(f"{network}: {report.summary()}")
+            per_case = report.timings
+            windows = [int(np.prod([len(window_starts(s, p, plans.patch_based.step))
+                                    for s, p in zip(shape, plans.patch_based.patch_shape_zyx)]))
+                       for shape in brain_shapes]
+            figures["methods"][network] = {
+                "inference": "whole volume" if predictor.patch_free else "sliding window, step 0.5",
+                "forward_passes_per_case": 1 if predictor.patch_free else float(np.mean(windows)),
+                "parameters_inference": inference_parameter_count(model),
+                "network_seconds_per_case": float(np.mean([t["network"] for t in per_case])),
+                "stage_seconds_per_case": {k: float(np.mean([t[k] for t in per_case]))
+                                           for k in ("read", "preprocess", "network", "export", "total")},
+                "end_to_end_seconds_per_case": report.wall_seconds / n_cases,
+            }
+            del model, predictor
+    pf, ru = figures["methods"]["pfseg"], figures["methods"]["resunet3d"]
+    figures["network_ratio"] = ru["network_seconds_per_case"] / pf["network_seconds_per_case"]
+    figures["end_to_end_ratio"] = ru["end_to_end_seconds_per_case"] / pf["end_to_end_seconds_per_case"]
+    figures["markdown"] = _markdown(figures)
+    return figures
+
+
+def _markdown(f: dict) -> str:
+    hr = "x".join(map(str, f["hr_shape_zyx"]))
+    patch = "x".join(map(str, f["patch_shape_zyx"]))
+    lines = [
+        f"{f['cases']} synthetic case(s) of {' x '.join(map(str, f['shape_xyz']))} voxels (x y z), 4 "
+        f"modalities, on {f['device']} ({f['torch_threads']} torch threads); widths 32-32-64-128-256, "
+        f"random weights. PFSeg: whole volume padded to a multiple of 32 and at least the HR shape "
+        f"{hr} (z y x); ResUNet3D: patch {patch}, Gaussian sliding window, step 0.5. "
+        "End to end = the folder's wall time per case through `predict_folder` (read, preprocess, "
+        "network, export; reading and writing overlap the network).",
+        "",
+        "| method | inference | forward passes / case | parameters (inference) | network s / case "
+        "| end-to-end s / case |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    names = {"pfseg": "PFSeg", "resunet3d": "ResUNet3D"}
+    for key, m in f["methods"].items():
+        lines.append(f"| {names[key]} | {m['inference']} | {m['forward_passes_per_case']:g} | "
+                     f"{m['parameters_inference'] / 1e6:.2f} M | {m['network_seconds_per_case']:.2f} | "
+                     f"{m['end_to_end_seconds_per_case']:.2f} |")
+    lines += ["", f"PFSeg is **{f['network_ratio']:.1f}x** faster in the network and "
+              f"**{f['end_to_end_ratio']:.1f}x** faster end to end (ResUNet3D / PFSeg, same cases, "
+              "same run)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inference_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="96 x 96 x 64 cases (a smoke run)")
+    parser.add_argument("--shape", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
+                        help="case shape as the NIfTI stores it (default 240 240 155)")
+    parser.add_argument("--cases", type=int, default=1, help="number of cases (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    figures = run(quick=args.quick, shape_xyz=tuple(args.shape) if args.shape else None,
+                  n_cases=args.cases, device=args.device)
+    print(json.dumps({k: v for k, v in figures.items() if k != "markdown"}, indent=2))
+    print(figures["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

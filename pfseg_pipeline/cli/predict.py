@@ -1,0 +1,126 @@
+"""pfseg_predict: segment every case of a folder of NIfTI scans with a trained network."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pfseg_pipeline.cli.common import (
+    EXIT_INTERNAL,
+    ArgumentParser,
+    add_workspace_arg,
+    entry_point,
+    setup_logging,
+)
+from pfseg_pipeline.data.labels import get_scheme
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.inference.pipeline import check_folders, predict_folder
+from pfseg_pipeline.inference.predictor import CHECKPOINTS, Predictor, load_models, resolve_device
+from pfseg_pipeline.paths import Workspace
+
+log = logging.getLogger("pfseg")
+
+LOG_FILE = "pfseg_predict.log"
+EXAMPLES = """\
+examples:
+  pfseg_predict -i BraTS2020_ValidationData -o predictions -d BraTS
+  pfseg_predict -i scans -o pred_resunet -d BraTS --network resunet3d -f 0 1 2 --tta
+  pfseg_predict -i scans -o pred -d BraTS --network pfseg --variant us --checkpoint best
+  pfseg_predict -i scans -o pred --model-dir /models/pfseg      # a copied results folder
+
+IN: BraTS case folders (<case>/<case>_<modality>.nii.gz), an nnU-Net raw dataset (imagesTr/) or
+a flat folder of <case>_<modality>.nii.gz / <case>_000K.nii.gz files; labels are not needed.
+OUT gets one <case>.nii.gz label map per case on the case's own grid (same shape, zooms, sform
+and qform as its first modality), timings.json and pfseg_predict.log. Cases whose output exists
+are skipped unless --overwrite. A bad case is reported in one line and skipped; the command then
+exits 2 after predicting the others.
+
+The model: results/NAME/NETWORK[__VARIANT] of the workspace, or --model-dir DIR, a folder holding
+plans.json, dataset.json and fold_*/checkpoint_{final,best,latest}.pt (no preprocessed data
+needed). Default folds: every fold with the requested checkpoint; their probabilities are
+averaged.
+"""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="pfseg_predict", description=__doc__, epilog=EXAMPLES)
+    parser.add_argument("-i", "--input", required=True, metavar="IN", help="folder of cases to segment")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the label maps")
+    parser.add_argument("-d", "--dataset", default=None, metavar="NAME",
+                        help="dataset name in the workspace (not needed with --model-dir)")
+    parser.add_argument("--network", default=None,
+                        help="network to predict with (default: pfseg; with --model-dir, the one "
+                             "its checkpoints hold)")
+    parser.add_argument("--variant", default=None, metavar="V",
+                        help="variant folder NETWORK__V (e.g. an ablation row)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
+                        help="folds to ensemble (0-4, all, paper...; default: every trained fold)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
+                        help="checkpoint_<kind>.pt to load (default: %(default)s)")
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="a results network folder (plans.json + dataset.json + fold_*), anywhere")
+    parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu")
+    parser.add_argument("--tta", action="store_true",
+                        help="mirror test-time augmentation (8 flips; 8x slower)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write <case>.npz with the region probabilities (float16) on the "
+                             "source grid")
+    parser.add_argument("--overwrite", action="store_true", help="predict cases whose output exists")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="threads reading and preprocessing ahead; at most N cases in memory "
+                             "(default: %(default)s; 0: none)")
+    parser.add_argument("--exclude", nargs="+", default=(), metavar="CASE", help="cases to leave out")
+    parser.add_argument("--label-scheme", default=None, choices=("brats2020", "brats2023"),
+                        help="label values to write (default: the scheme the model was trained with)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_workspace_arg(parser)
+    return parser
+
+
+def model_dir_from_args(args) -> Path:
+    if args.model_dir:
+        if args.variant:
+            raise UserError("--variant selects a folder in the workspace; with --model-dir name the "
+                            "variant's folder itself")
+        return Path(args.model_dir)
+    if not args.dataset:
+        raise UserError("pfseg_predict: give -d NAME (a dataset of the workspace) or --model-dir DIR")
+    workspace = Workspace.resolve(args.workspace)
+    return workspace.network_dir(args.dataset, args.network or "pfseg", args.variant)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    setup_logging(None, args.verbose)
+    input_dir, output_dir = Path(args.input), Path(args.output)
+    if not input_dir.is_dir():
+        check_folders(input_dir, output_dir)  # reports the missing input, creates nothing
+    model_dir = model_dir_from_args(args)
+    device = resolve_device(args.device)
+    loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network)
+    check_folders(input_dir, output_dir)  # only now create OUT: a model error leaves no empty folder
+    setup_logging(output_dir / LOG_FILE, args.verbose)
+    log.info("model %s: %s, fold(s) %s, checkpoint_%s", model_dir, loaded.network,
+             ", ".join(loaded.folds), args.checkpoint)
+    predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=args.tta,
+                          folds=loaded.folds, checkpoint=args.checkpoint)
+    scheme = get_scheme(args.label_scheme) if args.label_scheme else None
+    report = predict_folder(input_dir, output_dir, predictor=predictor,
+                            save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+                            workers=args.workers, exclude=args.exclude, label_scheme=scheme,
+                            progress=not args.no_progress)
+    if any(f.internal for f in report.failed):
+        log.error("internal error in %d case(s): a bug in pfseg; the traceback is in %s",
+                  sum(f.internal for f in report.failed), output_dir / LOG_FILE)
+        return EXIT_INTERNAL
+    if report.failed:
+        raise UserError(f"{len(report.failed)} case(s) failed (see above); the other "
+                        f"{len(report.predicted) + len(report.skipped)} are in {output_dir}")
+    return 0
+
+
+console = entry_point(main)
