@@ -57,6 +57,8 @@ def build_parser() -> ArgumentParser:
                         help="only read and check every file of the dataset, then stop")
     parser.add_argument("--exclude", nargs="+", default=(), metavar="CASE",
                         help="case ids to leave out")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild every cached case, even those whose sources and plans are unchanged")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_workspace_arg(parser)
     return parser
@@ -102,12 +104,36 @@ def verify_step(args: argparse.Namespace) -> VerifyReport:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    if not args.verify_only:
-        raise UserError("planning is not implemented yet (use --verify-only)")
     setup_logging(None, verbose=args.verbose)
-    report = verify_step(args)
-    print(f"verified {len(report.cases)} cases: OK")
+    if args.verify_only:
+        report = verify_step(args)
+        print(f"verified {len(report.cases)} cases: OK")
+        return 0
+    from pfseg_pipeline.planners.pipeline import plan_and_preprocess
+
+    summary = plan_and_preprocess(
+        args.input, args.dataset, workspace=args.workspace, preset=args.preset, modalities=args.modalities,
+        gpu_memory_gb=args.gpu_memory_gb, lr_scale=args.lr_scale, workers=args.num_processes,
+        exclude=tuple(args.exclude), label_scheme=args.label_scheme, force=args.force)
+    print(format_summary(summary))
     return 0
+
+
+def format_summary(summary: dict) -> str:
+    """The few lines a user reads at the end of a run."""
+    p = summary["plan"]
+    x = "x".join
+    peaks = ", ".join(f"{k} {v:.2f}" for k, v in p["predicted_peak_gb"].items())
+    return "\n".join([
+        f"{summary['cases']} case(s) preprocessed into {summary['preprocessed']} "
+        f"({summary['written']} written, {summary['skipped']} unchanged, {summary['workers']} worker(s))",
+        f"plan ({p['preset']}): HR {x(map(str, p['hr_shape_zyx']))}, "
+        f"LR scale {x(map(str, p['lr_scale_zyx']))} "
+        f"(LR {x(map(str, p['lr_shape_zyx']))}), guidance {x(map(str, p['guidance_patch_zyx']))}, "
+        f"batch {p['batch_size']}, baseline patch {x(map(str, p['baseline_patch_zyx']))} (z y x)",
+        f"predicted training-step peak, GiB (budget {p['budget_gb']:g}): {peaks}",
+        "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items()),
+    ])
 
 
 console = entry_point(main)

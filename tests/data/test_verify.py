@@ -231,8 +231,9 @@ def test_cli_verify_only(synthetic_copy, capsys):
     assert "verified 2 cases: OK" in capsys.readouterr().out
 
 
-def test_cli_without_verify_only_is_not_implemented_yet(synthetic_raw, capsys):
-    assert run(main, ["-i", str(synthetic_raw), "-d", "Synth"]) == 2
-    assert "not implemented" in capsys.readouterr().err
-    assert run(main, ["-i", str(synthetic_raw), "-d", "Synth", "--verify-only", "--lr-scale", "2", "2"]) == 2
+def test_cli_rejects_bad_options_and_has_help(synthetic_raw, tmp_path, capsys):
+    args = ["-i", str(synthetic_raw), "-d", "Synth", "--workspace", str(tmp_path)]
+    assert run(main, [*args, "--verify-only", "--lr-scale", "2", "2"]) == 2
+    assert "--lr-scale" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "a refused command must leave nothing behind"
     assert run(main, ["--help"]) == 0
