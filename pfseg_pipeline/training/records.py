@@ -1,0 +1,83 @@
+"""What a training run leaves beside its checkpoints: metrics.csv, progress.png, peak memory.
+
+`history` is a list of one dict per epoch (kept in the checkpoint, so a resumed run rewrites
+the same file): `epoch`, `loss` and `loss_<term>`, `val_dice_<region>` and `val_dice_mean`
+(with validation), `lr`, and the timing columns, whose names end in `_seconds`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+from pfseg_pipeline.fileio import atomic_path, write_text
+
+TIMING_SUFFIX = "_seconds"
+
+
+def columns(history: list[dict]) -> list[str]:
+    """Every column in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in history:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns(history), lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def plot_progress(path: Path, history: list[dict]) -> None:
+    """Losses, validation Dice and learning rate against the epoch (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    cols = columns(history)
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    for name in (c for c in cols if c.startswith("loss")):
+        axes[0].plot(epochs, [row.get(name) for row in history], label=name, lw=2 if name == "loss" else 1)
+    axes[0].set_ylabel("training loss")
+    dice_cols = [c for c in cols if c.startswith("val_dice_")]
+    for name in dice_cols:
+        axes[1].plot(epochs, [row.get(name) for row in history], label=name[len("val_dice_"):])
+    axes[1].set_ylabel("validation Dice")
+    if not dice_cols:
+        axes[1].text(0.5, 0.5, "no validation cases in this split", ha="center", transform=axes[1].transAxes)
+    axes[2].plot(epochs, [row.get("lr") for row in history])
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("learning rate")
+    axes[2].set_xlabel("epoch")
+    for ax in axes[:2]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def peak_memory(device: torch.device, plans_memory: dict | None) -> dict:
+    """Peak memory of the run, each figure labelled with where it comes from."""
+    if device.type == "cuda":
+        return {"device": "cuda", "bytes": int(torch.cuda.max_memory_allocated(device)),
+                "label": "torch.cuda.max_memory_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_bytes = int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+    out = {"device": device.type,
+           "peak_rss": {"bytes": rss_bytes, "label": "peak RSS of the training process (resource.getrusage)"}}
+    if plans_memory:
+        out["memory_model"] = {**plans_memory, "label": "memory model (planner's prediction, plans.json)"}
+    return out

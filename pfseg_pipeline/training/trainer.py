@@ -1,0 +1,273 @@
+"""The training loop. It gets its parts passed in (network, loss, batches, validation cases,
+optimiser, scheduler) and only runs them: build them with `cli/train.py` or by hand.
+
+Per epoch: `iterations_per_epoch` steps (mixed precision on CUDA only, gradient clipping),
+validation Dice on whole volumes when the split has validation cases, a scheduler step
+(ReduceLROnPlateau on the mean validation Dice, or poly decay without validation), a row of
+metrics.csv, progress.png, checkpoint_latest.pt, and checkpoint_best.pt on a new best mean Dice.
+At the end: checkpoint_final.pt and train_summary.json.
+
+Resuming (`resume`) restores model, optimiser, scheduler, scaler, epoch, history and every
+random generator, and the loader reseeds its workers from (seed, epoch, rank, worker): a run
+resumed from an epoch boundary writes the same metrics.csv rows as an uninterrupted one.
+
+SIGINT/SIGTERM set a flag; at the next iteration boundary checkpoint_latest.pt is saved with the
+weights of that moment and `epoch` = the epochs completed, so resuming restarts the interrupted
+epoch from its beginning (from those weights: exact reproduction holds for epoch-boundary
+checkpoints only). `fit` then returns the signal number; the command exits 128 + it (130, 143).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import write_json
+from pfseg_pipeline.plans import Plans
+from pfseg_pipeline.training import distributed as ddp
+from pfseg_pipeline.training.checkpoints import (
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from pfseg_pipeline.training.records import TIMING_SUFFIX, peak_memory, plot_progress, write_metrics_csv
+from pfseg_pipeline.training.validation import ValidationCases, validation_dice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    epochs: int
+    iterations_per_epoch: int
+    amp: bool = True                  # used on CUDA only
+    grad_clip: float | None = 12.0    # max gradient norm; None: no clipping
+    use_best: bool = False            # report the best checkpoint (only where validation chose it)
+    progress_bar: bool = True
+    plot: bool = True
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, with_validation: bool, epochs: int,
+                   kind: str = "plateau"):
+    """ReduceLROnPlateau on validation Dice where there is validation; poly decay otherwise."""
+    if with_validation and kind == "plateau":
+        # halve the rate after 10 epochs without a better mean Dice (the paper names no values)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=10)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs) ** 0.9)
+
+
+class Trainer:
+    def __init__(self, network: torch.nn.Module, loss, train_batches, val_cases: ValidationCases | None,
+                 optimizer: torch.optim.Optimizer, scheduler, device: torch.device, output_dir: Path,
+                 plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None):
+        self.network = network.to(device)
+        self.dist = dist or ddp.DistContext()
+        self.model = ddp.wrap_model(self.network, self.dist, device)
+        self.loss, self.train_batches = loss, train_batches
+        # `compute` (when the loss has it) returns the terms as tensors: no host sync per step
+        self._loss_terms = getattr(loss, "compute", loss)
+        self.val_cases = val_cases if val_cases is not None and len(val_cases) else None
+        self.optimizer, self.scheduler, self.device = optimizer, scheduler, device
+        self.output_dir, self.plans, self.options, self.run_info = Path(output_dir), plans, options, run_info
+        self.amp = options.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.start_epoch, self.history = 0, []
+        self.best: dict = {"dice": None, "epoch": None}
+        self._stop: int | None = None
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _state(self, epochs_done: int, interrupted: dict | None = None) -> dict:
+        state = {"network": self.run_info["network"],
+                 "network_options": self.run_info.get("network_options", {}),
+                 "model": self.network.state_dict(), "plans": self.plans.to_json(), "epoch": epochs_done,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "history": self.history,
+                 "best": dict(self.best), "run_info": self.run_info}
+        if interrupted:
+            state["interrupted"] = interrupted
+        return state
+
+    def save(self, which: str, epochs_done: int, interrupted: dict | None = None) -> None:
+        if self.dist.is_main:
+            save_checkpoint(checkpoint_path(self.output_dir, which), self._state(epochs_done, interrupted))
+        ddp.barrier(self.dist)
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimiser, scheduler, scaler, epoch, RNG, history."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt.get("network") != self.run_info["network"] or \
+                ckpt.get("network_options", {}) != self.run_info.get("network_options", {}):
+            raise UserError(f"{path}: was trained as {ckpt.get('network')} {ckpt.get('network_options')}, "
+                            f"not {self.run_info['network']} {self.run_info.get('network_options')}")
+        self.network.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.start_epoch, self.history = int(ckpt["epoch"]), list(ckpt.get("history", []))
+        self.best = dict(ckpt.get("best", self.best))
+        note = (" (interrupted mid-epoch: that epoch restarts from its beginning)"
+                if "interrupted" in ckpt else "")
+        log.info("resuming from %s at epoch %d%s", path, self.start_epoch, note)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def fit(self) -> int | None:
+        """Train to `options.epochs`; returns None when done, or the signal number that stopped it."""
+        handlers = self._install_signal_handlers()
+        try:
+            for epoch in range(self.start_epoch, self.options.epochs):
+                start = time.perf_counter()
+                losses = self._train_epoch(epoch)
+                if losses is None:
+                    return self._stop or signal.SIGTERM
+                train_seconds = time.perf_counter() - start
+                if epoch + 1 < self.options.epochs:
+                    self.train_batches.set_epoch(epoch + 1)  # workers prefetch during validation
+                self._end_epoch(epoch, losses, train_seconds, start)
+                if self._stop is not None:
+                    log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
+                    return self._stop
+            self.save("final", self.options.epochs)
+            if self.dist.is_main:
+                self._write_summary()
+            return None
+        finally:
+            self.train_batches.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _train_epoch(self, epoch: int) -> dict | None:
+        self.train_batches.set_epoch(epoch)
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        n = self.options.iterations_per_epoch
+        bar = tqdm(range(n), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                   disable=not (self.options.progress_bar and self.dist.is_main))
+        for iteration in bar:
+            if ddp.any_rank(self._stop is not None, self.dist):
+                self.save("latest", epoch, {"epoch": epoch, "iteration": iteration,
+                                            "signal": signal.Signals(self._stop or signal.SIGTERM).name})
+                log.warning("stopped at epoch %d iteration %d; checkpoint_latest.pt saved", epoch, iteration)
+                return None
+            try:
+                batch = next(self.train_batches)
+            except RuntimeError:
+                if self._stop is None:  # a worker killed by the same signal is not an error
+                    raise
+                continue
+            total, terms = self._step(self._to_device(batch))
+            # sums on the device (no host sync per step); a non-finite step (fp16 overflow, which
+            # the scaler skips) is left out of the means and counted
+            finite = torch.isfinite(total.detach())
+            sums["finite_steps"] = sums.get("finite_steps", 0.0) + finite.float()
+            for name, value in {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}}.items():
+                value = torch.as_tensor(value, device=self.device).detach().float()
+                sums[name] = sums.get(name, 0.0) + torch.where(finite, value, torch.zeros_like(value))
+        totals = dict(zip(sums, ddp.all_mean(torch.stack(list(sums.values())), self.dist).tolist()))
+        steps = totals.pop("finite_steps")
+        if steps == 0:
+            raise RuntimeError(f"training diverged: every loss of epoch {epoch} was NaN or infinite")
+        if steps < n:
+            log.warning("epoch %d: %d of %d steps had a non-finite loss", epoch, round(n - steps), n)
+        return {name: value / steps for name, value in totals.items()}
+
+    def _to_device(self, batch: dict) -> dict:
+        out = {}
+        for key, value in batch.items():
+            if hasattr(value, "dtype") and not isinstance(value, torch.Tensor):
+                value = torch.from_numpy(value)
+            if isinstance(value, torch.Tensor):
+                out[key] = value.to(self.device, non_blocking=True)
+        return out
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            outputs = self.model(batch)  # forward(dict) dispatches to forward_train, through DDP
+        outputs = {k: v.float() if torch.is_floating_point(v) else v for k, v in outputs.items()}
+        total, terms = self._loss_terms(outputs, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.options.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total, terms
+
+    def _end_epoch(self, epoch: int, losses: dict, train_seconds: float, start: float) -> None:
+        row = {"epoch": epoch, **losses}
+        val_start = time.perf_counter()
+        if self.val_cases is not None:
+            regions = self.val_cases.regions
+            dice = None
+            if self.dist.is_main:
+                dice = validation_dice(self.network, self.val_cases, self.device, self.amp)
+            dice = ddp.broadcast_floats(dice, len(regions), self.dist)
+            row.update({f"val_dice_{r}": d for r, d in zip(regions, dice)})
+            row["val_dice_mean"] = sum(dice) / len(dice)
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(row["val_dice_mean"])
+        else:
+            self.scheduler.step()
+        row.update({f"train{TIMING_SUFFIX}": train_seconds,
+                    f"val{TIMING_SUFFIX}": time.perf_counter() - val_start,
+                    f"epoch{TIMING_SUFFIX}": time.perf_counter() - start})
+        self.history.append(row)
+        improved = "val_dice_mean" in row and (self.best["dice"] is None
+                                               or row["val_dice_mean"] > self.best["dice"])
+        if improved:
+            self.best = {"dice": row["val_dice_mean"], "epoch": epoch}
+        if self.dist.is_main:
+            write_metrics_csv(self.output_dir / "metrics.csv", self.history)
+            if self.options.plot:
+                plot_progress(self.output_dir / "progress.png", self.history)
+        self.save("latest", epoch + 1)
+        if improved:
+            self.save("best", epoch + 1)
+        log.info("epoch %d/%d: %s, lr %.3g, %.1f s%s", epoch, self.options.epochs - 1,
+                 ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val_dice"))),
+                 row["lr"], row[f"epoch{TIMING_SUFFIX}"], " (new best)" if improved else "")
+
+    # ---- summary and signals --------------------------------------------------------------------
+    def _write_summary(self) -> None:
+        iters = [r[f"train{TIMING_SUFFIX}"] / self.options.iterations_per_epoch for r in self.history]
+        steady = iters[1:] or iters  # the first epoch includes warm-up (workers, allocator, cuDNN)
+        training_only = {id(p) for m in getattr(self.network, "training_only_modules", list)()
+                         for p in m.parameters()}
+        params = list(self.network.parameters())
+        reported = "best" if self.options.use_best and self.best["epoch"] is not None else "final"
+        write_json(self.output_dir / "train_summary.json", {
+            **self.run_info,
+            "parameters": sum(p.numel() for p in params),
+            "parameters_inference": sum(p.numel() for p in params if id(p) not in training_only),
+            "seconds_per_iteration": sum(steady) / len(steady) if steady else None,
+            "peak_memory": peak_memory(self.device, self.plans.memory),
+            "options": dataclasses.asdict(self.options),
+            "epochs": self.options.epochs, "final_epoch": self.options.epochs - 1,
+            "best_epoch": self.best["epoch"], "best_val_dice_mean": self.best["dice"],
+            "reported_checkpoint": reported, "device": str(self.device)})
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            if self._stop is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            self._stop = signum
+            log.warning("received %s: saving checkpoint_latest.pt at the next iteration boundary",
+                        signal.Signals(signum).name)
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.training.splits import fold_label, held_out_cases, make_splits, select_split
+
+IDS = [f"BraTS20_Training_{i:03d}" for i in range(1, 24)]
+
+
+def test_folds_are_deterministic_disjoint_and_cover_every_case():
+    a = make_splits(IDS, seed=3)
+    b = make_splits(list(reversed(IDS)), seed=3)  # input order does not matter
+    assert a == b
+    vals = [set(f["val"]) for f in a["folds"]]
+    assert len(vals) == 5 and set().union(*vals) == set(IDS)
+    assert sum(len(v) for v in vals) == len(IDS)  # each case validates exactly once
+    assert [len(v) for v in vals] == [5, 5, 5, 4, 4]
+    for fold in a["folds"]:
+        assert set(fold["train"]).isdisjoint(fold["val"])
+        assert set(fold["train"]) | set(fold["val"]) == set(IDS)
+    assert make_splits(IDS, seed=4)["folds"] != a["folds"]  # the seed matters
+    # hashed, not sorted order: fold 0 is not simply the first cases
+    assert a["folds"][0]["val"] != sorted(IDS)[:5]
+
+
+def test_named_splits_follow_sorted_order():
+    ids = [f"c{i}" for i in (5, 3, 9, 1, 7, 0, 2, 8, 6, 4)]
+    s = make_splits(ids)
+    ordered = sorted(ids)
+    assert s["paper"] == {"train": ordered[:8], "val": [], "test": ordered[8:]}
+    assert s["paper622"] == {"train": ordered[:6], "val": ordered[6:8], "test": ordered[8:]}
+    big = make_splits([f"x{i:03d}" for i in range(369)])
+    assert [len(big["paper"][k]) for k in ("train", "test")] == [295, 74]
+    assert [len(big["paper622"][k]) for k in ("train", "val", "test")] == [221, 74, 74]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_few_cases_still_give_usable_folds(n):
+    ids = [f"c{i}" for i in range(n)]
+    s = make_splits(ids)
+    for fold in s["folds"]:
+        assert fold["train"], "every fold trains on something"
+        assert len(fold["val"]) == (0 if n == 1 else 1)
+    assert s["paper"]["train"]
+    with pytest.raises(UserError):
+        make_splits([])
+
+
+def test_select_split():
+    s = make_splits(IDS)
+    train, val = select_split(s, "folds", 2)
+    assert (train, val) == (s["folds"][2]["train"], s["folds"][2]["val"])
+    assert select_split(s, "folds", "all") == (sorted(IDS), [])
+    assert select_split(s, "paper", 0) == (s["paper"]["train"], [])
+    assert select_split(s, "paper622", "all") == (s["paper622"]["train"], s["paper622"]["val"])
+    assert held_out_cases(s, "paper622") == s["paper622"]["test"]
+    assert held_out_cases(s, "folds") == []
+    assert fold_label("folds", 3) == "3" and fold_label("folds", "all") == "all"
+    assert fold_label("paper", 0) == "paper"
+    with pytest.raises(UserError, match="fold 7"):
+        select_split(s, "folds", 7)
+    with pytest.raises(UserError, match="unknown split"):
+        select_split(s, "halves", 0)
+    with pytest.raises(UserError, match="malformed"):
+        select_split({"folds": [{"train": []}]}, "folds", 0)

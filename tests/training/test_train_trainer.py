@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from pfseg_pipeline.cli.common import run
+from pfseg_pipeline.cli.train import main
+from pfseg_pipeline.networks.registry import NETWORKS, PATCH_FREE, build_network
+from pfseg_pipeline.plans import load_plans
+from pfseg_pipeline.training.checkpoints import load_checkpoint
+from pfseg_pipeline.training.data_loader import build_training_batches
+from pfseg_pipeline.training.losses import PFSegLoss, SegmentationLoss
+from pfseg_pipeline.training.trainer import Trainer, TrainOptions, make_scheduler
+
+NAME = "Tiny"
+
+
+class FixedBatches:
+    """The same batch every step (overfitting one case)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __next__(self):
+        return self.batch
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_a_few_iterations_reduce_the_loss(tmp_path, make_plans, make_workspace, network):
+    plans = make_plans(hr=(8, 16, 16), patch=(8, 16, 16))
+    ws = make_workspace(tmp_path / "ws", plans, n_cases=2)
+    patch_free = network in PATCH_FREE
+    stream = build_training_batches(plans, ws.cases_dir(NAME), ["case_01"], patch_free, network == "pfseg",
+                                    1, 0, seed=0, augment=False)
+    batch = next(stream)
+    stream.close()
+    torch.manual_seed(0)
+    net = build_network(network, plans)
+    loss = PFSegLoss(plans.training.loss_weights) if network == "pfseg" else SegmentationLoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    options = TrainOptions(epochs=2, iterations_per_epoch=4, progress_bar=False, plot=False)
+    trainer = Trainer(net, loss, FixedBatches(batch), None, optimizer, make_scheduler(optimizer, False, 2),
+                      torch.device("cpu"), tmp_path / "out", plans, options, {"network": network})
+    assert trainer.fit() is None
+    first, second = (row["loss"] for row in trainer.history)
+    assert second < first
+    assert (tmp_path / "out" / "checkpoint_final.pt").is_file()
+    assert not (tmp_path / "out" / "checkpoint_best.pt").exists()  # no validation, no best
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in csv.DictReader(f)]
+
+
+def _train(ws, *extra):
+    argv = [NAME, "0", "--workspace", str(ws.root), "--no-progress", "--iterations-per-epoch", "2", *extra]
+    return run(main, argv)
+
+
+def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspace, make_plans):
+    plans = make_plans(hr=(8, 16, 16))
+    straight = make_workspace(tmp_path / "a", plans)
+    assert _train(straight, "--epochs", "3", "--num-workers", "1") == 0
+    resumed = make_workspace(tmp_path / "b", plans)
+    assert _train(resumed, "--epochs", "2", "--num-workers", "1") == 0
+    assert _train(resumed, "--epochs", "3", "--num-workers", "1", "--continue") == 0
+    fold = ("results", NAME, "pfseg", "fold_0")
+    expected = _rows(straight.root.joinpath(*fold, "metrics.csv"))
+    assert len(expected) == 3 and "val_dice_WT" in expected[0] and "loss_ssl" in expected[0]
+    assert _rows(resumed.root.joinpath(*fold, "metrics.csv")) == expected
+    a = load_checkpoint(straight.root.joinpath(*fold, "checkpoint_final.pt"))
+    b = load_checkpoint(resumed.root.joinpath(*fold, "checkpoint_final.pt"))
+    assert a["epoch"] == b["epoch"] == 3
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+
+
+def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
+    ws = make_workspace(tmp_path / "ws")
+    assert _train(ws, "--split", "paper", "--ablation", "us", "--epochs", "1", "--num-workers", "0",
+                  "--use-best") == 0
+    net_dir = ws.root / "results" / NAME / "pfseg__us"
+    fold_dir = net_dir / "fold_paper"
+    assert (net_dir / "plans.json").is_file() and (net_dir / "dataset.json").is_file()
+    for name in ("checkpoint_latest.pt", "checkpoint_final.pt", "metrics.csv", "progress.png",
+                 "training_log.txt", "train_summary.json", "validation/summary.json"):
+        assert (fold_dir / name).is_file(), name
+    assert not (fold_dir / "checkpoint_best.pt").exists()  # the paper split has no validation
+    from pfseg_pipeline.fileio import read_json
+
+    summary = read_json(fold_dir / "validation" / "summary.json")
+    assert summary["cases_from"] == "test" and summary["checkpoint"] == "final"
+    assert [c["case"] for c in summary["per_case"]] == ["case_05"]  # the last 20 % by sorted id
+    assert set(summary["summary"]) == {"WT", "TC", "ET"}
+    train = read_json(fold_dir / "train_summary.json")
+    assert train["network_options"] == {"use_sr": False, "use_sgm": False}
+    assert train["reported_checkpoint"] == "final" and train["parameters"] > 0
+    assert train["peak_memory"]["peak_rss"]["bytes"] > 0
+    assert "memory model" in train["peak_memory"]["memory_model"]["label"]
+    ckpt = load_checkpoint(fold_dir / "checkpoint_final.pt")
+    plans = load_plans(ws.plans_file(NAME))
+    net = build_network(ckpt["network"], plans, **ckpt["network_options"])
+    net.load_state_dict(ckpt["model"])  # what inference does with a checkpoint
+
+
+def test_command_line_errors(tmp_path, make_workspace, capsys):
+    assert run(main, [NAME, "0", "--workspace", str(tmp_path / "nowhere")]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+    ws = make_workspace(tmp_path / "ws", n_cases=3)
+    assert _train(ws, "--network", "unet3d", "--ablation", "us") == 2
+    assert "pfseg only" in capsys.readouterr().err
+    assert run(main, ["--help"]) == 0
+    assert "torchrun" in capsys.readouterr().out
