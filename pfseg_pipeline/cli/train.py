@@ -235,7 +235,8 @@ def _train(args, plans, ws, preprocessed, split, fold, fold_dir, rank, world, lo
         if stopped:
             return 128 + int(stopped)
         if ctx.is_main:
-            _final_evaluation(args, trainer, split, val_ids, test_ids, cases_dir, plans, device, fold_dir)
+            _final_evaluation(args, trainer, split, val_ids, test_ids, ws.dataset_file(args.name), plans,
+                              device, fold_dir)
         ddp.barrier(ctx)
         return 0
     finally:
@@ -248,10 +249,12 @@ def _copy_dataset_files(ws: Workspace, name: str, network_dir: Path) -> None:
         write_bytes(network_dir / source.name, source.read_bytes())
 
 
-def _final_evaluation(args, trainer, split, val_ids, test_ids, cases_dir, plans, device, fold_dir) -> None:
-    """Score the held-out cases (the fold's validation cases; the test set of a named split)."""
+def _final_evaluation(args, trainer, split, val_ids, test_ids, dataset_file, plans, device, fold_dir) -> None:
+    """Score the held-out cases (the fold's validation cases; the test set of a named split) on
+    their native grid, from their source files, with the final checkpoint unless --use-best."""
+    from pfseg_pipeline.data.layouts import Case
     from pfseg_pipeline.training.checkpoints import checkpoint_path, load_checkpoint
-    from pfseg_pipeline.training.validation import ValidationCases, evaluate_cases
+    from pfseg_pipeline.training.validation import evaluate_cases
 
     ids, cases_from = (test_ids, "test") if split != "folds" else (val_ids, "validation")
     if not ids:
@@ -264,7 +267,12 @@ def _final_evaluation(args, trainer, split, val_ids, test_ids, cases_dir, plans,
         else:
             which = "best"
     trainer.network.load_state_dict(load_checkpoint(checkpoint_path(fold_dir, which), device)["model"])
-    summary = evaluate_cases(trainer.network, ValidationCases(cases_dir, ids, plans), device,
+    sources = {c["case"]: Case.from_json(c) for c in read_json(dataset_file).get("cases", [])}
+    unknown = sorted(set(ids) - set(sources))
+    if unknown:
+        raise UserError(f"{dataset_file}: held-out case {unknown[0]} is not listed (re-run "
+                        "pfseg_plan_and_preprocess)")
+    summary = evaluate_cases(trainer.network, plans, [sources[c] for c in ids], device,
                              fold_dir / "validation", trainer.amp,
                              extra={"checkpoint": which, "cases_from": cases_from, "split": split})
     for region, metrics in summary["summary"].items():

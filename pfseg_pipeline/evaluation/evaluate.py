@@ -146,24 +146,30 @@ def summarise(per_case: Sequence[dict], regions: Sequence[str]) -> dict:
     return summary
 
 
-def evaluate_folder(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLike,
                     output: str | os.PathLike | None = None, scheme: LabelScheme | str | None = None,
                     target: str = "regions", hd95_definition: str = "pooled", num_processes: int = 1,
                     paper_grid: bool = False, exclude: Iterable[str] = (), progress: bool = True,
-                    write: bool = True) -> dict:
+                    write: bool = True, references: dict[str, Path] | None = None) -> dict:
     """Score every reference case against its prediction; write summary.json and .csv.
 
     Returns the summary.json content (see the module docstring). `output` defaults to
     ``pred_dir/summary.json``; `scheme` defaults to the one an nnU-Net dataset.json declares,
     else BraTS 2020. With `paper_grid` both maps go to the paper's 128 x 192 x 192 grid first
     and distances are in voxels. Failed cases are listed, never raised: the caller decides.
+    `references` (case id -> label file) replaces the search of `ref_dir`: training scores its
+    held-out cases this way, straight from the source files dataset.json lists.
     """
     if hd95_definition not in HD95_DEFINITIONS:
         raise UserError(f"unknown HD95 definition {hd95_definition!r} "
                         f"(choose from {', '.join(HD95_DEFINITIONS)})")
     regions = region_names(target)
     pred_dir = Path(pred_dir)
-    references = find_references(ref_dir)
+    if references is not None:
+        references = References(layout="given", labels={c: Path(p) for c, p in references.items()})
+        ref_dir = ref_dir or "the given reference files"
+    else:
+        references = find_references(ref_dir)
     predictions, pred_problems = find_predictions(pred_dir)
     if isinstance(scheme, str):
         scheme = get_scheme(scheme)
@@ -216,7 +222,7 @@ def evaluate_folder(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         "paper_grid": list(PAPER_GRID_ZYX) if paper_grid else None,
         "empty_mask_convention": "both empty: dice 1, hd95 0; one empty: dice 0, hd95 = image diagonal",
         "std": "population (ddof 0)",
-        "reference_dir": str(Path(ref_dir).absolute()),
+        "reference_dir": str(Path(ref_dir).absolute()) if references.layout != "given" else None,
         "prediction_dir": str(pred_dir.absolute()),
     }
     if write:

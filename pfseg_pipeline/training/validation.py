@@ -1,60 +1,35 @@
-"""Validation on whole cached volumes: per-epoch Dice and the end-of-training summary.
+"""Validation: the per-epoch Dice and the end-of-training evaluation of held-out cases.
 
-Both run `network.forward_infer` on each case's whole cached volume, padded (never cropped) to
-a shape the network accepts, threshold sigmoid at 0.5, and compare with the cached labels on
-the cached (preprocessed) grid. `evaluate_cases` is the one end-of-training step; it writes
-`validation/summary.json` in the schema of DESIGN.md (Conventions) and can be replaced by the
-full native-grid prediction of `inference/` without touching the trainer.
+Both go through inference's `Predictor`, so a patch-based baseline is validated with the same
+Gaussian sliding window as `pfseg_predict`, and a patch-free network with the same
+whole-volume padding (never a crop).
+
+- Per epoch (`validation_dice`): mean Dice per region on the cached (preprocessed) grid; it
+  only selects `checkpoint_best.pt` and drives the plateau scheduler.
+- After the last epoch (`evaluate_cases`): the held-out cases are predicted from their SOURCE
+  files, exported to their native grid exactly as `pfseg_predict` does, and scored by
+  `evaluation` against their native label files (Dice, HD95 in mm, ...). It writes
+  `validation/<case>.nii.gz`, `summary.json`, `summary.csv` and `timings.json`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pfseg_pipeline.data.labels import labels_to_regions, region_names
-from pfseg_pipeline.fileio import read_json, write_json
+from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.fileio import write_json
+from pfseg_pipeline.inference.predictor import Predictor
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training.data_loader import load_case
 
 log = logging.getLogger(__name__)
-
-
-def pad_for_network(image: np.ndarray, divisor_zyx, min_shape_zyx=None) -> tuple[np.ndarray, tuple]:
-    """Zero-pad (C, Z, Y, X) centrally to a multiple of `divisor_zyx` and at least `min_shape_zyx`.
-
-    Returns the padded array and the slices that cut the original region back out.
-    """
-    spatial = image.shape[1:]
-    minimum = min_shape_zyx or (1, 1, 1)
-    target = [-(-max(n, m) // d) * d for n, m, d in zip(spatial, minimum, divisor_zyx)]
-    before = [(t - n) // 2 for t, n in zip(target, spatial)]
-    pad = [(0, 0)] + [(b, t - n - b) for b, t, n in zip(before, target, spatial)]
-    crop = tuple(slice(b, b + n) for b, n in zip(before, spatial))
-    return np.pad(image, pad), crop
-
-
-@torch.no_grad()
-def predict_probabilities(network: torch.nn.Module, image: np.ndarray, device: torch.device,
-                          amp: bool = False, min_shape_zyx=None) -> np.ndarray:
-    """Sigmoid probabilities (K, Z, Y, X) float32 of one case's image (C, Z, Y, X)."""
-    divisor = getattr(network, "divisor_zyx", (1, 1, 1))
-    padded, crop = pad_for_network(image, divisor, min_shape_zyx)
-    x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[None].to(device)
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            logits = network.forward_infer(x)
-    finally:
-        network.train(was_training)
-    probabilities = torch.sigmoid(logits.float())[0].cpu().numpy()
-    return probabilities[(slice(None), *crop)]
 
 
 def dice_per_region(prediction: np.ndarray, reference: np.ndarray) -> list[float]:
@@ -83,61 +58,50 @@ class ValidationCases:
             image, seg = load_case(self.cases_dir, case_id)
             yield case_id, image, labels_to_regions(seg, self.plans.scheme, self.plans.target)
 
-    def spacing(self, case_id: str) -> list[float]:
-        """The cached grid's voxel size (mm), from the case's json when there is one."""
-        path = self.cases_dir / f"{case_id}.json"
-        if path.is_file():
-            spacing = read_json(path).get("spacing_zyx")
-            if spacing:
-                return [float(s) for s in spacing]
-        return list(self.plans.target_spacing_zyx)
 
-
-def _min_shape(network: torch.nn.Module, plans: Plans):
-    """Patch-free networks see at least the planned HR shape, as in training."""
-    return plans.hr_shape_zyx if getattr(network, "patch_free", False) else None
+@contextlib.contextmanager
+def predictor_for(network: torch.nn.Module, plans: Plans, device: torch.device,
+                  amp: bool = False) -> Iterator[Predictor]:
+    """A one-model `Predictor` around the network being trained; its train/eval mode is restored."""
+    was_training = network.training
+    try:
+        yield Predictor([network], plans, getattr(network, "network_name", type(network).__name__),
+                        device=device, patch_free=getattr(network, "patch_free", None), amp=amp)
+    finally:
+        network.train(was_training)
 
 
 def validation_dice(network: torch.nn.Module, cases: ValidationCases, device: torch.device,
                     amp: bool = False) -> list[float]:
-    """Mean Dice per region over the validation cases (the per-epoch model selection figure)."""
+    """Mean Dice per region over the validation cases, on the cached grid (threshold > 0.5)."""
     scores = []
-    for _, image, regions in cases:
-        probabilities = predict_probabilities(network, image, device, amp, _min_shape(network, cases.plans))
-        scores.append(dice_per_region(probabilities >= 0.5, regions))
+    with predictor_for(network, cases.plans, device, amp) as predictor:
+        for _, image, regions in cases:
+            scores.append(dice_per_region(predictor.predict_probabilities(image) > 0.5, regions))
     return np.mean(np.asarray(scores, dtype=np.float64), axis=0).tolist()
 
 
-def evaluate_cases(network: torch.nn.Module, cases: ValidationCases, device: torch.device, out_dir: Path,
-                   amp: bool = False, extra: dict | None = None) -> dict:
-    """Predict every case, write `out_dir/summary.json` and `out_dir/timings.json`, return the summary.
+def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case], device: torch.device,
+                   out_dir: Path, amp: bool = False, extra: dict | None = None) -> dict:
+    """Predict held-out cases from their source files and score them on their native grid.
 
-    Metrics (Dice, HD95 in mm, sensitivity, specificity per region) are computed on the cached
-    grid with `evaluation.metrics`; `extra` adds fields (which checkpoint, which cases).
+    Writes `out_dir/<case>.nii.gz`, `timings.json` (per-case read / preprocess / network /
+    export seconds), `summary.json` and `summary.csv`; returns the summary. `extra` adds
+    fields (which checkpoint, which cases).
     """
-    from pfseg_pipeline.evaluation.evaluate import summarise
-    from pfseg_pipeline.evaluation.metrics import region_metrics
+    from pfseg_pipeline.evaluation.evaluate import evaluate_folder, write_per_case_csv
+    from pfseg_pipeline.inference.pipeline import predict_folder
 
-    per_case, timings = [], []
-    for case_id, image, regions in cases:
-        start = time.perf_counter()
-        probabilities = predict_probabilities(network, image, device, amp, _min_shape(network, cases.plans))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        prediction = probabilities >= 0.5
-        spacing = cases.spacing(case_id)
-        row = {"case": case_id}
-        for k, name in enumerate(cases.regions):
-            row[name] = region_metrics(regions[k], prediction[k], spacing)
-        per_case.append(row)
-        timings.append({"case": case_id, "network_seconds": seconds})
-        log.info("validation %s: %s (%.2f s)", case_id,
-                 ", ".join(f"{r} Dice {row[r]['dice']:.4f}" for r in cases.regions), seconds)
-    summary = {"per_case": per_case, "summary": summarise(per_case, cases.regions), "missing": [],
-               "grid": "preprocessed (cached) grid", **(extra or {})}
-    write_json(Path(out_dir) / "summary.json", summary)
-    mean = float(np.mean([t["network_seconds"] for t in timings])) if timings else None
-    write_json(Path(out_dir) / "timings.json", {"per_case": timings, "mean_network_seconds": mean,
-                                                "device": str(device)})
+    out_dir = Path(out_dir)
+    with predictor_for(network, plans, device, amp) as predictor:
+        report = predict_folder(None, out_dir, predictor=predictor, cases=list(cases), overwrite=True,
+                                workers=1, progress=False)
+    for failure in report.failed:
+        log.error("validation: %s", failure.line())
+    labelled = {c.case_id: c.label for c in cases if c.label is not None}
+    summary = evaluate_folder(None, out_dir, scheme=plans.scheme, target=plans.target,
+                              references=labelled, progress=False, write=False)
+    summary.update(extra or {})
+    write_json(out_dir / "summary.json", summary)
+    write_per_case_csv(summary, out_dir / "summary.csv")
     return summary

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from pfseg_pipeline.data.labels import BRATS2020
-from pfseg_pipeline.fileio import save_npz, write_json
+from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.data.nifti import make_reference, write_label_map, write_volume
+from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans, TrainingPlan, save_plans
 from pfseg_pipeline.training.splits import make_splits
@@ -51,18 +53,30 @@ def synthetic_case(shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_workspace(root, plans: Plans | None = None, n_cases: int = 6):
+    """Raw NIfTI cases under `root/raw`, preprocessed for real into the workspace at `root`
+    (so the end-of-training evaluation can predict them from their source files)."""
+    from pfseg_pipeline.preprocessing.cache import preprocess_dataset, write_dataset_json
+
     ws = Workspace(root)
     plans = plans or tiny_plans()
     pre = ws.preprocessed(NAME)
-    ids = [f"case_{i:02d}" for i in range(n_cases)]
-    for i, case_id in enumerate(ids):
+    raw = ws.root / "raw"
+    cases = []
+    for i in range(n_cases):
+        case_id = f"case_{i:02d}"
         image, seg = synthetic_case(CASE_SHAPES[i % len(CASE_SHAPES)], i)
-        save_npz(ws.cases_dir(NAME) / f"{case_id}.npz", image=image, seg=seg)
-        write_json(ws.cases_dir(NAME) / f"{case_id}.json", {"case": case_id, "spacing_zyx": [1.0, 1.0, 1.0]})
+        reference = make_reference(seg.shape, np.eye(4))
+        images = {m: raw / case_id / f"{case_id}_{m}.nii.gz" for m in plans.modalities}
+        for channel, path in zip(image, images.values()):
+            write_volume(channel, reference, path)
+        label = raw / case_id / f"{case_id}_seg.nii.gz"
+        write_label_map(seg, reference, label)
+        cases.append(Case(case_id, images, label))
     save_plans(plans, ws.plans_file(NAME))
-    write_json(ws.dataset_file(NAME), {"name": NAME, "cases": ids, "modalities": plans.modalities,
-                                       "label_scheme": plans.label_scheme})
-    write_json(pre / "splits.json", make_splits(ids))
+    preprocess_dataset(cases, plans, pre, workers=1, progress=False)
+    write_dataset_json(ws.dataset_file(NAME), NAME, cases, plans.modalities, BRATS2020, "brats",
+                       plans.target, raw)
+    write_json(pre / "splits.json", make_splits([c.case_id for c in cases]))
     return ws
 
 
