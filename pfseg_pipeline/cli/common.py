@@ -7,6 +7,7 @@ traceback), 1 on an internal error (traceback, to be reported as a bug).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import traceback
@@ -16,6 +17,14 @@ from pathlib import Path
 from pfseg_pipeline.errors import UserError, VerificationError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+# OS errors that say something about the user's files or machine, not about pfseg
+ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "permission denied (a read-only folder?)",
+    errno.EPERM: "operation not permitted (a read-only folder?)",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "cannot write, the disk is full",
+    errno.EDQUOT: "cannot write, the disk quota is exceeded",
+}
 log = logging.getLogger("pfseg")
 
 
@@ -43,6 +52,7 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # pandas' "NumExpr defaulting to ..." line
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(logging.Formatter("%(message)s"))
     stream._pfseg = True
@@ -75,11 +85,23 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return 130
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USER
+    except OSError as exc:
+        # a folder the user cannot write or a full disk that no stage turned into a UserError:
+        # still the user's to fix, so one line naming the file (anything else is a bug)
+        reason = ENVIRONMENT_ERRNOS.get(exc.errno or 0)
+        if reason is None or exc.filename is None:
+            return _internal_error()
+        print(f"error: {exc.filename}: {reason}", file=sys.stderr)
+        return EXIT_USER
     except Exception:
-        traceback.print_exc()
-        print("error: internal error (a bug in pfseg; please report it with the traceback above)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error()
+
+
+def _internal_error() -> int:
+    traceback.print_exc()
+    print("error: internal error (a bug in pfseg; please report it with the traceback above)",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def entry_point(main: Callable[[Sequence[str] | None], int]) -> Callable[[], None]:

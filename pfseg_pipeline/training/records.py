@@ -81,3 +81,18 @@ def peak_memory(device: torch.device, plans_memory: dict | None) -> dict:
     if plans_memory:
         out["memory_model"] = {**plans_memory, "label": "memory model (planner's prediction, plans.json)"}
     return out
+
+
+def headline_memory(memory: dict, network: str | None) -> dict:
+    """The one peak figure `pfseg_compare` shows: `peak_memory_gb` (GiB) with `peak_memory_kind`.
+
+    On a GPU the measured max allocated; on the CPU the memory model's predicted GPU training
+    peak for this network (what a user sizing a GPU needs), else the peak RSS, each labelled.
+    """
+    if memory.get("device") == "cuda":
+        return {"peak_memory_gb": memory["bytes"] / 2 ** 30, "peak_memory_kind": memory["label"]}
+    predicted = (memory.get("memory_model") or {}).get("predicted_peak_bytes")
+    if isinstance(predicted, dict) and network in predicted:
+        return {"peak_memory_gb": predicted[network] / 2 ** 30,
+                "peak_memory_kind": "memory model: predicted GPU training peak (CPU run)"}
+    return {"peak_memory_gb": memory["peak_rss"]["bytes"] / 2 ** 30, "peak_memory_kind": "peak RSS (CPU)"}

@@ -41,7 +41,13 @@ from pfseg_pipeline.training.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from pfseg_pipeline.training.records import TIMING_SUFFIX, peak_memory, plot_progress, write_metrics_csv
+from pfseg_pipeline.training.records import (
+    TIMING_SUFFIX,
+    headline_memory,
+    peak_memory,
+    plot_progress,
+    write_metrics_csv,
+)
 from pfseg_pipeline.training.validation import ValidationCases, validation_dice
 
 log = logging.getLogger(__name__)
@@ -248,12 +254,13 @@ class Trainer:
                          for p in m.parameters()}
         params = list(self.network.parameters())
         reported = "best" if self.options.use_best and self.best["epoch"] is not None else "final"
+        memory = peak_memory(self.device, self.plans.memory)
         write_json(self.output_dir / "train_summary.json", {
             **self.run_info,
             "parameters": sum(p.numel() for p in params),
             "parameters_inference": sum(p.numel() for p in params if id(p) not in training_only),
             "seconds_per_iteration": sum(steady) / len(steady) if steady else None,
-            "peak_memory": peak_memory(self.device, self.plans.memory),
+            "peak_memory": memory, **headline_memory(memory, self.run_info.get("network")),
             "options": dataclasses.asdict(self.options),
             "epochs": self.options.epochs, "final_epoch": self.options.epochs - 1,
             "best_epoch": self.best["epoch"], "best_val_dice_mean": self.best["dice"],

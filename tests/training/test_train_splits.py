@@ -64,3 +64,4 @@ def test_select_split():
         select_split(s, "halves", 0)
     with pytest.raises(UserError, match="malformed"):
         select_split({"folds": [{"train": []}]}, "folds", 0)
+

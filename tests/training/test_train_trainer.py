@@ -106,6 +106,9 @@ def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
     assert train["reported_checkpoint"] == "final" and train["parameters"] > 0
     assert train["peak_memory"]["peak_rss"]["bytes"] > 0
     assert "memory model" in train["peak_memory"]["memory_model"]["label"]
+    # the tiny plans hold no per-network prediction: the table's figure is the labelled peak RSS
+    assert train["peak_memory_kind"] == "peak RSS (CPU)"
+    assert train["peak_memory_gb"] == train["peak_memory"]["peak_rss"]["bytes"] / 2 ** 30
     ckpt = load_checkpoint(fold_dir / "checkpoint_final.pt")
     plans = load_plans(ws.plans_file(NAME))
     net = build_network(ckpt["network"], plans, **ckpt["network_options"])
