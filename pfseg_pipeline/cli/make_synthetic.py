@@ -57,3 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 console = entry_point(main)
+
+if __name__ == "__main__":
+    console()

@@ -137,3 +137,6 @@ def format_summary(summary: dict) -> str:
 
 
 console = entry_point(main)
+
+if __name__ == "__main__":
+    console()
