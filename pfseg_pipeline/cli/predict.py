@@ -95,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.network is not None:
+        from pfseg_pipeline.networks.registry import NETWORKS
+
+        if args.network not in NETWORKS:
+            raise UserError(f"--network {args.network}: unknown network (choose from {', '.join(NETWORKS)})")
     setup_logging(None, args.verbose)
     input_dir, output_dir = Path(args.input), Path(args.output)
     if not input_dir.is_dir():
@@ -124,3 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 console = entry_point(main)
+
+if __name__ == "__main__":
+    console()

@@ -101,7 +101,8 @@ def _load_splits(preprocessed: Path, cases_dir: Path, is_main: bool) -> dict:
     path = preprocessed / "splits.json"
     if path.is_file():
         return read_json(path)
-    ids = sorted(p.stem for p in cases_dir.glob("*.npz"))
+    # hidden names are temporary files of interrupted writes (fileio.atomic_path), not cases
+    ids = sorted(p.stem for p in cases_dir.glob("*.npz") if not p.name.startswith("."))
     splits = make_splits(ids)
     if is_main:
         write_json(path, splits)

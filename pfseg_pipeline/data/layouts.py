@@ -159,7 +159,8 @@ def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool
         by_mod = images.get(case_id, {})
         problem_id = check_case_id(case_id)
         if problem_id:
-            found.problems.append(f"case {case_id}: {problem_id}")
+            files = sorted([p for paths in by_mod.values() for p in paths] + labels.get(case_id, []))
+            found.problems.append(f"{files[0]}: {problem_id}")
             continue
         if not by_mod:
             # a label without any image: report it, it may be a misnamed case folder
@@ -258,7 +259,7 @@ def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: boo
     for case_id in sorted(images):
         problem_id = check_case_id(case_id)
         if problem_id:
-            found.problems.append(f"case {case_id}: {problem_id}")
+            found.problems.append(f"{min(images[case_id].values())}: {problem_id}")
             continue
         by_mod = {}
         for modality in modalities:

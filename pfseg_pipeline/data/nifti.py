@@ -7,17 +7,35 @@ label map written for it gets the same shape, zooms, sform and qform (codes and 
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import atomic_path
 
+if TYPE_CHECKING:
+    import nibabel as nib
+else:
+    class _LazyNibabel:
+        """nibabel, imported on first use: modules that need only this module's names (data.layouts,
+        and through it the planner) then import with torch and numpy alone, as on the GPU machine."""
+
+        def __getattr__(self, name):
+            import nibabel
+
+            return getattr(nibabel, name)
+
+    nib = _LazyNibabel()
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+AFFINE_TOLERANCE_MM = 1e-3   # voxel-to-world matrices closer than this are the same grid
+_NIFTI1_HEADER_BYTES = 348
 
 
 @dataclass(frozen=True)
@@ -51,15 +69,50 @@ def strip_nifti_suffix(name: str) -> str | None:
     return None
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a NIfTI file before parsing it (None when nothing is): missing,
+    unreadable, empty, or compressed differently from what its name says. One line naming it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        return f"{path}: file not found"
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    if size == 0:
+        return f"{path}: empty file (0 bytes)"
+    gz_name = path.name.lower().endswith(".gz")
+    if gz_name and head[:2] != _GZIP_MAGIC:
+        hint = " (an uncompressed NIfTI? rename it to .nii)" if _is_nifti_header(head) else ""
+        return f"{path}: not gzip-compressed data despite the .gz name{hint}"
+    if not gz_name and head[:2] == _GZIP_MAGIC:
+        return f"{path}: gzip-compressed data under a .nii name (rename it to .nii.gz)"
+    return None
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    """Whether 4 bytes start a NIfTI-1/2 header (sizeof_hdr 348 or 540, either byte order)."""
+    return len(head) == 4 and (int.from_bytes(head, "little") in (348, 540)
+                               or int.from_bytes(head, "big") in (348, 540))
+
+
 def load_header(path: str | os.PathLike) -> nib.Nifti1Image:
     """Open a NIfTI lazily (header only); unreadable files raise a `UserError` naming them."""
     path = Path(path)
+    problem = file_problem(path)
+    if problem:
+        raise UserError(problem)
     try:
         img = nib.load(str(path))
     except FileNotFoundError as exc:
         raise UserError(f"{path}: file not found") from exc
     except Exception as exc:  # ImageFileError, gzip errors, zero-byte files ...
-        raise UserError(f"{path}: unreadable NIfTI ({_reason(exc)})") from exc
+        raise UserError(f"{path}: {_truncation(path) or 'unreadable NIfTI'} ({_reason(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise UserError(f"{path}: not a NIfTI image ({type(img).__name__})")
     return img
@@ -95,7 +148,7 @@ def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = 
     try:
         data = np.asarray(img.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
     except Exception as exc:  # truncated gzip, short file: EOFError, zlib.error, OSError
-        raise UserError(f"{path}: unreadable NIfTI data ({_reason(exc)})") from exc
+        raise UserError(f"{path}: {data_error(exc)}") from exc
     data = data.reshape(data.shape[:3])
     if check_finite and not np.isfinite(data).all():
         raise UserError(f"{path}: contains NaN or Inf voxels")
@@ -165,6 +218,50 @@ def _image_like(data_xyz: np.ndarray, ref: nib.Nifti1Image) -> nib.Nifti1Image:
     out.header["scl_slope"] = 1.0
     out.header["scl_inter"] = 0.0
     return out
+
+
+def _truncation(path: Path) -> str | None:
+    """'truncated file' when a file that failed to parse ends early (a short header, or a gzip
+    stream without its end), else None. Only called on the error path: it may read the file."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                size = 0
+                while chunk := f.read(1 << 20):
+                    size += len(chunk)
+        else:
+            size = path.stat().st_size
+    except EOFError:
+        return "truncated file (the gzip stream ends early)"
+    except (OSError, zlib.error):
+        return None
+    if size < _NIFTI1_HEADER_BYTES:
+        return f"truncated file ({size} bytes, a NIfTI header needs {_NIFTI1_HEADER_BYTES})"
+    return None
+
+
+def grid_problem(path: Path, geometry: Geometry, ref_path: Path, ref: Geometry, what: str,
+                 atol: float = AFFINE_TOLERANCE_MM) -> str | None:
+    """One line saying how `path`'s grid differs from `ref_path`'s (shape, else affine beyond
+    `atol` mm), or None when they match. Shapes are written x y z, as viewers show them."""
+    if geometry.shape_zyx != ref.shape_zyx:
+        return (f"{path}: grid differs from {ref_path}: {what} shape {_xyz(geometry.shape_zyx)} vs "
+                f"{_xyz(ref.shape_zyx)}")
+    difference = float(np.max(np.abs(np.asarray(geometry.affine) - np.asarray(ref.affine))))
+    if difference > atol:
+        return (f"{path}: grid differs from {ref_path}: {what} affine differs by up to "
+                f"{difference:.4g} mm (tolerance {atol:g} mm)")
+    return None
+
+
+def _xyz(shape_zyx: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in reversed(shape_zyx))
+
+
+def data_error(exc: BaseException) -> str:
+    """Why the voxels of a file that parsed could not be read, in words (after the path)."""
+    kind = "truncated file" if isinstance(exc, EOFError) else "corrupt or truncated image data"
+    return f"{kind} ({_reason(exc)})"
 
 
 def _reason(exc: BaseException) -> str:

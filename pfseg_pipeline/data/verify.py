@@ -24,13 +24,24 @@ import numpy as np
 
 from pfseg_pipeline.data.labels import BRATS2020, SCHEMES, LabelScheme, get_scheme
 from pfseg_pipeline.data.layouts import MODALITIES, Case, discover
-from pfseg_pipeline.data.nifti import Geometry, geometry_of, load_header
+from pfseg_pipeline.data.nifti import (
+    AFFINE_TOLERANCE_MM,
+    Geometry,
+    data_error,
+    file_problem,
+    geometry_of,
+    grid_problem,
+    load_header,
+)
 from pfseg_pipeline.errors import UserError, VerificationError
 
 log = logging.getLogger(__name__)
 
-AFFINE_TOLERANCE_MM = 1e-3
-_GZIP_MAGIC = b"\x1f\x8b"
+# Memory of a verify worker: the interpreter with numpy and nibabel, then per voxel of the
+# largest case one float32 image (4), one file's raw data (up to 4) and boolean temporaries.
+WORKER_BASE_BYTES = 200 * 2**20
+VERIFY_BYTES_PER_VOXEL = 12
+
 
 
 @dataclass
@@ -74,7 +85,8 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
     exclude : case ids to leave out (their problems are not reported either).
     label_scheme : a `LabelScheme` or its name; default: what an nnU-Net dataset.json
         declares, else BraTS 2020.
-    workers : processes reading cases in parallel (each holds one case at a time).
+    workers : processes reading cases in parallel (each holds one case at a time); lowered
+        when the free memory cannot hold that many (`memory_bounded_workers`).
     progress : show a progress bar over cases.
 
     Returns
@@ -90,6 +102,7 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
     problems = list(found.problems)
     passed: list[Case] = []
     geometries: dict[str, Geometry] = {}
+    workers = memory_bounded_workers(found.cases, workers)
     results = _map_cases(found.cases, scheme, workers, progress)
     for case, (case_problems, geometry) in zip(found.cases, results):
         problems.extend(case_problems)
@@ -99,6 +112,39 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
                 geometries[case.case_id] = geometry
     log.info("verified %d case(s) under %s: %d problem(s)", len(found.cases), root, len(problems))
     return VerifyReport(passed, problems, found.layout, scheme, geometries)
+
+
+def memory_bounded_workers(cases: list[Case], workers: int, available_bytes: int | None = None) -> int:
+    """`workers`, lowered so that every worker fits in 80 % of the free memory.
+
+    A worker holds one image of its case as float32 plus one file's raw data and the check's
+    temporaries (`VERIFY_BYTES_PER_VOXEL` per voxel of the largest case, read from the headers
+    of each case's first image, which costs no voxel reading) on top of `WORKER_BASE_BYTES`.
+    """
+    if workers <= 1 or len(cases) <= 1:
+        return max(1, workers)
+    voxels = 0
+    for case in cases:
+        try:
+            shape = load_header(next(iter(case.images.values()))).header.get_data_shape()
+        except UserError:
+            continue  # verify_case reports it
+        voxels = max(voxels, int(np.prod(shape[:3])))
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    per_worker = WORKER_BASE_BYTES + voxels * VERIFY_BYTES_PER_VOXEL
+    bounded = max(1, min(workers, int(available * 0.8 // per_worker)))
+    if bounded < workers:
+        log.info("verify: %d worker(s) instead of %d, to fit %.1f GiB of free memory", bounded, workers,
+                 available / 2**30)
+    return bounded
+
+
+def available_memory_bytes() -> int:
+    """Free physical memory (Linux and macOS sysconf); 4 GiB when the system does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
 
 
 def _map_cases(cases: list[Case], scheme: LabelScheme, workers: int, progress: bool):
@@ -149,20 +195,11 @@ def verify_case(case: Case, scheme: LabelScheme = BRATS2020) -> tuple[list[str],
 
 def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry | None, str | None]:
     """Read a whole NIfTI (storage order, scaling applied); (None, None, problem) on failure."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        return None, None, f"{path}: cannot read ({exc.strerror or exc})"
-    if size == 0:
-        return None, None, f"{path}: empty file (0 bytes)"
+    problem = file_problem(path)  # missing, empty, compression unlike the name
+    if problem:
+        return None, None, problem
+    size = path.stat().st_size
     gz_name = path.name.lower().endswith(".gz")
-    if gz_name and head[:2] != _GZIP_MAGIC:
-        hint = " (an uncompressed NIfTI? rename it to .nii)" if _is_nifti1_header(head) else ""
-        return None, None, f"{path}: not gzip-compressed data despite the .gz name{hint}"
-    if not gz_name and head[:2] == _GZIP_MAGIC:
-        return None, None, f"{path}: gzip-compressed data under a .nii name (rename it to .nii.gz)"
     try:
         img = load_header(path)
         geometry = geometry_of(img, path)
@@ -180,16 +217,8 @@ def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry 
         else:
             data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # EOFError, zlib.error, OSError, ValueError from a short file
-        kind = "truncated file" if isinstance(exc, EOFError) else "corrupt or truncated image data"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, None, f"{path}: {kind} ({type(exc).__name__}{': ' + reason if reason else ''})"
+        return None, None, f"{path}: {data_error(exc)}"
     return data, geometry, None
-
-
-def _is_nifti1_header(head: bytes) -> bool:
-    """Whether 4 bytes start a NIfTI-1/2 header (sizeof_hdr 348 or 540, either byte order)."""
-    return len(head) == 4 and (int.from_bytes(head, "little") in (348, 540)
-                               or int.from_bytes(head, "big") in (348, 540))
 
 
 def _image_problems(path: Path, data: np.ndarray) -> list[str]:
@@ -232,16 +261,5 @@ def _present_values(data: np.ndarray) -> list[int]:
 
 
 def _grid_problems(path: Path, geometry: Geometry, ref_path: Path, ref: Geometry, what: str) -> list[str]:
-    if geometry.shape_zyx != ref.shape_zyx:
-        return [f"{path}: {what} shape {_xyz(geometry.shape_zyx)} differs from {ref_path} "
-                f"shape {_xyz(ref.shape_zyx)}"]
-    difference = float(np.max(np.abs(np.asarray(geometry.affine) - np.asarray(ref.affine))))
-    if difference > AFFINE_TOLERANCE_MM:
-        return [f"{path}: {what} affine differs from {ref_path} by up to {difference:.4g} mm "
-                f"(tolerance {AFFINE_TOLERANCE_MM:g} mm)"]
-    return []
-
-
-def _xyz(shape_zyx: tuple[int, int, int]) -> str:
-    """A shape as the NIfTI stores it (x y z), the way users see it in their viewers."""
-    return "x".join(str(s) for s in reversed(shape_zyx))
+    problem = grid_problem(path, geometry, ref_path, ref, what, AFFINE_TOLERANCE_MM)
+    return [problem] if problem else []

@@ -8,6 +8,7 @@ written when verification finds a problem.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -88,7 +89,10 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
         scheme = report.label_scheme
 
         t0 = time.perf_counter()
-        fingerprint = compute_fingerprint(report.cases, modalities, scheme, workers=cpu_workers,
+        # a fingerprint worker holds a whole case, as a preprocessing worker does: the same bound
+        largest = max((math.prod(g.shape_zyx) for g in report.geometries.values()), default=0)
+        fingerprint_workers = default_workers(largest, len(modalities), len(report.cases), cpus=cpu_workers)
+        fingerprint = compute_fingerprint(report.cases, modalities, scheme, workers=fingerprint_workers,
                                           progress=progress)
         save_fingerprint(fingerprint, out / "fingerprint.json")
         seconds["fingerprint"] = time.perf_counter() - t0

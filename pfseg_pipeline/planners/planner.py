@@ -408,10 +408,11 @@ class _Planner:
         if self.preset != "demo":
             self.reasons["training.iterations_per_epoch"] = (
                 f"one pass over the ~{self.n_train} training cases of a fold at batch {plans.batch_size}")
-        self.reasons["training.optimizer"] = ("Adam, lr 1e-4, as in the paper" if self.preset != "demo" else
-                                              f"Adam, lr {DEMO_LR:g}: the demo's short run needs a faster start")
-        self.reasons["training.scheduler"] = ("ReduceLROnPlateau on validation Dice (the paper); the trainer "
-                                              "uses poly decay when a split has no validation cases")
+        self.reasons["training.optimizer"] = (
+            "Adam, lr 1e-4, as in the paper" if self.preset != "demo"
+            else f"Adam, lr {DEMO_LR:g}: the demo's short run needs a faster start")
+        self.reasons["training.scheduler"] = ("ReduceLROnPlateau on validation Dice (the paper); the "
+                                              "trainer uses poly decay when a split has no validation cases")
         self.reasons["training.ssl_pool"] = "the paper's SSL pooling factor k = 10"
 
     def memory_record(self, plans: Plans) -> None:

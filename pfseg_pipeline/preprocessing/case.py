@@ -22,7 +22,7 @@ import numpy as np
 
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
-from pfseg_pipeline.data.nifti import Geometry, read_label, read_volume
+from pfseg_pipeline.data.nifti import Geometry, grid_problem, read_label, read_volume
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.preprocessing.crop import box_shape, centered_box, crop, nonzero_box, uncrop
@@ -73,16 +73,20 @@ def read_case(case: Case, modalities: list[str], with_label: bool = True
     if missing:
         raise UserError(f"case {case.case_id}: no {missing[0]} image (the plans need "
                         f"{', '.join(modalities)})")
-    first, geometry = read_volume(case.images[modalities[0]])
+    first_path = case.images[modalities[0]]
+    first, geometry = read_volume(first_path)
     images = np.empty((len(modalities), *first.shape), dtype=np.float32)
     images[0] = first
     del first
     for c, modality in enumerate(modalities[1:], start=1):
         volume, other = read_volume(case.images[modality])
-        if not other.same_grid(geometry):
-            raise UserError(f"{case.images[modality]}: grid {other.shape_zyx} (z y x) differs from "
-                            f"{case.images[modalities[0]].name} {geometry.shape_zyx} or its affine")
+        problem = grid_problem(case.images[modality], other, first_path, geometry, f"{modality} image")
+        if problem:
+            raise UserError(problem)
         images[c] = volume
+    for c, modality in enumerate(modalities):
+        if not images[c].any():  # nothing to normalise: a blank or failed export, not a scan
+            raise UserError(f"{case.images[modality]}: image is all zero")
     seg = None
     if with_label and case.label is not None:
         seg, other = read_label(case.label)

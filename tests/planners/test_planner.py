@@ -9,7 +9,7 @@ import pytest
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.planners import memory
-from pfseg_pipeline.planners.planner import GiB, plan
+from pfseg_pipeline.planners.planner import DEMO_BATCH_SIZE, GiB, plan
 from pfseg_pipeline.plans import load_plans, save_plans
 from tests.planners.conftest import fake_fingerprint
 
@@ -87,7 +87,7 @@ def test_smaller_batch_first_then_larger_lr_scale_with_the_real_memory_model():
     """The same, traced: demo networks on a small dataset; budgets between measured peaks."""
     fp = fake_fingerprint(n_cases=4, shape_zyx=(64, 72, 64), box_zyx=(56, 60, 56), spread=2)
     roomy = plan(fp, "S", preset="demo", gpu_memory_gb=64)
-    assert roomy.lr_scale_zyx == [2, 2, 2] and roomy.batch_size == 4
+    assert roomy.lr_scale_zyx == [2, 2, 2] and roomy.batch_size == DEMO_BATCH_SIZE  # the demo's cap
     p1 = memory.predict_peak_bytes("pfseg", roomy, 1).bytes
     p2 = memory.predict_peak_bytes("pfseg", roomy, 2).bytes
     tight = plan(fp, "S", preset="demo", gpu_memory_gb=(p1 + p2) / 2 / GiB)
