@@ -2,7 +2,7 @@
 
     python -m bench.inference_speed [--quick] [--shape X Y Z] [--cases N] [--device cpu]
 
-The same synthetic BraTS-like cases (default 240 x 240 x 155, x y z, as the NIfTI stores them)
+The same synthetic BraTS-like cases (the demo's 64 x 64 x 48, then 240 x 240 x 155, x y z)
 go through `inference.pipeline.predict_folder` twice, on the same machine in the same process:
 once with PFSeg (one forward pass over the whole padded volume; the SR decoder is not run) and
 once with the patch-based ResUNet3D (Gaussian sliding window over its planned patch, step 0.5).
@@ -59,8 +59,24 @@ def bench_plans(brain_shapes_zyx: list[tuple[int, int, int]],
     return plans
 
 
-def run(quick: bool = False, shape_xyz: tuple[int, int, int] | None = None, n_cases: int = 1,
+DEMO_SHAPE_XYZ = (64, 64, 48)   # the demo's cases (scripts/demo.sh)
+FULL_SHAPE_XYZ = (240, 240, 155)
+
+
+def run(quick: bool = False, shape_xyz: tuple[int, int, int] | None = None, n_cases: int | None = None,
         device: str = "cpu", seed: int = 0) -> dict:
+    """Both methods at the demo shape (3 cases) and, unless `quick`, at BraTS size (1 case);
+    or at `shape_xyz` alone. Returns the figures and one Markdown section."""
+    if shape_xyz is not None:
+        return measure(shape_xyz, n_cases or 1, device, seed)
+    shapes = [(DEMO_SHAPE_XYZ, n_cases or 3)] + ([] if quick else [(FULL_SHAPE_XYZ, n_cases or 1)])
+    runs = [measure(shape, n, device, seed) for shape, n in shapes]
+    return {"title": runs[0]["title"], "runs": runs,
+            "markdown": "\n".join(f"### {' x '.join(map(str, r['shape_xyz']))} voxels\n\n{r['markdown']}"
+                                  for r in runs)}
+
+
+def measure(shape_xyz: tuple[int, int, int], n_cases: int = 1, device: str = "cpu", seed: int = 0) -> dict:
     """Time both methods on the same cases; return the figures and a Markdown section."""
     from pfseg_pipeline.data.layouts import discover
     from pfseg_pipeline.data.synthetic import write_dataset
@@ -70,7 +86,7 @@ def run(quick: bool = False, shape_xyz: tuple[int, int, int] | None = None, n_ca
     from pfseg_pipeline.networks.registry import build_network, inference_parameter_count
     from pfseg_pipeline.preprocessing.case import preprocess_case
 
-    shape_xyz = tuple(shape_xyz) if shape_xyz else ((96, 96, 64) if quick else (240, 240, 155))
+    shape_xyz = tuple(shape_xyz)
     torch_device = resolve_device(device)
     figures: dict = {"title": "Inference: PFSeg whole volume vs ResUNet3D sliding window",
                      "shape_xyz": list(shape_xyz), "cases": n_cases, "device": str(torch_device),
@@ -147,10 +163,11 @@ def _markdown(f: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inference_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="96 x 96 x 64 cases (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="the demo shape only (a smoke run)")
     parser.add_argument("--shape", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
-                        help="case shape as the NIfTI stores it (default 240 240 155)")
-    parser.add_argument("--cases", type=int, default=1, help="number of cases (default 1)")
+                        help="one case shape as the NIfTI stores it (default: the demo's 64 64 48, "
+                             "then 240 240 155)")
+    parser.add_argument("--cases", type=int, default=None, help="number of cases (default 3, then 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
