@@ -122,9 +122,12 @@ def labels_to_regions(seg: np.ndarray, scheme: LabelScheme, target: str = "regio
 def regions_to_labels(masks: np.ndarray, scheme: LabelScheme, target: str = "regions") -> np.ndarray:
     """Boolean region masks (K, Z, Y, X) -> uint8 label map.
 
-    Regions are painted outer to inner with `regions_class_order`, so a voxel in ET but not in
-    WT (impossible for nested regions, but possible for independent sigmoids) still gets ET.
-    For the `wt` target the whole tumour is written as 1 (binary, the paper's protocol).
+    Regions are painted outer to inner with `regions_class_order`, each kept inside the ones
+    before it (WT contains TC contains ET, as BraTS defines them). Independent sigmoids can mark
+    a voxel TC but not WT; painting it would add tumour that the WT channel did not predict (an
+    undertrained TC channel would then inflate the written whole tumour), so it stays outside:
+    the written WT is exactly the WT channel. For the `wt` target the whole tumour is written
+    as 1 (binary, the paper's protocol).
     """
     masks = np.asarray(masks, dtype=bool)
     names = region_names(target)
@@ -134,8 +137,10 @@ def regions_to_labels(masks: np.ndarray, scheme: LabelScheme, target: str = "reg
     if target == "wt":
         out[masks[0]] = 1
         return out
+    inside = np.ones(masks.shape[1:], dtype=bool)
     for mask, value in zip(masks, scheme.regions_class_order):
-        out[mask] = value
+        inside &= mask
+        out[inside] = value
     return out
 
 

@@ -50,11 +50,17 @@ def test_wt_target_is_binary():
     assert np.array_equal(regions_to_labels(masks, BRATS2020, target="wt"), (seg > 0).astype(np.uint8))
 
 
-def test_enhancing_outside_whole_tumour_still_painted():
-    masks = np.zeros((3, 1, 1, 2), bool)
-    masks[2, 0, 0, 0] = True          # ET alone (independent sigmoids can do this)
-    masks[0, 0, 0, 1] = True          # WT alone -> edema
-    assert regions_to_labels(masks, BRATS2020).ravel().tolist() == [4, 2]
+def test_inner_regions_are_kept_inside_the_outer_ones():
+    masks = np.zeros((3, 1, 1, 5), bool)
+    masks[2, 0, 0, 0] = True          # ET alone (independent sigmoids can do this): not tumour
+    masks[1, 0, 0, 1] = True          # TC alone: not tumour either (it would inflate WT)
+    masks[0, 0, 0, 2] = True          # WT alone -> edema
+    masks[:2, 0, 0, 3] = True         # WT and TC -> necrosis / non-enhancing core
+    masks[[0, 2], 0, 0, 4] = True     # WT and ET but not TC -> edema (ET stays inside TC)
+    labels = regions_to_labels(masks, BRATS2020)
+    assert labels.ravel().tolist() == [0, 0, 2, 1, 2]
+    # the written whole tumour is exactly the WT channel
+    assert np.array_equal(labels_to_regions(labels, BRATS2020)[0], masks[0])
 
 
 def test_scheme_lookup_values_and_json():

@@ -65,10 +65,11 @@ def test_label_map_is_the_cached_grid_prediction_mapped_back(predicted, case_id)
     restored = restore_to_source(cached, properties, order=1)
     assert restored.shape[1:] == tuple(reversed(nib.load(case.images["t1"]).shape))
     wt, tc, et = restored > 0.5
-    expected = np.zeros(restored.shape[1:], np.uint8)  # BraTS 2020: paint WT=2, then TC=1, then ET=4
+    # BraTS 2020, nested: WT=2, then TC inside WT = 1, then ET inside TC = 4
+    expected = np.zeros(restored.shape[1:], np.uint8)
     expected[wt] = 2
-    expected[tc] = 1
-    expected[et] = 4
+    expected[wt & tc] = 1
+    expected[wt & tc & et] = 4
     written = np.asarray(nib.load(predicted / "out" / f"{case_id}.nii.gz").dataobj).transpose(2, 1, 0)
     np.testing.assert_array_equal(written, expected)
     assert len(np.unique(expected)) > 1  # a random network still paints something
