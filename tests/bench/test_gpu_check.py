@@ -1,0 +1,100 @@
+"""The GPU check runs end to end on the CPU (its dry run) with only torch and numpy importable,
+and its training step is the trainer's. CI has no GPU: this tests everything up to the CUDA calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
+    sys.path.insert(0, str(ROOT))
+# FACTS.md: the lent GPU machine has torch, numpy, scipy, scikit-image, pandas, matplotlib, tqdm
+ABSENT_ON_THE_GPU_MACHINE = ("nibabel", "SimpleITK", "batchgenerators", "medpy")
+
+
+def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = {set(ABSENT_ON_THE_GPU_MACHINE)!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("absent on the GPU machine: " + name)
+        sys.meta_path.insert(0, Block())
+        from bench.gpu_check import main
+        sys.exit(main(["--dry-run", "--out", {str(out)!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "gpu_check.json").read_text())
+    assert results["environment"]["dry_run"] is True
+    assert results["errors"] == []
+    rows = results["memory"]["rows"]
+    assert {r["network"] for r in rows} == {"pfseg", "resunet3d", "hdc"}
+    for r in rows:  # the tensor-level prediction matches the CPU allocator's record of the step
+        assert r["predicted_bytes"] > r["predicted_tensor_bytes"] > 0
+        assert 0.9 < r["ratio_allocated"] < 1.1, r
+    assert results["memory"]["calibration"]["suggested_factor"] >= 1.0
+    assert {(r["plan"], r["network"]) for r in results["speed"]["rows"]} == {
+        (p, n) for p in ("default", "paper") for n in ("pfseg", "resunet3d")}
+    inference = results["inference"]["rows"]
+    assert len(inference) == 4 and all(r["end_to_end_seconds"] > 0 for r in inference)
+    assert {r["forward_passes"] for r in inference if r["network"] == "pfseg"} == {1}
+    assert set(results["inference"]["ratios"]) == {"brats", "paper_grid"}
+    assert "Memory model vs a real training step" in proc.stdout
+
+
+def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
+    from bench.gpu_report import markdown, no_gpu_markdown, section
+
+    results = {"environment": {"dry_run": False, "gpu": "NVIDIA H100", "gpu_memory_bytes": 80 * 2**30,
+                               "torch": "2.11", "cuda": "13.0", "cudnn": 91000, "python": "3.12",
+                               "date_utc": "2026-11-26 12:00 UTC"},
+               "allowance": {"factor": 1.15, "context_bytes": 2**29}, "seconds": {"total": 250},
+               "memory": {"rows": [{"network": "pfseg", "shape_zyx": [160, 192, 160], "batch": 2,
+                                    "predicted_tensor_bytes": 10 * 2**30, "predicted_bytes": 12 * 2**30,
+                                    "allocated_bytes": 10 * 2**30, "reserved_bytes": 11 * 2**30,
+                                    "device_used_bytes": 11.5 * 2**30, "ratio_allocated": 1.0,
+                                    "ratio_reserved": 1.1}],
+                          "calibration": {"measured_factor_max": 1.1, "measured_factor_allocated_max": 1.0,
+                                          "measured_factor_allocated_median": 1.0,
+                                          "measured_context_bytes_max": 2**29, "suggested_factor": 1.1,
+                                          "suggested_context_bytes": 2**29, "current_factor": 1.15,
+                                          "current_context_bytes": 2**29, "current_allowance_covers": "1/1"}},
+               "errors": [{"what": "speed paper pfseg", "error": "OutOfMemoryError: boom"}]}
+    text = markdown(results)
+    assert "NVIDIA H100" in text and "| pfseg | 160x192x160 | 2 | 10.00 | 12.00 |" in text
+    assert "speed paper pfseg" in text
+    assert "no GPU machine was available on 2026-11-26" in no_gpu_markdown("2026-11-26")
+    assert "bash bench/gpu_check.sh" in section(None)
+
+
+def test_training_step_is_the_trainers(tmp_path):
+    """bench.gpu_check.TrainingStep (which cannot import the trainer on the GPU machine) updates
+    the weights exactly as `Trainer._step` does, from the same weights and batch."""
+    from bench.gpu_check import TrainingStep
+    from pfseg_pipeline.training.trainer import Trainer, TrainOptions
+    from tests.planners.conftest import small_plans
+
+    plans = small_plans(hr=(32, 32, 32))
+    cpu = torch.device("cpu")
+    ours = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)
+    theirs = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)  # same weights, batch, optimiser
+    trainer = Trainer(theirs.model, theirs.loss, None, None, theirs.optimizer, None, cpu, tmp_path, plans,
+                      TrainOptions(epochs=1, iterations_per_epoch=1, grad_clip=plans.training.grad_clip),
+                      {"network": "pfseg"})
+    for _ in range(2):
+        ours()
+        trainer._step(theirs.batch)
+    for (name, a), b in zip(ours.model.named_parameters(), theirs.model.parameters()):
+        assert torch.equal(a, b), name
+
