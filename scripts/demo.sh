@@ -3,7 +3,7 @@
 #   synthetic data -> plan and preprocess -> train pfseg and resunet3d (fold 0) -> FLAIR-threshold
 #   floor -> predict the fold's validation cases and a separate test set -> evaluate -> compare
 # Sizes (README, "The demo"): 20 training cases + 6 test cases of 64x64x48 voxels (x y z),
-# the `demo` preset (narrow networks, 20 epochs x 10 iterations, batch 2).
+# the `demo` preset (narrow networks, 50 epochs x 10 iterations, batch 2).
 set -euo pipefail
 DEMO_DIR=${DEMO_DIR:-demo_data}
 CASES=${DEMO_CASES:-20}

@@ -54,7 +54,7 @@ AMP = True                          # the trainer uses mixed precision on CUDA
 DEMO_WIDTHS = [8, 16, 32, 64]
 DEMO_SGM_WIDTHS = [8, 16, 32]       # 2 poolings: guidance = HR / 4 matches the bottleneck
 DEMO_HEAD_WIDTH = 8
-DEMO_EPOCHS = 20
+DEMO_EPOCHS = 50
 DEMO_ITERATIONS_PER_EPOCH = 10
 DEMO_BATCH_SIZE = 2                 # a CPU step costs time in proportion to the batch
 DEMO_LR = 1e-3                      # a few hundred steps need a faster start than the paper's 1e-4
