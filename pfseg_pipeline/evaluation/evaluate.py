@@ -29,11 +29,9 @@ the JSON (same name, ``.csv``).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +51,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS, METRIC_NAMES, region_metrics
 from pfseg_pipeline.evaluation.paper_grid import PAPER_GRID_ZYX, to_paper_grid_labels
 from pfseg_pipeline.fileio import atomic_path, read_json, write_json
+from pfseg_pipeline.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -282,21 +281,8 @@ def _evaluate_task(task: dict) -> dict:
 
 
 def _run(tasks: list[dict], num_processes: int, progress: bool) -> Iterable[dict]:
-    from tqdm import tqdm
-
-    with tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress) as bar:
-        if num_processes <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield _evaluate_task(task)
-                bar.update()
-            return
-        # spawn: safe when the caller (e.g. training) already runs threads
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(num_processes, len(tasks)), mp_context=context) as pool:
-            futures = [pool.submit(_evaluate_task, task) for task in tasks]
-            for future in as_completed(futures):
-                yield future.result()
-                bar.update()
+    return map_cases(_evaluate_task, [(task,) for task in tasks], num_processes, "evaluate",
+                     disable=not progress)
 
 
 def _check_grid(ref: Geometry, ref_path: Path, pred: Geometry, pred_path: Path) -> None:

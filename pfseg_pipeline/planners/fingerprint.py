@@ -10,10 +10,8 @@ per task, so memory is bounded by the number of workers. Written as `fingerprint
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from pfseg_pipeline.data.labels import LabelScheme, region_names
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.errors import UserError, VerificationError
 from pfseg_pipeline.fileio import read_json, write_json
+from pfseg_pipeline.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +101,10 @@ def _fingerprint_task(case_json: dict, modalities: list[str], scheme_json: dict)
 def compute_fingerprint(cases: Sequence[Case], modalities: Sequence[str], scheme: LabelScheme,
                         workers: int = 1, progress: bool = True) -> dict[str, Any]:
     """Fingerprint every case (in `workers` processes) and summarise the dataset."""
-    from tqdm import tqdm
-
     if not cases:
         raise UserError("cannot fingerprint an empty dataset")
     tasks = [(c.to_json(), list(modalities), scheme.to_json()) for c in cases]
-    per_case = []
-    bar = tqdm(total=len(tasks), desc="fingerprint", unit="case", leave=False, disable=not progress or None)
-    try:
-        if workers <= 1 or len(tasks) == 1:
-            for task in tasks:
-                per_case.append(_fingerprint_task(*task))
-                bar.update(1)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-                for future in as_completed([pool.submit(_fingerprint_task, *t) for t in tasks]):
-                    per_case.append(future.result())
-                    bar.update(1)
-    finally:
-        bar.close()
+    per_case = list(map_cases(_fingerprint_task, tasks, workers, "fingerprint", disable=not progress or None))
     problems = [r["error"] for r in per_case if "error" in r]
     if problems:
         raise VerificationError(problems)

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from pfseg_pipeline.data.labels import LabelScheme
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.errors import UserError, VerificationError
 from pfseg_pipeline.fileio import load_npz, read_json, save_npz, write_json
+from pfseg_pipeline.parallel import map_cases
 from pfseg_pipeline.plans import Plans
 
 log = logging.getLogger(__name__)
@@ -178,28 +177,11 @@ def preprocess_dataset(cases: Sequence[Case], plans: Plans, out_dir: str | os.Pa
     Returns one status record per case ({"case", "status": "written" | "skipped", "seconds"}).
     Cases that fail are reported together at the end as a `VerificationError`.
     """
-    from tqdm import tqdm
-
     cases_dir = Path(out_dir) / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     plans_json = plans.to_json()
     tasks = [(c.to_json(), plans_json, str(cases_dir), force) for c in cases]
-    results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(tasks), desc="preprocess", unit="case", leave=False, disable=not progress or None)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                results.append(process_case(*task))
-                bar.update(1)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-                futures = [pool.submit(process_case, *task) for task in tasks]
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.update(1)
-    finally:
-        bar.close()
+    results = list(map_cases(process_case, tasks, workers, "preprocess", disable=not progress or None))
     results.sort(key=lambda r: r["case"])
     problems = [r["error"] for r in results if r["status"] == "error"]
     if problems:

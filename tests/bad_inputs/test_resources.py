@@ -91,12 +91,12 @@ class _ThreadPool(ThreadPoolExecutor):
 def test_plan_and_preprocess_bounds_its_workers_by_free_memory(synthetic_raw, tmp_path, monkeypatch):
     """With memory for one worker only, -np 3 still verifies, fingerprints and preprocesses in
     this one process (no pool of workers is started)."""
+    from pfseg_pipeline import parallel  # the pool fingerprint and preprocessing share
     from pfseg_pipeline.data import verify
-    from pfseg_pipeline.planners import fingerprint
     from pfseg_pipeline.preprocessing import cache
 
     _ThreadPool.sizes = []
-    for module in (verify, fingerprint, cache):
+    for module in (verify, parallel):
         monkeypatch.setattr(module, "ProcessPoolExecutor", _ThreadPool)
     monkeypatch.setattr(cache, "available_memory_bytes", lambda: cache.WORKER_BASE_BYTES)
     monkeypatch.setattr(verify, "available_memory_bytes", lambda: verify.WORKER_BASE_BYTES)
@@ -106,7 +106,7 @@ def test_plan_and_preprocess_bounds_its_workers_by_free_memory(synthetic_raw, tm
     summary = json.loads((ws / "preprocessed" / "Mem" / "plan_and_preprocess_summary.json").read_text())
     assert summary["workers"] == 1
     pools = dict(_ThreadPool.sizes)
-    assert not {cache.__name__, verify.__name__, fingerprint.__name__} & set(pools), pools
+    assert not {parallel.__name__, verify.__name__} & set(pools), pools
 
 
 # ---- one case at a time ----------------------------------------------------------------------------
