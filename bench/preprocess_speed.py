@@ -21,13 +21,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.demo_data import console
 
 # BraTS 2020 label values -> consecutive nnU-Net labels (necrosis 1, edema 2, enhancing 4 -> 3)
 BRATS_TO_NNUNET = {0: 0, 1: 1, 2: 2, 4: 3}
@@ -79,14 +80,6 @@ def _timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
     return elapsed
 
 
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    found = here if here.exists() else shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found: install the [bench] extra (nnunetv2 2.6.x)")
-    return str(found)
-
-
 def run(quick: bool = False, n_cases: int | None = None, shape_xyz: tuple[int, int, int] = (64, 64, 48),
         workers: int = 2, rounds: int | None = None, seed: int = 0,
         keep: str | None = None) -> dict[str, Any]:
@@ -116,7 +109,7 @@ def run(quick: bool = False, n_cases: int | None = None, shape_xyz: tuple[int, i
             ws = root / f"ws_{r}"
             shutil.rmtree(ws, ignore_errors=True)
             env = {**os.environ, "PFSEG_HOME": str(ws)}
-            ours.append(_timed([_bin("pfseg_plan_and_preprocess"), "-i", str(raw), "-d", "Bench", "-np",
+            ours.append(_timed([console("pfseg_plan_and_preprocess"), "-i", str(raw), "-d", "Bench", "-np",
                                 str(workers), "--workspace", str(ws)], env, root / f"ours_{r}.log"))
             summary_path = ws / "preprocessed" / "Bench" / "plan_and_preprocess_summary.json"
             summary = json.loads(summary_path.read_text())
@@ -125,7 +118,7 @@ def run(quick: bool = False, n_cases: int | None = None, shape_xyz: tuple[int, i
             shutil.rmtree(pre, ignore_errors=True)
             env = {**os.environ, "nnUNet_raw": str(nnunet_raw), "nnUNet_preprocessed": str(pre),
                    "nnUNet_results": str(root / "nnUNet_results")}
-            theirs.append(_timed([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
+            theirs.append(_timed([console("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
                                   "3d_fullres", "-np", str(workers), "-npfp", str(workers),
                                   "--verify_dataset_integrity"], env, root / f"nnunet_{r}.log"))
     finally:
