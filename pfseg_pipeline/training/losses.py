@@ -121,7 +121,21 @@ def _check_ablation(name: str) -> Ablation:
     return ABLATIONS[name]
 
 
-class PFSegLoss(nn.Module):
+class _TermsLoss(nn.Module):
+    """A loss whose `compute` gives (total, {term: tensor}); calling it gives the terms as floats
+    for the log (one host synchronisation)."""
+
+    def forward(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
+                ) -> tuple[Tensor, dict[str, float]]:
+        total, values = self.compute(outputs, batch)
+        return total, _as_floats(total, values)
+
+    def compute(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+
+class PFSegLoss(_TermsLoss):
     """seg + w_sr SR + w_g guidance + w_tel TEL + w_ssl SSL, with the ablation's terms on.
 
     `forward(outputs, batch) -> (total, {term: float})`; the dict holds every computed term
@@ -139,11 +153,6 @@ class PFSegLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown loss weight(s) {sorted(unknown)} (terms: {', '.join(TERMS)})")
         self.ssl_pool = int(ssl_pool)
-
-    def forward(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
-                ) -> tuple[Tensor, dict[str, float]]:
-        total, values = self.compute(outputs, batch)
-        return total, _as_floats(total, values)
 
     def compute(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
                 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -171,14 +180,9 @@ class PFSegLoss(nn.Module):
         return total, values
 
 
-class SegmentationLoss(nn.Module):
+class SegmentationLoss(_TermsLoss):
     """Dice + BCE for the baselines; uses outputs["target"] when the network returns its own
     (resunet3d_up: the LR soft target)."""
-
-    def forward(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
-                ) -> tuple[Tensor, dict[str, float]]:
-        total, values = self.compute(outputs, batch)
-        return total, _as_floats(total, values)
 
     def compute(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
                 ) -> tuple[Tensor, dict[str, Tensor]]:
