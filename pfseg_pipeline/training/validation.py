@@ -24,21 +24,13 @@ import torch
 
 from pfseg_pipeline.data.labels import labels_to_regions, region_names
 from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.evaluation.metrics import dice
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.inference.predictor import Predictor
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training.data_loader import load_case
 
 log = logging.getLogger(__name__)
-
-
-def dice_per_region(prediction: np.ndarray, reference: np.ndarray) -> list[float]:
-    """Dice of each region channel (K, Z, Y, X) bool; both empty counts 1 (BraTS convention)."""
-    scores = []
-    for p, r in zip(prediction, reference):
-        denominator = p.sum() + r.sum()
-        scores.append(1.0 if denominator == 0 else float(2.0 * np.logical_and(p, r).sum() / denominator))
-    return scores
 
 
 class ValidationCases:
@@ -77,7 +69,8 @@ def validation_dice(network: torch.nn.Module, cases: ValidationCases, device: to
     scores = []
     with predictor_for(network, cases.plans, device, amp) as predictor:
         for _, image, regions in cases:
-            scores.append(dice_per_region(predictor.predict_probabilities(image) > 0.5, regions))
+            predicted = predictor.predict_probabilities(image) > 0.5
+            scores.append([dice(r, p) for r, p in zip(regions, predicted)])
     return np.mean(np.asarray(scores, dtype=np.float64), axis=0).tolist()
 
 
