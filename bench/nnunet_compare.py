@@ -25,7 +25,9 @@ exactly those test cases:
 Peak memory is the peak RSS of each training process (the data-loading worker processes are not
 included), as each reports it. Equal budget is stated twice: as equal iterations (the table),
 and as equal wall-clock (PFSeg trained again for nnU-Net's training time, when `--equal-time`,
-the default of the full run, and it fits).
+the default of the full run, and it fits). A short training run's score moves with the seed:
+both methods are trained `--repeats` times (PFSeg with seeds 12345, 12346, ...; nnU-Net draws
+its own), and the WT verdict compares the means over those runs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ NNUNET_NAME = "PfsegCompare"
 NAME = "Compare"
 ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("WT", "TC", "ET")
+PFSEG_SEED = 12345
 
 
 def _timed(cmd: list[str], env: dict, logfile: Path) -> float:
@@ -92,6 +95,14 @@ def _pfseg_train(ws_root: Path, epochs: int, iterations: int, batch: int, worker
             "batch_size": summary.get("batch_size"), "iterations": epochs * iterations,
             "lr": summary.get("lr"),
             "model_dir": str(fold_dir.parent)}
+
+
+def _nnunet_train(env: dict, epochs: int, iterations: int, stem: Path) -> dict:
+    """bench/nnunet_trainer.py in a process of its own; its JSON (stem.json; log: stem.log)."""
+    out = stem.with_suffix(".json")
+    _timed([sys.executable, "-m", "bench.nnunet_trainer", str(DATASET_ID), "--epochs", str(epochs),
+            "--iterations", str(iterations), "--json", str(out)], env, stem.with_suffix(".log"))
+    return json.loads(out.read_text())
 
 
 def _predict_pfseg(model_dir: Path, test_dir: Path, out: Path) -> dict:
@@ -182,7 +193,8 @@ def _scores(test_dir: Path, pred_dir: Path) -> dict:
 
 def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = None, shape_xyz=None,
         epochs: int | None = None, iterations: int | None = None, workers: int = 2, seed: int = 0,
-        equal_time: bool | None = None, keep: str | None = None, preset: str = "demo") -> dict:
+        equal_time: bool | None = None, keep: str | None = None, preset: str = "demo",
+        repeats: int | None = None) -> dict:
     import nnunetv2
     import torch
 
@@ -196,12 +208,14 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
     epochs = epochs or (2 if quick else 10)
     iterations = iterations or (2 if quick else 10)
     equal_time = (not quick) if equal_time is None else equal_time
+    repeats = repeats or (1 if quick else 3)
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pfseg-nnunet-"))
     root.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     f: dict = {"title": "PFSeg vs nnU-Net v2 3d_fullres at an equal training budget (CPU)",
                "cases": n_cases, "test_cases": n_test, "shape_xyz": list(shape_xyz), "epochs": epochs,
                "iterations_per_epoch": iterations, "workers": workers, "cpus": os.cpu_count(),
+               "repeats": repeats,
                "versions": {"torch": torch.__version__,
                             "nnunetv2": getattr(nnunetv2, "__version__", "2.6.x")}}
     try:
@@ -238,12 +252,10 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
                             "spacing_zyx": nn_config["spacing"]}
         # ---- training
         log.info("training nnU-Net: %d epochs x %d iterations, batch %d", epochs, iterations, batch)
-        nn_json = root / "nnunet_train.json"
-        _timed([sys.executable, "-m", "bench.nnunet_trainer", str(DATASET_ID), "--epochs", str(epochs),
-                "--iterations", str(iterations), "--json", str(nn_json)], nn_env, root / "nnunet_train.log")
-        nn_train = json.loads(nn_json.read_text())
+        nn_train = _nnunet_train(nn_env, epochs, iterations, root / "nnunet_train")
         log.info("training PFSeg: %d epochs x %d iterations, batch %d", epochs, iterations, batch)
-        pf_train = _pfseg_train(ws_root, epochs, iterations, batch, workers, 12345, root / "pfseg_train.log")
+        pf_train = _pfseg_train(ws_root, epochs, iterations, batch, workers, PFSEG_SEED,
+                                root / "pfseg_train.log")
         f["train"] = {"pfseg": pf_train, "nnunet": nn_train}
         # ---- prediction and evaluation
         log.info("predicting %d test case(s)", len(test_ids))
@@ -255,6 +267,22 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
             _nnunet_to_brats(root / f"pred_{key}_raw", root / f"pred_{key}")
         f["predict"] = pred
         f["scores"] = {k: _scores(root / "test", root / f"pred_{k}") for k in pred}
+        # ---- more training runs of both (PFSeg: other seeds; nnU-Net: it draws its own), scored alike
+        f["runs"] = [{"seed": PFSEG_SEED, "pfseg": f["scores"]["pfseg"], "nnunet": f["scores"]["nnunet"]}]
+        for r in range(1, repeats):
+            seed = PFSEG_SEED + r
+            log.info("run %d of %d: training both again (PFSeg seed %d)", r + 1, repeats, seed)
+            nn_r = _nnunet_train({**nn_env, "nnUNet_results": str(root / f"nnUNet_results_{r}")}, epochs,
+                                 iterations, root / f"nnunet_train_{r}")
+            _predict_nnunet(Path(nn_r["model_dir"]), root / "test", test_ids, root / f"pred_nnunet_{r}_raw",
+                            mirroring=False)
+            _nnunet_to_brats(root / f"pred_nnunet_{r}_raw", root / f"pred_nnunet_{r}")
+            shutil.rmtree(Path(pf_train["model_dir"]), ignore_errors=True)
+            pf_r = _pfseg_train(ws_root, epochs, iterations, batch, workers, seed,
+                                root / f"pfseg_train_{r}.log")
+            _predict_pfseg(Path(pf_r["model_dir"]), root / "test", root / f"pred_pfseg_{r}")
+            f["runs"].append({"seed": seed, "pfseg": _scores(root / "test", root / f"pred_pfseg_{r}"),
+                              "nnunet": _scores(root / "test", root / f"pred_nnunet_{r}")})
         # ---- equal wall-clock: PFSeg again, for as long as nnU-Net trained
         f["equal_time"] = None
         nn_seconds = nn_train["seconds_per_iteration"] * epochs * iterations
@@ -264,7 +292,7 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
             e2 = max(epochs, round(matched / iterations))
             log.info("training PFSeg for nnU-Net's training time: %d epochs x %d iterations", e2, iterations)
             shutil.rmtree(Path(pf_train["model_dir"]), ignore_errors=True)
-            pf2 = _pfseg_train(ws_root, e2, iterations, batch, workers, 12345,
+            pf2 = _pfseg_train(ws_root, e2, iterations, batch, workers, PFSEG_SEED,
                                root / "pfseg_train_equal_time.log")
             _predict_pfseg(Path(pf2["model_dir"]), root / "test", root / "pred_pfseg_equal_time")
             f["equal_time"] = {"train": pf2, "scores": _scores(root / "test", root / "pred_pfseg_equal_time")}
@@ -324,13 +352,28 @@ def _markdown(f: dict) -> str:
     lines.append(row("nnU-Net, 1 fold, mirroring (default)", tr["nnunet"], "nnunet_mirroring", pre["nnunet"]))
     speed = pr["nnunet"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
     speed_m = pr["nnunet_mirroring"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
-    dwt = sc["pfseg"]["WT"]["dice"]["mean"] - sc["nnunet"]["WT"]["dice"]["mean"]
+    runs = f.get("runs") or [{"seed": PFSEG_SEED, "pfseg": sc["pfseg"], "nnunet": sc["nnunet"]}]
+    mean = {k: {r: float(np.mean([run[k][r]["dice"]["mean"] for run in runs])) for r in REGIONS}
+            for k in ("pfseg", "nnunet")}
+    per_run = [run["pfseg"]["WT"]["dice"]["mean"] - run["nnunet"]["WT"]["dice"]["mean"] for run in runs]
+    dwt = mean["pfseg"]["WT"] - mean["nnunet"]["WT"]
+    header = " | ".join(f"{who} {r}" for r in REGIONS for who in ("PFSeg", "nnU-Net"))
+    lines += ["", f"Training runs ({len(runs)}): both trained and scored again, PFSeg with another seed each "
+              "time, nnU-Net drawing its own; test-set mean Dice per run (the table above is run 1).", "",
+              f"| run | PFSeg seed | {header} | WT difference |",
+              "|---|---:|" + "---:|" * (2 * len(REGIONS) + 1)]
+    for i, (run, diff) in enumerate(zip(runs, per_run), 1):
+        cells = [f"{run[who][r]['dice']['mean']:.3f}" for r in REGIONS for who in ("pfseg", "nnunet")]
+        lines.append(f"| {i} | {run['seed']} | " + " | ".join(cells) + f" | {diff:+.3f} |")
+    cells = [f"**{mean[who][r]:.3f}**" for r in REGIONS for who in ("pfseg", "nnunet")]
+    lines.append("| mean | | " + " | ".join(cells) + f" | **{dwt:+.3f}** |")
     lines += ["",
               f"Prediction: PFSeg is {speed:.1f}x faster than nnU-Net without mirroring and {speed_m:.1f}x "
               "faster than with it (target: at least 5x without mirroring: "
               f"{'met' if speed >= 5 else 'NOT met'}"
-              f"). WT Dice PFSeg - nnU-Net (no mirroring) = {dwt:+.3f} at equal iterations (target: within "
-              f"0.02: {'met' if dwt >= -0.02 else 'NOT met'}). Preprocessing: PFSeg "
+              f"). WT Dice PFSeg - nnU-Net (no mirroring), mean of {len(runs)} run(s) = {dwt:+.3f} at "
+              f"equal iterations (target: within 0.02: {'met' if dwt >= -0.02 else 'NOT met'}). "
+              "Preprocessing: PFSeg "
               f"{pre['nnunet'] / pre['pfseg']:.1f}x faster. Training seconds per iteration leave out the "
               "first epoch (warm-up) for both."]
     nn_time = tr["nnunet"]["seconds_per_iteration"] * iters
@@ -366,13 +409,14 @@ def main(argv=None) -> int:
                         help="also train PFSeg for nnU-Net's training time (default: on, off with --quick)")
     parser.add_argument("--preset", default="demo", choices=("demo", "default"),
                         help="PFSeg's plan (default: demo, narrow widths, so the CPU run fits in minutes)")
+    parser.add_argument("--repeats", type=int, default=None, metavar="R",
+                        help="train both R times and compare the means (default: 3, 1 with --quick)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     figures = run(quick=args.quick, n_cases=args.cases, n_test=args.test, epochs=args.epochs,
                   iterations=args.iterations, workers=args.workers, equal_time=args.equal_time,
-                  keep=args.keep,
-                  preset=args.preset)
+                  keep=args.keep, preset=args.preset, repeats=args.repeats)
     print(json.dumps({k: v for k, v in figures.items() if k != "markdown"}, indent=1, default=str))
     print(figures["markdown"])
     return 0

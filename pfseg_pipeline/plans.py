@@ -69,6 +69,9 @@ class TrainingPlan:
     grad_clip: float = 12.0
     scheduler: str = "plateau"     # "plateau" on validation Dice; "poly" where no validation
     ssl_pool: int = 10             # SSL pooling factor k
+    # per output region, the fraction of the HR volume it fills in the training data: the seg
+    # head's bias starts at logit(prior) (empty: bias starts at 0, as the paper's code)
+    region_prior: list[float] = field(default_factory=list)
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
     seed: int = 12345
@@ -202,6 +205,10 @@ class Plans:
             raise bad("training.scheduler", f"must be one of {SCHEDULERS}")
         if t.ssl_pool < 1:
             raise bad("training.ssl_pool", "must be at least 1")
+        if t.region_prior and (len(t.region_prior) != self.out_channels
+                               or any(not 0 < p < 1 for p in t.region_prior)):
+            raise bad("training.region_prior", f"must be empty or {self.out_channels} numbers in (0, 1), "
+                      f"one per region, got {t.region_prior}")
 
     def hash(self) -> str:
         """A digest of the fields that change what is cached (not reasons or training knobs)."""

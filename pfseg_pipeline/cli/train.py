@@ -201,6 +201,8 @@ def _train(args, plans, ws, preprocessed, split, fold, fold_dir, rank, world, lo
         network_options = ablation.network_options() if args.network == "pfseg" else {}
         seed_everything(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         network = build_network(args.network, plans, **network_options)
+        if t.region_prior:
+            network.init_output_prior(t.region_prior)   # a resumed run loads its own weights over it
         if args.network == "pfseg":
             loss = PFSegLoss(t.loss_weights, args.ablation, t.ssl_pool)
         else:

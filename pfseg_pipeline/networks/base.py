@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -40,6 +41,26 @@ class SegmentationNetwork(nn.Module):
     def training_only_modules(self) -> list[nn.Module]:
         """Modules that `forward_infer` never runs (left out of the inference parameter count)."""
         return []
+
+    def output_head(self) -> nn.Conv3d:
+        """The last convolution, whose output channels are the region logits (HDC: the logits
+        of each region times the space-to-depth factor, region-major)."""
+        raise NotImplementedError
+
+    def init_output_prior(self, prior: Sequence[float]) -> None:
+        """Start the logits at logit(prior[k]) for region k: the head's bias is set to it (the
+        weights are left as they are). A prior of the share of tumour in the volume makes the
+        first steps learn where the tumour is, not that it is rare."""
+        bias = self.output_head().bias
+        per_region = bias.numel() // len(prior)
+        if per_region * len(prior) != bias.numel():
+            raise ValueError(f"{len(prior)} priors for a head of {bias.numel()} channels")
+        p = torch.as_tensor([float(v) for v in prior], dtype=torch.float64)
+        if not bool(((p > 0) & (p < 1)).all()):
+            raise ValueError(f"priors must be in (0, 1), got {list(prior)}")
+        logits = (torch.log(p) - torch.log1p(-p)).repeat_interleave(per_region)
+        with torch.no_grad():
+            bias.copy_(logits.to(bias.dtype))
 
     def check_input(self, image: Tensor) -> None:
         """Raise a ValueError unless `image` is (B, C, Z, Y, X) with a valid spatial shape."""

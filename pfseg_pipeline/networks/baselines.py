@@ -43,6 +43,9 @@ class PatchUNet(SegmentationNetwork):
         super().__init__([2 ** (len(widths) - 1)] * 3)
         self.unet = UNet(in_channels, out_channels, widths, norm, block)
 
+    def output_head(self) -> nn.Conv3d:
+        return self.unet.head
+
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"seg_logits": self.forward_infer(batch["image"])}
 
@@ -96,6 +99,9 @@ class VNet(SegmentationNetwork):
             self.up_stages.append(VNetStage(current, _vnet_convs(level), norm))
         self.head = nn.Conv3d(current, out_channels, 1)
 
+    def output_head(self) -> nn.Conv3d:
+        return self.head
+
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"seg_logits": self.forward_infer(batch["image"])}
 
@@ -130,6 +136,9 @@ class ResUNet3DUp(SegmentationNetwork):
         self.lr_scale_zyx = tuple(int(s) for s in lr_scale_zyx)
         self.lr_operator = lr_operator
         self.unet = UNet(in_channels, out_channels, widths, norm, "residual")
+
+    def output_head(self) -> nn.Conv3d:
+        return self.unet.head
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """`seg_logits` (B, K, LR) and `target` (B, K, LR): the area-down-sampled soft target."""
@@ -184,6 +193,9 @@ class HDC(SegmentationNetwork):
         self.lr_scale_zyx = tuple(int(s) for s in lr_scale_zyx)
         factor = self.lr_scale_zyx[0] * self.lr_scale_zyx[1] * self.lr_scale_zyx[2]
         self.unet = UNet(in_channels * factor, out_channels * factor, widths, norm, "residual")
+
+    def output_head(self) -> nn.Conv3d:
+        return self.unet.head   # channel ((k * sz + i) * sy + j) * sx + l: region k, region-major
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"seg_logits": self.forward_infer(batch["image"])}

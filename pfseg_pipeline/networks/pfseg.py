@@ -94,6 +94,9 @@ class PFSeg(SegmentationNetwork):
     def training_only_modules(self) -> list[nn.Module]:
         return [self.sr_decoder] if self.sr_decoder is not None else []
 
+    def output_head(self) -> nn.Conv3d:
+        return self.seg_decoder.head
+
     # ---- pieces ---------------------------------------------------------------------------------
     def _bottleneck(self, features: list[Tensor], guidance_patch: Tensor | None) -> Tensor:
         bottleneck = features[-1]

@@ -57,7 +57,7 @@ DEMO_HEAD_WIDTH = 8
 DEMO_EPOCHS = 50
 DEMO_ITERATIONS_PER_EPOCH = 10
 DEMO_BATCH_SIZE = 2                 # a CPU step costs time in proportion to the batch
-DEMO_LR = 1e-3                      # a few hundred steps need a faster start than the paper's 1e-4
+DEMO_LR = 3e-3                      # a few hundred steps need a faster start than the paper's 1e-4
 
 # The paper preset (PFSEG_METHOD.md, "Data protocol").
 PAPER_MODALITIES = ["t2"]
@@ -414,6 +414,15 @@ class _Planner:
         self.reasons["training.scheduler"] = ("ReduceLROnPlateau on validation Dice (the paper); the "
                                               "trainer uses poly decay when a split has no validation cases")
         self.reasons["training.ssl_pool"] = "the paper's SSL pooling factor k = 10"
+        if self.preset == "paper":
+            self.reasons["training.region_prior"] = "empty: the paper's code starts the seg head's bias at 0"
+            return
+        training.region_prior = region_prior(self.cases, plans)
+        self.reasons["training.region_prior"] = (
+            "each region's mean share of the HR volume in the labelled cases (clamped to "
+            f"[{PRIOR_MIN:g}, {PRIOR_MAX:g}]): the seg head's bias starts at its logit, so the first steps "
+            "do not spend themselves learning that tumour is rare" if training.region_prior
+            else "empty: no labelled case in the fingerprint")
 
     def memory_record(self, plans: Plans) -> None:
         from pfseg_pipeline.planners import memory
@@ -479,6 +488,26 @@ class _Planner:
         self.training_plan(plans)
         self.memory_record(plans)
         return plans
+
+
+PRIOR_MIN, PRIOR_MAX = 1e-4, 0.5
+
+
+def region_prior(cases: Sequence[dict], plans: Plans) -> list[float]:
+    """Per output region, the mean over labelled cases of (region volume in mm^3) / (HR volume in
+    mm^3: hr_shape x target spacing), clamped to [PRIOR_MIN, PRIOR_MAX]; [] without labels."""
+    labelled = [c for c in cases if c.get("label_voxels")]
+    if not labelled:
+        return []
+    hr_mm3 = float(np.prod(plans.hr_shape_zyx)) * float(np.prod(plans.target_spacing_zyx))
+    scheme = plans.scheme
+    priors = []
+    for region in region_names(plans.target):
+        values = {str(v) for v in scheme.regions[region]}
+        shares = [sum(n for v, n in c["label_voxels"].items() if v in values)
+                  * float(np.prod(c["spacing_zyx"])) / hr_mm3 for c in labelled]
+        priors.append(float(f"{min(PRIOR_MAX, max(PRIOR_MIN, float(np.mean(shares)))):.4g}"))
+    return priors
 
 
 def _static_bytes(detail: dict) -> int | None:

@@ -64,3 +64,30 @@ def test_parameter_counts(make_plans):
     assert inference == total - count_parameters(model.sr_decoder)
     baseline = build_network("resunet3d", make_plans())
     assert inference_parameter_count(baseline) == count_parameters(baseline)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_output_prior_sets_each_regions_starting_probability(make_plans, name):
+    """With the head's weights zeroed, every voxel's probability is exactly the region's prior:
+    the bias holds logit(prior), channel by channel (HDC: each region's space-to-depth block)."""
+    plans = make_plans(scale=(2, 1, 2))
+    prior = [0.2, 0.05, 0.001]
+    model = build_network(name, plans)
+    model.init_output_prior(prior)
+    with torch.no_grad():
+        model.output_head().weight.zero_()
+        probabilities = torch.sigmoid(model.forward_infer(torch.randn(1, 2, 16, 16, 16)).double())
+    assert probabilities.shape == (1, 3, 16, 16, 16)
+    for k, p in enumerate(prior):
+        torch.testing.assert_close(probabilities[0, k], torch.full_like(probabilities[0, k], p),
+                                   rtol=1e-4, atol=1e-7)
+
+
+def test_output_prior_rejects_a_wrong_count_or_range(make_plans):
+    model = build_network("pfseg", make_plans())
+    before = model.output_head().bias.detach().clone()
+    with pytest.raises(ValueError, match="3 channels"):
+        model.init_output_prior([0.1, 0.1])
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        model.init_output_prior([0.1, 0.0, 0.1])
+    assert torch.equal(model.output_head().bias, before)

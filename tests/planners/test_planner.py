@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from pfseg_pipeline.errors import UserError
@@ -140,3 +141,47 @@ def test_hand_edited_plans_with_a_bad_field_name_the_field(tmp_path, brats_finge
     bad.write_text(json.dumps(data))
     with pytest.raises(UserError, match="guidance.patch_shape_zyx"):
         load_plans(bad)
+
+
+def test_region_prior_is_each_regions_share_of_the_hr_volume():
+    fp = fake_fingerprint(n_cases=3)
+    fp["cases"][0]["label_voxels"] = {"0": 5, "1": 2000, "2": 60000, "4": 3000}   # WT 65000 TC 5000 ET 3000
+    fp["cases"][1]["label_voxels"] = {"0": 5, "2": 10000}                        # edema only
+    fp["cases"][2]["label_voxels"] = None                                        # unlabelled: left out
+    plans = plan(fp, "BraTS", peak_fn=lambda n, p, b: GiB)
+    hr_voxels = plans.hr_shape_zyx[0] * plans.hr_shape_zyx[1] * plans.hr_shape_zyx[2]
+    assert plans.target_spacing_zyx == [1.0, 1.0, 1.0]
+    wt, tc, et = plans.training.region_prior
+    assert wt == pytest.approx(37500 / hr_voxels, rel=1e-3)
+    assert tc == pytest.approx(2500 / hr_voxels, rel=1e-3)
+    assert et == pytest.approx(max(1e-4, 1500 / hr_voxels), rel=1e-3)
+    assert wt > tc > 0 and plans.reasons["training.region_prior"].startswith("each region's")
+    # the cases' own spacing counts: the same voxels at 2 mm slices fill twice the volume
+    for case in fp["cases"]:
+        case["spacing_zyx"] = [2.0, 1.0, 1.0]
+    thick = plan(fp, "BraTS", peak_fn=lambda n, p, b: GiB)
+    hr_mm3 = float(np.prod(thick.hr_shape_zyx)) * float(np.prod(thick.target_spacing_zyx))
+    assert thick.training.region_prior[0] == pytest.approx(2 * 37500 / hr_mm3, rel=1e-3)
+
+
+def test_region_prior_is_empty_without_labels_and_in_the_paper_preset(brats_fingerprint):
+    fp = fake_fingerprint(n_cases=2)
+    for case in fp["cases"]:
+        case["label_voxels"] = None
+    assert plan(fp, "BraTS", peak_fn=lambda n, p, b: GiB).training.region_prior == []
+    paper = plan(brats_fingerprint, "Paper", preset="paper", peak_fn=lambda n, p, b: GiB)
+    assert paper.training.region_prior == []
+    assert "paper" in paper.reasons["training.region_prior"]
+    demo = plan(brats_fingerprint, "BraTS", preset="demo", peak_fn=lambda n, p, b: GiB)
+    assert len(demo.training.region_prior) == 3 and demo.training.lr == 3e-3
+
+
+@pytest.mark.parametrize("prior", [[0.1, 0.1], [0.1, 0.0, 0.1], [0.5, 0.2, 1.0]])
+def test_hand_edited_region_prior_is_checked(tmp_path, brats_fingerprint, prior):
+    plans = plan(brats_fingerprint, "BraTS", peak_fn=lambda n, p, b: GiB)
+    data = plans.to_json()
+    data["training"]["region_prior"] = prior
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"plans.json: field 'training.region_prior' must be empty or 3"):
+        load_plans(path)

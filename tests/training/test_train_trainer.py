@@ -123,3 +123,22 @@ def test_command_line_errors(tmp_path, make_workspace, capsys):
     assert "pfseg only" in capsys.readouterr().err
     assert run(main, ["--help"]) == 0
     assert "torchrun" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("network", ["pfseg", "resunet3d"])
+def test_training_starts_the_seg_head_at_the_planned_region_prior(tmp_path, make_workspace, make_plans,
+                                                                 network):
+    """The head's bias after one step at a tiny rate is still logit(prior) of the plans (an
+    Adam step moves it by about the rate)."""
+    plans = make_plans(hr=(8, 16, 16))
+    plans.training.region_prior = [0.3, 0.02, 0.005]
+    ws = make_workspace(tmp_path / "ws", plans, n_cases=2)
+    assert run(main, [NAME, "all", "--workspace", str(ws.root), "--no-progress", "--network", network,
+                      "--epochs", "1", "--iterations-per-epoch", "1", "--num-workers", "0",
+                      "--lr", "1e-6"]) == 0
+    ckpt = load_checkpoint(ws.root / "results" / NAME / network / "fold_all" / "checkpoint_final.pt")
+    net = build_network(network, plans)
+    net.load_state_dict(ckpt["model"])
+    prior = torch.tensor([0.3, 0.02, 0.005])
+    torch.testing.assert_close(net.output_head().bias.detach(), torch.log(prior / (1 - prior)),
+                               rtol=0, atol=1e-5)
