@@ -70,7 +70,7 @@ class TrainingPlan:
     scheduler: str = "plateau"     # "plateau" on validation Dice; "poly" where no validation
     ssl_pool: int = 10             # SSL pooling factor k
     # per output region, the fraction of the HR volume it fills in the training data: the seg
-    # head's bias starts at logit(prior) (empty: bias starts at 0, as the paper's code)
+    # head's bias starts at logit(prior) (empty: PyTorch's default init, as the paper's code)
     region_prior: list[float] = field(default_factory=list)
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
