@@ -415,7 +415,8 @@ class _Planner:
                                               "trainer uses poly decay when a split has no validation cases")
         self.reasons["training.ssl_pool"] = "the paper's SSL pooling factor k = 10"
         if self.preset == "paper":
-            self.reasons["training.region_prior"] = "empty: the seg head keeps PyTorch's default init, as the paper's code"
+            self.reasons["training.region_prior"] = ("empty: the seg head keeps PyTorch's default init, as "
+                                                     "the paper's code")
             return
         training.region_prior = region_prior(self.cases, plans)
         self.reasons["training.region_prior"] = (
