@@ -105,6 +105,18 @@ def _nnunet_train(env: dict, epochs: int, iterations: int, stem: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def _pfseg_again(ws_root: Path, root: Path, tag: str, epochs: int, iterations: int, batch: int,
+                 workers: int, seed: int) -> tuple[dict, dict]:
+    """PFSeg trained from scratch in place of the previous model (logs pfseg_train_TAG.log), its
+    test cases predicted into pred_pfseg_TAG and scored: (training figures, scores)."""
+    from pfseg_pipeline.paths import Workspace
+
+    shutil.rmtree(Workspace.resolve(ws_root).fold_dir(NAME, "pfseg", "all").parent, ignore_errors=True)
+    train = _pfseg_train(ws_root, epochs, iterations, batch, workers, seed, root / f"pfseg_train_{tag}.log")
+    _predict_pfseg(Path(train["model_dir"]), root / "test", root / f"pred_pfseg_{tag}")
+    return train, _scores(root / "test", root / f"pred_pfseg_{tag}")
+
+
 def _predict_pfseg(model_dir: Path, test_dir: Path, out: Path) -> dict:
     import torch
 
@@ -277,11 +289,8 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
             _predict_nnunet(Path(nn_r["model_dir"]), root / "test", test_ids, root / f"pred_nnunet_{r}_raw",
                             mirroring=False)
             _nnunet_to_brats(root / f"pred_nnunet_{r}_raw", root / f"pred_nnunet_{r}")
-            shutil.rmtree(Path(pf_train["model_dir"]), ignore_errors=True)
-            pf_r = _pfseg_train(ws_root, epochs, iterations, batch, workers, seed,
-                                root / f"pfseg_train_{r}.log")
-            _predict_pfseg(Path(pf_r["model_dir"]), root / "test", root / f"pred_pfseg_{r}")
-            f["runs"].append({"seed": seed, "pfseg": _scores(root / "test", root / f"pred_pfseg_{r}"),
+            _, pf_scores = _pfseg_again(ws_root, root, f"{r}", epochs, iterations, batch, workers, seed)
+            f["runs"].append({"seed": seed, "pfseg": pf_scores,
                               "nnunet": _scores(root / "test", root / f"pred_nnunet_{r}")})
         # ---- equal wall-clock: PFSeg again, for as long as nnU-Net trained
         f["equal_time"] = None
@@ -291,11 +300,9 @@ def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = No
         if equal_time and matched > epochs * iterations:
             e2 = max(epochs, round(matched / iterations))
             log.info("training PFSeg for nnU-Net's training time: %d epochs x %d iterations", e2, iterations)
-            shutil.rmtree(Path(pf_train["model_dir"]), ignore_errors=True)
-            pf2 = _pfseg_train(ws_root, e2, iterations, batch, workers, PFSEG_SEED,
-                               root / "pfseg_train_equal_time.log")
-            _predict_pfseg(Path(pf2["model_dir"]), root / "test", root / "pred_pfseg_equal_time")
-            f["equal_time"] = {"train": pf2, "scores": _scores(root / "test", root / "pred_pfseg_equal_time")}
+            pf2, pf2_scores = _pfseg_again(ws_root, root, "equal_time", e2, iterations, batch, workers,
+                                           PFSEG_SEED)
+            f["equal_time"] = {"train": pf2, "scores": pf2_scores}
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -352,7 +359,7 @@ def _markdown(f: dict) -> str:
     lines.append(row("nnU-Net, 1 fold, mirroring (default)", tr["nnunet"], "nnunet_mirroring", pre["nnunet"]))
     speed = pr["nnunet"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
     speed_m = pr["nnunet_mirroring"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
-    runs = f.get("runs") or [{"seed": PFSEG_SEED, "pfseg": sc["pfseg"], "nnunet": sc["nnunet"]}]
+    runs = f["runs"]
     mean = {k: {r: float(np.mean([run[k][r]["dice"]["mean"] for run in runs])) for r in REGIONS}
             for k in ("pfseg", "nnunet")}
     per_run = [run["pfseg"]["WT"]["dice"]["mean"] - run["nnunet"]["WT"]["dice"]["mean"] for run in runs]
