@@ -33,6 +33,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pfseg_pipeline.data.fields import (
+    add_rician_noise,
+    random_rotation,
+    sigmoid,
+    smooth_noise,
+    to_scanner_units,
+)
 from pfseg_pipeline.data.layouts import MODALITIES
 from pfseg_pipeline.data.nifti import make_reference, write_label_map, write_volume
 from pfseg_pipeline.errors import UserError
@@ -76,55 +83,6 @@ def brats_affine(shape_zyx: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], feature_size: float) -> np.ndarray:
-    """A smooth random field of about unit standard deviation, float32 of `shape`.
-
-    `feature_size` (voxels) is roughly the distance over which the field decorrelates. White
-    noise is drawn on a grid with a node every `feature_size / 4` voxels (at most one per
-    voxel), Gaussian-smoothed there (sigma: `feature_size / 2` voxels) and zoomed up
-    linearly. The nodes are dense relative to the smoothing, so the linear zoom shows no
-    facets, and the work at full resolution is one interpolation, so large fields stay cheap.
-    """
-    step = max(1.0, feature_size / 4.0)
-    coarse_shape = tuple(s if step == 1.0 else max(3, int(np.ceil(s / step)) + 1) for s in shape)
-    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape, dtype=np.float32),
-                                     feature_size / (2.0 * step), mode="wrap")
-    coarse /= max(float(coarse.std()), 1e-6)
-    return upsample_linear(coarse, shape)
-
-
-def upsample_linear(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Linear interpolation of `coarse` onto `shape`, voxel centres aligned (float32).
-
-    Separable: one gather and blend per axis, so the full-resolution work is a few array
-    operations (several times faster than `scipy.ndimage.zoom`).
-    """
-    out = np.asarray(coarse, dtype=np.float32)
-    for axis, size in enumerate(shape):
-        n = out.shape[axis]
-        if n == size:
-            continue
-        pos = np.clip((np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5, 0.0, n - 1)
-        lo = np.minimum(pos.astype(np.intp), n - 2) if n > 1 else np.zeros(size, np.intp)
-        frac = (pos - lo).astype(np.float32) if n > 1 else np.zeros(size, np.float32)
-        hi = np.minimum(lo + 1, n - 1)
-        bshape = [1] * out.ndim
-        bshape[axis] = size
-        frac = frac.reshape(bshape)
-        a = np.take(out, lo, axis=axis)
-        out = a + (np.take(out, hi, axis=axis) - a) * frac
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    return q * np.sign(np.diag(r))
-
-
 def _ellipsoid_radius(grid: tuple[np.ndarray, ...], centre: np.ndarray, semi_axes: np.ndarray,
                       rotation: np.ndarray) -> np.ndarray:
     """Normalised ellipsoid radius (1 on the surface) of a rotated ellipsoid on an open grid."""
@@ -152,8 +110,8 @@ def _brain(rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, n
     brain = depth < 1.0
 
     fold = smooth_noise(rng, shape, max(2.0, min(shape) / 8.0))   # gyri: the cortex folds
-    gm_cortex = _sigmoid((depth + 0.06 * fold - 0.80) / 0.018)
-    csf_sulci = _sigmoid((depth + 0.05 * fold - 0.955) / 0.012)
+    gm_cortex = sigmoid((depth + 0.06 * fold - 0.80) / 0.018)
+    csf_sulci = sigmoid((depth + 0.05 * fold - 0.955) / 0.012)
     # ventricles: two elongated lobes beside the midline; deep grey nuclei lateral to them
     side = float(rng.uniform(0.10, 0.14))
     vent = np.full(shape, np.inf, dtype=np.float32)
@@ -167,8 +125,8 @@ def _brain(rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, n
         nuclei = np.minimum(nuclei, _ellipsoid_radius(
             grid, c_n, semi * np.array([0.16, 0.2, 0.12]), np.eye(3)))
     vent *= 1.0 + 0.1 * fold
-    csf_vent = _sigmoid((1.0 - vent) / 0.08)
-    gm_deep = _sigmoid((1.0 - nuclei) / 0.1)
+    csf_vent = sigmoid((1.0 - vent) / 0.08)
+    gm_deep = sigmoid((1.0 - nuclei) / 0.1)
     csf = np.maximum(csf_sulci, csf_vent)
     gm = (1.0 - csf) * np.maximum(gm_cortex, gm_deep)
     wm = 1.0 - csf - gm
@@ -205,14 +163,14 @@ def _add_lesion(rng: np.random.Generator, seg: np.ndarray, edema_strength: np.nd
     for _ in range(int(rng.integers(1, 4))):
         c = lesion_centre + rng.uniform(-0.6, 0.6, 3) * core_radius
         axes = core_radius * rng.uniform(0.55, 1.1, 3)
-        core_f = np.minimum(core_f, _ellipsoid_radius(grid, c, axes, _random_rotation(rng)))
+        core_f = np.minimum(core_f, _ellipsoid_radius(grid, c, axes, random_rotation(rng)))
     core_f *= 1.0 + 0.22 * smooth_noise(rng, box_shape, max(2.0, core_radius))
     core = core_f < 1.0
 
     # the edema: a larger irregular envelope that prefers white matter and spares CSF
     edema_f = _ellipsoid_radius(grid, lesion_centre + rng.uniform(-0.3, 0.3, 3) * core_radius,
                                 core_radius * edema_factor * rng.uniform(0.7, 1.3, 3),
-                                _random_rotation(rng))
+                                random_rotation(rng))
     edema_f *= 1.0 + 0.3 * smooth_noise(rng, box_shape, max(3.0, 2.0 * core_radius))
     brain_box = anatomy["brain"][box]
     edema_f += 0.35 * anatomy["gm"][box] + 1.2 * anatomy["csf"][box]
@@ -321,7 +279,7 @@ def _render(rng: np.random.Generator, anatomy: dict[str, np.ndarray], seg: np.nd
     texture = smooth_noise(rng, shape, 2.5)
     vessels = (smooth_noise(rng, shape, 1.5) > 2.7) & (anatomy["depth"] < 0.95)
     # FLAIR-bright caps of white matter around the ventricles (they mimic edema)
-    periventricular = _sigmoid((1.35 - anatomy["vent"]) / 0.06) * anatomy["wm"]
+    periventricular = sigmoid((1.35 - anatomy["vent"]) / 0.06) * anatomy["wm"]
     periventricular *= np.float32(rng.uniform(0.1, 0.4))
     sigma = float(rng.uniform(0.02, 0.06)) if noise_level is None else float(noise_level)
     shared_bias = smooth_noise(rng, shape, min(shape) / 1.5)
@@ -345,20 +303,8 @@ def _render(rng: np.random.Generator, anatomy: dict[str, np.ndarray], seg: np.nd
         signal *= bias_field
         signal *= np.float32(gain)
         del bias_field
-        noise_sd = np.float32(sigma * gain)
-        # Rician noise, as a magnitude image has: |signal + n1 + i n2|
-        signal += noise_sd * rng.standard_normal(shape, dtype=np.float32)
-        np.square(signal, out=signal)
-        imag = rng.standard_normal(shape, dtype=np.float32)
-        imag *= noise_sd
-        np.square(imag, out=imag)
-        signal += imag
-        del imag
-        np.sqrt(signal, out=signal)
-        np.rint(signal, out=signal)
-        np.clip(signal, 1, 32767, out=signal)
-        signal[~brain] = 0
-        images[modality] = signal
+        add_rician_noise(signal, np.float32(sigma * gain), rng)
+        images[modality] = to_scanner_units(signal, brain)
     return images
 
 
