@@ -10,6 +10,7 @@ of seed s is the same whatever else is generated.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -28,6 +29,7 @@ from pfseg_pipeline.data.fields import interpolate_separable
 from pfseg_pipeline.data.mr_contrast import render_contrasts
 from pfseg_pipeline.data.tumour import (
     NON_ENHANCING,
+    Lesion,
     choose_seeds,
     draw_lesions,
     efface_csf,
@@ -47,6 +49,23 @@ def prepare_template(wheel: str | os.PathLike, spacing_mm: int) -> None:
     template_channels(str(wheel), _OVERVIEW_MM)
 
 
+@dataclass(frozen=True)
+class SimulatedCase:
+    """One case and what it was made of (arrays (Z, Y, X) on the whole BraTS grid).
+
+    images : modality -> float32 integer scanner units, 0 outside the brain, >= 1 in it.
+    seg : uint8 BraTS 2020 labels 0, 1, 2, 4.
+    tissue : the normal tissue fractions "wm", "gm", "csf" before the tumour replaced any.
+    lesions, seeds_mm : the drawn lesions and their seeds (z, y, x mm from the grid centre).
+    """
+
+    images: dict[str, np.ndarray]
+    seg: np.ndarray
+    tissue: dict[str, np.ndarray]
+    lesions: list[Lesion]
+    seeds_mm: list[np.ndarray]
+
+
 def make_mni152_case(wheel: str | os.PathLike, spacing_mm: int,
                      rng: np.random.Generator | int | tuple[int, ...]
                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -64,6 +83,13 @@ def make_mni152_case(wheel: str | os.PathLike, spacing_mm: int,
     seg : uint8 (Z, Y, X), BraTS 2020 labels 0, 1 (necrosis / non-enhancing core), 2 (edema),
         4 (enhancing tumour).
     """
+    case = simulate_case(wheel, spacing_mm, rng)
+    return case.images, case.seg
+
+
+def simulate_case(wheel: str | os.PathLike, spacing_mm: int,
+                  rng: np.random.Generator | int | tuple[int, ...]) -> SimulatedCase:
+    """`make_mni152_case` with the tissue and lesions it was made of (for checks and studies)."""
     if spacing_mm not in (1, 2, 4):
         raise UserError(f"--spacing must be 1, 2 or 4 mm (got {spacing_mm})")
     if not isinstance(rng, np.random.Generator):
@@ -108,13 +134,18 @@ def make_mni152_case(wheel: str | os.PathLike, spacing_mm: int,
     images = render_contrasts(rng, tissue, tumour_fractions(seg, strength), spacing_mm, brain)
     seg[seg == NON_ENHANCING] = 1
 
-    full_images = {}
-    for modality, image in images.items():
-        full_images[modality] = np.zeros(shape, dtype=np.float32)
-        full_images[modality][crop] = image
-    full_seg = np.zeros(shape, dtype=np.uint8)
-    full_seg[crop] = seg
-    return full_images, full_seg
+    return SimulatedCase(_uncrop(images, shape, crop, np.float32), _uncrop(seg, shape, crop, np.uint8),
+                         _uncrop({k: tissue[k] for k in ("wm", "gm", "csf")}, shape, crop, np.float32),
+                         lesions, seeds)
+
+
+def _uncrop(arrays, shape: tuple[int, int, int], crop: tuple[slice, ...], dtype):
+    """Arrays of the cropped grid placed on the whole grid (zeros around); a dict or one array."""
+    if isinstance(arrays, dict):
+        return {name: _uncrop(a, shape, crop, dtype) for name, a in arrays.items()}
+    full = np.zeros(shape, dtype=dtype)
+    full[crop] = arrays
+    return full
 
 
 def _brain_box(overview_brain: np.ndarray, overview_axes: list[np.ndarray],

@@ -22,7 +22,7 @@ CONTRAST = {
     "wm":            (1.00, 1.00, 0.55, 0.60),
     "gm":            (0.74, 0.77, 0.78, 0.80),
     "csf":           (0.30, 0.32, 1.55, 0.20),
-    "edema":         (0.78, 0.80, 1.12, 1.08),
+    "edema":         (0.78, 0.80, 1.15, 1.15),
     "enhancing":     (0.80, 1.75, 0.98, 1.00),
     "necrosis":      (0.40, 0.42, 1.35, 0.80),
     "non_enhancing": (0.70, 0.74, 1.05, 1.02),
@@ -53,14 +53,14 @@ def render_contrasts(rng: np.random.Generator, tissue: dict[str, np.ndarray],
     normal = 1.0 - sum(tumour.values())
     csf_other = tissue["csf"] - tissue["ventricles"]
     texture = field(2.5)
-    heterogeneity = 1.0 + 0.12 * field(3.0)     # tumour tissue is not uniform
+    heterogeneity = 1.0 + 0.08 * field(6.0) + 0.04 * field(2.0)   # tumour tissue is not uniform
     # vessels: thin tubes where two smooth fields both cross zero, in sulci and at the surface
     tubes = (np.abs(field(6.0)) < 0.15) & (np.abs(field(6.0)) < 0.15)
     vessels = tubes * np.clip(csf_other + tissue["surface"], 0.0, 1.0)
     choroid = tissue["ventricles"] * (field(8.0) > 0.9)          # choroid plexus in the atria
     dura = tissue["surface"] * np.clip(field(20.0), 0.0, 1.0)    # patchy meningeal enhancement
     caps = tissue["periventricular"] * np.clip(1.0 + 0.5 * field(15.0), 0.2, 1.6)
-    caps *= np.float32(rng.uniform(0.12, 0.45))
+    caps *= np.float32(rng.uniform(0.1, 0.35))
     # a few small white-matter hyperintensities (small-vessel disease), not tumour
     spots = np.clip(2.0 * (field(5.0) - rng.uniform(2.2, 3.0)), 0.0, 1.0) * tissue["wm"]
     sigma = float(rng.uniform(0.015, 0.04))     # noise, relative to white matter on T1
@@ -80,7 +80,7 @@ def render_contrasts(rng: np.random.Generator, tissue: dict[str, np.ndarray],
             signal += caps + 0.4 * spots + 0.25 * choroid
         signal *= normal
         signal += sum(w * mean[name] for name, w in tumour.items()) * heterogeneity
-        bias = np.exp(0.09 * shared_bias + 0.07 * field(110.0))
+        bias = np.exp(0.07 * shared_bias + 0.05 * field(110.0))
         gain = np.float32(GAIN[m] * rng.uniform(0.7, 1.4))
         signal *= bias * gain
         add_rician_noise(signal, np.float32(sigma * gain), rng)

@@ -2,8 +2,8 @@
 
 A lesion grows from a seed in white matter as a front: a geodesic (fast-marching-like)
 distance with a speed per tissue. The tumour core is fairly compact (it grows through grey
-matter at half speed and hardly into CSF); the edema follows white-matter tracts (grey
-matter slows it ten-fold, CSF stops it), which gives its finger-like extensions. Both
+matter at under half speed and hardly into CSF); the edema follows white-matter tracts (grey
+matter slows it twenty-fold, CSF stops it), which gives its finger-like extensions. Both
 speeds carry a random heterogeneity, so no two lesions share a shape. Labels follow BraTS
 2020: 1 necrosis / non-enhancing core, 2 edema, 4 enhancing tumour; while painting, solid
 non-enhancing tumour is 3 (it has its own contrast) and becomes 1 when the case is written.
@@ -22,9 +22,11 @@ from pfseg_pipeline.data.fields import interpolate_separable, smooth_noise
 NON_ENHANCING = 3
 # painting priority of label values 0..4: a core label wins over edema, necrosis over the rim
 _RANK = np.array([0, 3, 1, 3, 2], dtype=np.uint8)
-# front speed per tissue (white matter 1): (wm, gm, csf)
-_CORE_SPEED = (1.0, 0.5, 0.04)
-_EDEMA_SPEED = (1.0, 0.1, 0.01)
+# front speed: wm_fraction ** exponent + gm_fraction * gm_speed + csf_fraction * csf_speed.
+# The exponent makes a voxel that is partly cortex slow: edema (exponent 3) stays in the white
+# matter of the gyri, as on real FLAIR, instead of crossing the partial-volume cortex.
+_CORE_SPEED = (1.5, 0.4, 0.03)     # (wm exponent, gm speed, csf speed)
+_EDEMA_SPEED = (3.0, 0.05, 0.005)
 _MIN_SPEED = 1e-3          # outside the brain: effectively a wall
 _FRONT_STEP_MM = 2.0       # the front runs on a grid no finer than this (its shape is smooth)
 
@@ -62,14 +64,14 @@ def draw_lesions(rng: np.random.Generator) -> list[Lesion]:
     """One lesion (4 in 5 cases) or two; sizes from small to large, varied edema and necrosis."""
     lesions = []
     for k in range(2 if rng.random() < 0.2 else 1):
-        # log-uniform core radius: cores of well under 1 ml to about 100 ml; a second focus is smaller
-        core = float(np.exp(rng.uniform(np.log(5.0), np.log(28.0)))) * (0.55 if k else 1.0)
-        little_edema = rng.random() < 0.15
+        # log-uniform core radius: cores of about 1 to 110 ml; a second focus is smaller
+        core = float(np.exp(rng.uniform(np.log(7.0), np.log(30.0)))) * (0.55 if k else 1.0)
+        little_edema = rng.random() < 0.1
         edema = float(rng.uniform(1.0, 5.0) if little_edema else rng.uniform(10.0, 45.0))
         enhancing = rng.random() > 0.08       # a few lesions do not enhance at all
-        # an enhancing rim of 3-11 mm whatever the size: large cores are ring-enhancing around
+        # an enhancing rim of 3-13 mm whatever the size: large cores are ring-enhancing around
         # necrosis, small ones solid; a few large ones are solid too
-        rim = float(np.exp(rng.normal(np.log(5.5), 0.35)))
+        rim = float(np.exp(rng.normal(np.log(6.5), 0.35)))
         necrotic = enhancing and core > rim + 3.0 and rng.random() < 0.85
         lesions.append(Lesion(core, edema, rim if necrotic else 0.0, enhancing,
                               bool(rng.random() < 0.35),
@@ -105,12 +107,13 @@ def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _front_distance(tissue_box: dict[str, np.ndarray], speeds: tuple[float, float, float],
-                    heterogeneity: np.ndarray, seed_index: np.ndarray, step_mm: float) -> np.ndarray:
-    """Geodesic distance (mm) from the seed with a speed per tissue; inf where not reached."""
-    speed = (speeds[0] * tissue_box["wm"] + speeds[1] * tissue_box["gm"] + speeds[2] * tissue_box["csf"])
+                    heterogeneity: np.ndarray, starts: np.ndarray, step_mm: float) -> np.ndarray:
+    """Geodesic distance (mm) from the nearest start voxel (an (n, 3) index array), with a speed
+    per tissue; inf where not reached."""
+    speed = (tissue_box["wm"] ** speeds[0] + speeds[1] * tissue_box["gm"] + speeds[2] * tissue_box["csf"])
     speed = np.maximum(speed * heterogeneity, _MIN_SPEED)
     graph = MCP_Geometric(1.0 / speed, fully_connected=True)
-    cost, _ = graph.find_costs([tuple(int(i) for i in seed_index)])
+    cost, _ = graph.find_costs([tuple(int(i) for i in start) for start in starts])
     return np.asarray(cost, dtype=np.float32) * np.float32(step_mm)
 
 
@@ -139,8 +142,11 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
         # slows the front here and there, never speeds it up: the front stays inside the box
         return np.exp(-amount * np.abs(smooth_noise(rng, coarse_shape, max(1.0, size_mm / step))))
 
-    d_core = _front_distance(coarse, _CORE_SPEED, heterogeneity(12.0, 0.35), local_seed, step)
-    d_edema = _front_distance(coarse, _EDEMA_SPEED, heterogeneity(16.0, 0.3), local_seed, step)
+    d_core = _front_distance(coarse, _CORE_SPEED, heterogeneity(12.0, 0.35), local_seed[None], step)
+    # edema spreads from the tumour core outwards (its distance is 0 on the core)
+    core_voxels = np.argwhere(d_core < lesion.core_mm)
+    d_edema = _front_distance(coarse, _EDEMA_SPEED, heterogeneity(16.0, 0.3),
+                              core_voxels if len(core_voxels) else local_seed[None], step)
     # back onto the case grid (linear in the distance: smooth boundaries), plus fine irregularity
     positions = [(np.arange(n) + 0.5) / factor - 0.5 for n in shape]
     ragged = float(max(0.8, 0.06 * lesion.core_mm))
@@ -151,7 +157,10 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
 
     brain = tissue["mask"][box] >= 0.5
     core = (d_core < lesion.core_mm) & brain
-    edema = (d_edema < lesion.reach_mm) & brain & ~core
+    # a shell of at least ~2.5 mm of edema wraps the core whatever the tissue (the infiltrated
+    # border that FLAIR shows around every glioma core), then edema reaches out along white matter
+    shell = ndimage.binary_dilation(core, iterations=max(1, int(round(2.5 / spacing))))
+    edema = ((d_edema < lesion.edema_mm) | shell) & brain & ~core
     labels = np.where(edema, np.uint8(2), np.uint8(0))
     if not lesion.enhancing:
         labels[core] = 1
@@ -167,7 +176,7 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
         _add_satellites(rng, labels, edema, lesion.satellites, spacing)
     # edema fades towards its border: full contrast near the core, `floor` of it at the edge
     grade, floor = float(rng.uniform(0.45, 0.8)), float(rng.uniform(0.25, 0.55))
-    spread = np.clip((d_edema - lesion.core_mm) / max(lesion.edema_mm, 1.0), 0.0, 1.0)
+    spread = np.clip(d_edema / max(lesion.edema_mm, 1.0), 0.0, 1.0)
     strength = np.where(labels == 2, np.clip(1.0 - grade * spread ** 2, floor, 1.0), 0.0)
     return box, labels, strength.astype(np.float32)
 
@@ -215,6 +224,7 @@ def tumour_fractions(seg: np.ndarray, strength: np.ndarray) -> dict[str, np.ndar
     """
     hard = {"edema": (seg == 2) * strength, "enhancing": seg == 4, "necrosis": seg == 1,
             "non_enhancing": seg == NON_ENHANCING}
-    soft = {name: ndimage.gaussian_filter(h.astype(np.float32), 0.6) for name, h in hard.items()}
+    # a blur of under half a voxel: the share of a voxel that a boundary through it leaves inside
+    soft = {name: ndimage.gaussian_filter(h.astype(np.float32), 0.45) for name, h in hard.items()}
     total = np.maximum(sum(soft.values()), 1.0)
     return {name: w / total for name, w in soft.items()}
