@@ -69,9 +69,10 @@ def draw_lesions(rng: np.random.Generator) -> list[Lesion]:
         little_edema = rng.random() < 0.1
         edema = float(rng.uniform(1.0, 5.0) if little_edema else rng.uniform(10.0, 45.0))
         enhancing = rng.random() > 0.08       # a few lesions do not enhance at all
-        # an enhancing rim of 3-13 mm whatever the size: large cores are ring-enhancing around
-        # necrosis, small ones solid; a few large ones are solid too
-        rim = float(np.exp(rng.normal(np.log(6.5), 0.35)))
+        # an enhancing rim of 4-16 mm of front distance (some 3-10 mm in straight lines: the
+        # front is slowed by grey matter and heterogeneity) whatever the size: large cores are
+        # ring-enhancing around necrosis, small ones solid; a few large ones are solid too
+        rim = float(np.exp(rng.normal(np.log(8.0), 0.35)))
         necrotic = enhancing and core > rim + 3.0 and rng.random() < 0.85
         lesions.append(Lesion(core, edema, rim if necrotic else 0.0, enhancing,
                               bool(rng.random() < 0.35),
@@ -167,7 +168,7 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
     else:
         labels[core] = 4
         if lesion.rim_mm > 0:
-            wobble = 0.3 * lesion.rim_mm * smooth_noise(rng, shape, max(1.0, 8.0 / spacing))
+            wobble = 0.4 * lesion.rim_mm * smooth_noise(rng, shape, max(1.0, 8.0 / spacing))
             labels[core & (d_core + wobble < lesion.core_mm - lesion.rim_mm)] = 1
         if lesion.solid_patches:
             patches = smooth_noise(rng, shape, max(1.0, 0.5 * lesion.core_mm / spacing))
