@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pfseg_pipeline.data.fields import interpolate_separable
+from pfseg_pipeline.data.fields import block_mean, interpolate_separable
 from pfseg_pipeline.data.template import read_template
 
 BRATS_SHAPE_XYZ = (240, 240, 155)
@@ -91,13 +91,7 @@ def template_channels(wheel: str, spacing_mm: int) -> TemplateChannels:
     s = int(spacing_mm)
     if s == 1:
         return TemplateChannels(1, channels, centre)
-    out = {}
-    for name, array in channels.items():
-        padded = np.pad(array, [(0, -n % s) for n in array.shape])
-        z, y, x = (n // s for n in padded.shape)
-        out[name] = np.ascontiguousarray(padded.reshape(z, s, y, s, x, s).mean(axis=(1, 3, 5)),
-                                         dtype=np.float32)
-    return TemplateChannels(s, out, centre)
+    return TemplateChannels(s, {name: block_mean(array, s) for name, array in channels.items()}, centre)
 
 
 @dataclass(frozen=True)

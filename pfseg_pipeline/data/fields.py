@@ -64,6 +64,20 @@ def interpolate_separable(coarse: np.ndarray, positions: list[np.ndarray | None]
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def block_mean(array: np.ndarray, factor: int, pad_mode: str = "constant") -> np.ndarray:
+    """Means over blocks of `factor` voxels per axis (a coarser grid with partial volume), float32.
+
+    Axes that do not divide are padded at their end first (`pad_mode` as `numpy.pad`: zeros by
+    default, "edge" to repeat the last slab).
+    """
+    if factor == 1:
+        return np.asarray(array, dtype=np.float32)
+    padded = np.pad(array, [(0, -n % factor) for n in array.shape], mode=pad_mode)
+    z, y, x = (n // factor for n in padded.shape)
+    blocks = padded.reshape(z, factor, y, factor, x, factor).mean(axis=(1, 3, 5))
+    return np.ascontiguousarray(blocks, dtype=np.float32)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function, float32."""
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
-from pfseg_pipeline.data.fields import interpolate_separable, smooth_noise
+from pfseg_pipeline.data.fields import block_mean, interpolate_separable, smooth_noise
 
 NON_ENHANCING = 3
 # painting priority of label values 0..4: a core label wins over edema, necrosis over the rim
@@ -99,14 +99,6 @@ def choose_seeds(rng: np.random.Generator, wm: np.ndarray, depth_mm: np.ndarray,
     return seeds
 
 
-def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
-    if factor == 1:
-        return array
-    padded = np.pad(array, [(0, -n % factor) for n in array.shape], mode="edge")
-    z, y, x = (n // factor for n in padded.shape)
-    return padded.reshape(z, factor, y, factor, x, factor).mean(axis=(1, 3, 5))
-
-
 def _front_distance(tissue_box: dict[str, np.ndarray], speeds: tuple[float, float, float],
                     heterogeneity: np.ndarray, starts: np.ndarray, step_mm: float) -> np.ndarray:
     """Geodesic distance (mm) from the nearest start voxel (an (n, 3) index array), with a speed
@@ -134,8 +126,7 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
     half = int(np.ceil((lesion.reach_mm + 12.0) / spacing))
     box = tuple(slice(max(0, i - half), min(len(a), i + half + 1)) for i, a in zip(seed_index, axes_mm))
     shape = tuple(s.stop - s.start for s in box)
-    coarse = {name: _block_mean(tissue[name][box], factor).astype(np.float32)
-              for name in ("wm", "gm", "csf")}
+    coarse = {name: block_mean(tissue[name][box], factor, "edge") for name in ("wm", "gm", "csf")}
     coarse_shape = coarse["wm"].shape
     local_seed = np.array([(i - s.start) // factor for i, s in zip(seed_index, box)])
 

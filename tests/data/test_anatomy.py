@@ -273,3 +273,48 @@ def test_the_template_is_read_in_lps_voxel_order(wheel):
     assert y[z < 40].mean() > y.mean() + 10
     # z grows upwards (S): the brain's bottom slices are the narrow brainstem and cerebellum
     assert brain[5].sum() < 0.5 * brain[100].sum()
+
+
+def test_tumours_grow_from_seeds_in_white_matter(cases):
+    from pfseg_pipeline.data.anatomy import axis_positions_mm
+
+    axes = axis_positions_mm(cases[0].seg.shape, 4)
+    for case in cases:
+        for seed in case.seeds_mm:
+            index = tuple(int(np.argmin(np.abs(a - c))) for a, c in zip(axes, seed))
+            assert case.tissue["wm"][index] > 0.5
+            assert case.seg[index] in (1, 4)          # the seed ends up inside its tumour core
+
+
+def test_mass_effect_pushes_tissue_away_from_the_lesion_and_not_past_the_skull():
+    from pfseg_pipeline.data.anatomy import MassEffect, TemplateChannels, Warp, warp_channels
+
+    ramp = np.broadcast_to(np.arange(61, dtype=np.float32), (61, 61, 61)).copy()   # value = x index
+    template = TemplateChannels(1, {"mask": ramp}, np.array([30.0, 30.0, 30.0]))
+    identity = Warp(np.eye(3), np.zeros(3), np.zeros((3, 4, 4, 4), dtype=np.float32))
+    axes = [np.array([0.0]), np.array([0.0]), np.arange(-28.0, 29.0, 2.0)]
+    plain = warp_channels(template, identity, axes, names=("mask",))["mask"][0, 0]
+    assert np.allclose(plain, axes[2] + 30.0)
+    push = MassEffect(np.zeros(3), strength=0.5, reach_mm=8.0)
+    pushed = warp_channels(template, identity, axes, (push,), names=("mask",))["mask"][0, 0] - 30.0
+    x = axes[2]
+    assert np.allclose(pushed, x * (1.0 - 0.5 * np.exp(-(x / 8.0) ** 2)), atol=1e-4)
+    assert np.all(np.diff(pushed) > 0)                         # one-to-one: no folding
+    near = np.abs(x) <= 6
+    assert np.all(np.abs(pushed[near]) <= np.abs(x[near]))      # what was near is pushed outwards
+    assert np.allclose(pushed[np.abs(x) >= 26], x[np.abs(x) >= 26], atol=0.01)
+    # at the brain surface (depth 0) the skull holds the tissue in place
+    still = warp_channels(template, identity, axes, (push,), np.zeros((1, 1, len(x)), np.float32),
+                          names=("mask",))["mask"][0, 0]
+    assert np.allclose(still, plain)
+
+
+def test_block_mean_keeps_partial_volume():
+    from pfseg_pipeline.data.fields import block_mean
+
+    mask = np.zeros((4, 4, 5), dtype=np.float32)
+    mask[:2, :2, :2] = 1.0
+    coarse = block_mean(mask, 2)
+    assert coarse.shape == (2, 2, 3) and coarse[0, 0, 0] == 1.0 and coarse.sum() == 1.0
+    mask[:, :, 4] = 1.0
+    assert block_mean(mask, 2, "edge")[0, 0, 2] == 1.0 and block_mean(mask, 2)[0, 0, 2] == 0.5
