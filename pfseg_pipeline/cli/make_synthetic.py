@@ -26,7 +26,7 @@ Two anatomies:
           $PFSEG_CACHE (default ~/.cache/pfseg); nilearn itself is never installed.
 
 examples:
-  pfseg_make_synthetic raw/brain --anatomy mni152 --spacing 4 --cases 20 -np 2   # ~0.2 s a case
+  pfseg_make_synthetic raw/brain --anatomy mni152 --spacing 4 --cases 20 -np 2   # ~0.15 s a case
   pfseg_make_synthetic raw/brain --anatomy mni152 --cases 100 -np 8              # 1 mm BraTS size
   pfseg_make_synthetic raw/synth --cases 40 --shape 96 96 64     # blobs: a small fast dataset
   pfseg_make_synthetic raw/test --cases 10 --start-index 101     # a separate test set

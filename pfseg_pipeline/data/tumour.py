@@ -64,8 +64,9 @@ def draw_lesions(rng: np.random.Generator) -> list[Lesion]:
     """One lesion (4 in 5 cases) or two; sizes from small to large, varied edema and necrosis."""
     lesions = []
     for k in range(2 if rng.random() < 0.2 else 1):
-        # log-uniform core radius: cores of about 1 to 110 ml; a second focus is smaller
-        core = float(np.exp(rng.uniform(np.log(7.0), np.log(30.0)))) * (0.55 if k else 1.0)
+        # log-uniform core radius (front distance): cores of about 2 to 60 ml, like BraTS 2020's
+        # tumour cores (a few ml to over 100); a second focus is smaller
+        core = float(np.exp(rng.uniform(np.log(8.0), np.log(36.0)))) * (0.55 if k else 1.0)
         little_edema = rng.random() < 0.1
         edema = float(rng.uniform(1.0, 5.0) if little_edema else rng.uniform(10.0, 45.0))
         enhancing = rng.random() > 0.08       # a few lesions do not enhance at all
@@ -163,7 +164,7 @@ def grow_lesion(rng: np.random.Generator, lesion: Lesion, seed_mm: np.ndarray,
             labels[core & (d_core + wobble < lesion.core_mm - lesion.rim_mm)] = 1
         if lesion.solid_patches:
             patches = smooth_noise(rng, shape, max(1.0, 0.5 * lesion.core_mm / spacing))
-            labels[(labels == 4) & (patches > rng.uniform(0.4, 1.2))] = NON_ENHANCING
+            labels[(labels == 4) & (patches > rng.uniform(0.8, 1.6))] = NON_ENHANCING
     if lesion.satellites and edema.any():
         _add_satellites(rng, labels, edema, lesion.satellites, spacing)
     # edema fades towards its border: full contrast near the core, `floor` of it at the edge
