@@ -1,6 +1,8 @@
 """The workspace: where preprocessed data and results live (the one place env is read).
 
 Resolution order: `--workspace DIR`, else `$PFSEG_HOME`, else `./pfseg_data`.
+Downloaded reference files (the MNI152 template's wheel) live in the cache:
+`$PFSEG_CACHE`, else `$XDG_CACHE_HOME/pfseg`, else `~/.cache/pfseg`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "PFSEG_HOME"
+CACHE_ENV_VAR = "PFSEG_CACHE"
+
+
+def template_cache_dir() -> Path:
+    """The folder that holds downloaded templates (created by whoever writes there first)."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "pfseg").absolute()
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,18 @@
-"""Synthetic BraTS-like cases: the demo's data and the tests' data.
+"""Synthetic BraTS datasets: the demo's data and the tests' data, written like BraTS 2020.
 
-Each case is a skull-stripped brain (an irregular ellipsoid with a cortex, sulcal CSF,
-ventricles and deep grey nuclei), seen in four MR contrasts (t1, t1ce, t2, flair) with tissue
-texture, partial volume at every boundary, a smooth multiplicative bias field per contrast and
-Rician noise. Most cases hold one or two irregular tumours labelled like BraTS 2020:
-1 necrosis / non-enhancing core, 2 edema around the core, 4 enhancing rim.
+Two anatomies:
+- `blobs` (`data/blobs.py`): a made-up brain of any shape at 1 mm, fast and tiny; the unit
+  tests' data. Its output is pinned and never changes.
+- `mni152` (`data/mni152.py`): the MNI152 2009 template, warped per case, with gliomas grown
+  along its white matter, on the BraTS grid (240 x 240 x 155 mm) at 1, 2 or 4 mm.
 
-The contrasts are chosen so that a method has to combine modalities: edema is bright on T2 and
-FLAIR but fades towards its border, CSF is brighter than edema on T2, periventricular caps and
-cortex overlap edema on FLAIR, vessels enhance on T1ce like the tumour rim, and the bias field
-shifts every tissue by up to about 20 %. A single FLAIR threshold therefore misses the whole
-tumour by a wide margin (tests/data/test_synthetic.py checks it).
-
-Geometry of the written files: 1 mm isotropic, stored (X, Y, Z) like every NIfTI, with the
-affine real BraTS files carry: diag(-1, -1, 1) plus a translation that puts voxel (0, Y-1, 0)
-at the world origin, i.e. LPS voxel axes (nibabel's `aff2axcodes` gives ('L', 'P', 'S')),
-qform_code = sform_code = 1 (scanner). Images are int16 (scl_slope 1), labels uint8; every
-voxel outside the brain is exactly 0 in every modality and every brain voxel is >= 1.
+Geometry of the written files, stored (X, Y, Z) like every NIfTI, with the affine real BraTS
+files carry: diag(-s, -s, s) for spacing s, LPS voxel axes (nibabel's `aff2axcodes` gives
+('L', 'P', 'S')), qform_code = sform_code = 1 (scanner); at 1 mm the translation puts voxel
+(0, Y-1, 0) at the world origin, and coarser grids cover the same field of view. Images are
+int16 (scl_slope 1), labels uint8 with BraTS 2020 values 0, 1 (necrosis / non-enhancing core),
+2 (edema), 4 (enhancing tumour); every voxel outside the brain is exactly 0 in every modality
+and every brain voxel is >= 1.
 
 Determinism: case k is generated from `numpy.random.default_rng([seed, k])` alone, so it is
 the same bytes whatever the number of cases written or the order they are written in.
@@ -26,14 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from pfseg_pipeline.data.layouts import MODALITIES
+from pfseg_pipeline.data.blobs import MIN_SHAPE_XYZ, make_case
 from pfseg_pipeline.data.nifti import make_reference, write_label_map, write_volume
 from pfseg_pipeline.errors import UserError
 
@@ -41,27 +36,10 @@ log = logging.getLogger(__name__)
 
 CASE_PREFIX = "BraTS20_Training_"
 DEFAULT_SHAPE_XYZ = (240, 240, 155)
-MIN_SHAPE_XYZ = (12, 12, 8)
+ANATOMIES = ("blobs", "mni152")
 
-# Mean intensity of each tissue per modality (t1, t1ce, t2, flair), relative to white matter
-# on T1. Read off typical BraTS scans: CSF dark on T1/FLAIR and brightest on T2; edema bright
-# on T2/FLAIR; enhancing rim bright on T1ce only; necrosis dark on T1/T1ce, bright on T2.
-CONTRAST = {
-    "wm":          (1.00, 1.00, 0.55, 0.60),
-    "gm":          (0.74, 0.76, 0.76, 0.80),
-    "csf":         (0.30, 0.32, 1.45, 0.22),
-    "edema":       (0.80, 0.82, 1.12, 1.08),
-    "enhancing":   (0.80, 1.50, 0.95, 0.98),
-    "necrosis":    (0.42, 0.45, 1.30, 0.72),
-    "non_enhancing": (0.70, 0.76, 1.05, 1.02),  # solid core that does not enhance (label 1)
-}
-# Global gain per modality (scanner units); each case multiplies it by U(0.75, 1.3).
-GAIN = (600.0, 700.0, 900.0, 500.0)
-# While painting, solid non-enhancing tumour gets the value 3 so that it can be rendered with
-# its own contrast; it becomes label 1 (NCR/NET) before the label map is returned.
-_NON_ENHANCING = 3
-# Label painting priority: a core label always wins over edema, necrosis over the rim.
-_RANK = np.array([0, 3, 1, 3, 2], dtype=np.uint8)  # rank of label value 0, 1, 2, 3, 4
+__all__ = ["ANATOMIES", "CASE_PREFIX", "DEFAULT_SHAPE_XYZ", "MIN_SHAPE_XYZ", "brats_affine",
+           "case_id_for", "make_case", "write_dataset"]
 
 
 def case_id_for(index: int) -> str:
@@ -76,331 +54,77 @@ def brats_affine(shape_zyx: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], feature_size: float) -> np.ndarray:
-    """A smooth random field of about unit standard deviation, float32 of `shape`.
-
-    `feature_size` (voxels) is roughly the distance over which the field decorrelates. White
-    noise is drawn on a grid with a node every `feature_size / 4` voxels (at most one per
-    voxel), Gaussian-smoothed there (sigma: `feature_size / 2` voxels) and zoomed up
-    linearly. The nodes are dense relative to the smoothing, so the linear zoom shows no
-    facets, and the work at full resolution is one interpolation, so large fields stay cheap.
-    """
-    step = max(1.0, feature_size / 4.0)
-    coarse_shape = tuple(s if step == 1.0 else max(3, int(np.ceil(s / step)) + 1) for s in shape)
-    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape, dtype=np.float32),
-                                     feature_size / (2.0 * step), mode="wrap")
-    coarse /= max(float(coarse.std()), 1e-6)
-    return upsample_linear(coarse, shape)
-
-
-def upsample_linear(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Linear interpolation of `coarse` onto `shape`, voxel centres aligned (float32).
-
-    Separable: one gather and blend per axis, so the full-resolution work is a few array
-    operations (several times faster than `scipy.ndimage.zoom`).
-    """
-    out = np.asarray(coarse, dtype=np.float32)
-    for axis, size in enumerate(shape):
-        n = out.shape[axis]
-        if n == size:
-            continue
-        pos = np.clip((np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5, 0.0, n - 1)
-        lo = np.minimum(pos.astype(np.intp), n - 2) if n > 1 else np.zeros(size, np.intp)
-        frac = (pos - lo).astype(np.float32) if n > 1 else np.zeros(size, np.float32)
-        hi = np.minimum(lo + 1, n - 1)
-        bshape = [1] * out.ndim
-        bshape[axis] = size
-        frac = frac.reshape(bshape)
-        a = np.take(out, lo, axis=axis)
-        out = a + (np.take(out, hi, axis=axis) - a) * frac
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    return q * np.sign(np.diag(r))
-
-
-def _ellipsoid_radius(grid: tuple[np.ndarray, ...], centre: np.ndarray, semi_axes: np.ndarray,
-                      rotation: np.ndarray) -> np.ndarray:
-    """Normalised ellipsoid radius (1 on the surface) of a rotated ellipsoid on an open grid."""
-    # Python floats keep the arithmetic in float32 (a numpy float64 scalar would promote it)
-    d = [g - float(c) for g, c in zip(grid, centre)]
-    total = np.float32(0.0)
-    for row, semi in zip(np.asarray(rotation, dtype=float), semi_axes):
-        u = float(row[0]) * d[0] + float(row[1]) * d[1] + float(row[2]) * d[2]
-        total = total + (u * (1.0 / float(semi))) ** 2
-    return np.sqrt(total, dtype=np.float32)
-
-
-def _brain(rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """Brain mask and soft tissue weights (wm, gm, csf), plus the ventricle distance map."""
-    shape_arr = np.asarray(shape, dtype=np.float32)
-    centre = shape_arr / 2.0 - 0.5 + rng.uniform(-0.02, 0.02, 3) * shape_arr
-    # z (S), y (A-P, the longest axis of a brain), x (L-R), as fractions of the field of view
-    semi = shape_arr * np.array([0.40, 0.40, 0.33]) * rng.uniform(0.9, 1.04, 3)
-    grid = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    grid = tuple(g.astype(np.float32) for g in grid)
-    radius = _ellipsoid_radius(grid, centre, semi, np.eye(3))
-    feature = float(min(shape)) / 3.0
-    boundary = smooth_noise(rng, shape, feature)
-    depth = radius * (1.0 + 0.05 * boundary)       # 1 on the (irregular) brain surface
-    brain = depth < 1.0
-
-    fold = smooth_noise(rng, shape, max(2.0, min(shape) / 8.0))   # gyri: the cortex folds
-    gm_cortex = _sigmoid((depth + 0.06 * fold - 0.80) / 0.018)
-    csf_sulci = _sigmoid((depth + 0.05 * fold - 0.955) / 0.012)
-    # ventricles: two elongated lobes beside the midline; deep grey nuclei lateral to them
-    side = float(rng.uniform(0.10, 0.14))
-    vent = np.full(shape, np.inf, dtype=np.float32)
-    nuclei = np.full(shape, np.inf, dtype=np.float32)
-    vent_scale = float(rng.uniform(0.8, 1.3))
-    for sign in (-1.0, 1.0):
-        c = centre + np.array([0.05, -0.05, sign * side]) * semi
-        vent = np.minimum(vent, _ellipsoid_radius(
-            grid, c, semi * np.array([0.16, 0.42, 0.09]) * vent_scale, np.eye(3)))
-        c_n = centre + np.array([-0.05, 0.0, sign * (side + 0.22)]) * semi
-        nuclei = np.minimum(nuclei, _ellipsoid_radius(
-            grid, c_n, semi * np.array([0.16, 0.2, 0.12]), np.eye(3)))
-    vent *= 1.0 + 0.1 * fold
-    csf_vent = _sigmoid((1.0 - vent) / 0.08)
-    gm_deep = _sigmoid((1.0 - nuclei) / 0.1)
-    csf = np.maximum(csf_sulci, csf_vent)
-    gm = (1.0 - csf) * np.maximum(gm_cortex, gm_deep)
-    wm = 1.0 - csf - gm
-    return {"brain": brain, "wm": wm, "gm": gm, "csf": csf, "depth": depth, "vent": vent,
-            "centre": centre, "semi": semi}
-
-
-def _paint(seg: np.ndarray, mask: np.ndarray, value: int) -> None:
-    """Write `value` where `mask`, unless a label of higher priority is already there."""
-    keep = _RANK[seg[mask]] >= _RANK[value]
-    seg[mask] = np.where(keep, seg[mask], np.uint8(value))
-
-
-def _add_lesion(rng: np.random.Generator, seg: np.ndarray, edema_strength: np.ndarray,
-                anatomy: dict[str, np.ndarray], size_fraction: float) -> tuple[slice, ...]:
-    """Paint one irregular tumour (core of 1-3 blobs, rim, necrosis, edema); return its box."""
-    shape = seg.shape
-    semi, centre = anatomy["semi"], anatomy["centre"]
-    # a centre well inside the brain (normalised radius < 0.6)
-    direction = rng.standard_normal(3)
-    direction /= np.linalg.norm(direction)
-    lesion_centre = centre + direction * rng.uniform(0.0, 0.6) * semi
-    core_radius = max(1.6, size_fraction * float(np.mean(semi)))
-    edema_factor = float(rng.uniform(1.4, 2.8))
-    reach = core_radius * (edema_factor * 1.5 + 1.0) + 2
-    box = tuple(slice(max(0, int(c - reach)), min(s, int(np.ceil(c + reach)) + 1))
-                for c, s in zip(lesion_centre, shape))
-    grid = np.ogrid[box[0], box[1], box[2]]
-    grid = tuple(g.astype(np.float32) for g in grid)
-    box_shape = tuple(s.stop - s.start for s in box)
-
-    # the core: union of 1-3 rotated ellipsoids with a noisy surface
-    core_f = np.full(box_shape, np.inf, dtype=np.float32)
-    for _ in range(int(rng.integers(1, 4))):
-        c = lesion_centre + rng.uniform(-0.6, 0.6, 3) * core_radius
-        axes = core_radius * rng.uniform(0.55, 1.1, 3)
-        core_f = np.minimum(core_f, _ellipsoid_radius(grid, c, axes, _random_rotation(rng)))
-    core_f *= 1.0 + 0.22 * smooth_noise(rng, box_shape, max(2.0, core_radius))
-    core = core_f < 1.0
-
-    # the edema: a larger irregular envelope that prefers white matter and spares CSF
-    edema_f = _ellipsoid_radius(grid, lesion_centre + rng.uniform(-0.3, 0.3, 3) * core_radius,
-                                core_radius * edema_factor * rng.uniform(0.7, 1.3, 3),
-                                _random_rotation(rng))
-    edema_f *= 1.0 + 0.3 * smooth_noise(rng, box_shape, max(3.0, 2.0 * core_radius))
-    brain_box = anatomy["brain"][box]
-    edema_f += 0.35 * anatomy["gm"][box] + 1.2 * anatomy["csf"][box]
-    edema = (edema_f < 1.0) & brain_box & ~core
-    core &= brain_box
-
-    seg_box = seg[box]
-    _paint(seg_box, edema, 2)
-    # edema fades towards its border: full contrast inside, `floor` of it at the edge
-    grade, floor = float(rng.uniform(0.4, 0.8)), float(rng.uniform(0.25, 0.5))
-    strength = np.clip(1.0 - grade * np.clip(edema_f, 0.0, 1.0) ** 2, floor, 1.0)
-    edema_strength[box] = np.where(edema, np.maximum(edema_strength[box], strength),
-                                   edema_strength[box])
-    _paint(seg_box, core, 4)
-    if rng.random() < 0.85:  # most cores have a necrotic centre of varied size
-        necrosis = core & (core_f < rng.uniform(0.35, 0.75))
-        _paint(seg_box, necrosis, 1)
-    if rng.random() < 0.4:  # some rims hold patches of non-enhancing solid tumour
-        patches = smooth_noise(rng, box_shape, max(2.0, core_radius)) > rng.uniform(0.3, 1.0)
-        _paint(seg_box, core & patches, _NON_ENHANCING)
-    return box
-
-
-def make_case(shape_zyx: tuple[int, int, int], rng: np.random.Generator | int | Iterable[int],
-              tumour_probability: float = 1.0, noise_level: float | None = None
-              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One synthetic BraTS-like case.
-
-    Parameters
-    ----------
-    shape_zyx : (Z, Y, X) voxels (1 mm each); at least 8 x 12 x 12.
-    rng : a numpy Generator, or a seed (int or sequence of ints, e.g. (seed, case_index)).
-    tumour_probability : chance that the case holds a tumour at all (1: always).
-    noise_level : Rician noise standard deviation relative to white matter (default: drawn per
-        case from U(0.02, 0.06)).
-
-    Returns
-    -------
-    images : modality -> float32 (Z, Y, X) holding integer scanner units (0 outside the brain,
-        >= 1 inside), for t1, t1ce, t2, flair.
-    seg : uint8 (Z, Y, X) with BraTS 2020 labels 0, 1 (necrosis / non-enhancing core),
-        2 (edema), 4 (enhancing tumour); 0 outside the brain.
-
-    Examples
-    --------
-    >>> images, seg = make_case((16, 20, 24), (0, 1))
-    >>> images["flair"].shape, seg.dtype
-    ((16, 20, 24), dtype('uint8'))
-    """
-    shape = tuple(int(s) for s in shape_zyx)
-    if len(shape) != 3 or any(s < m for s, m in zip(shape, reversed(MIN_SHAPE_XYZ))):
-        raise UserError(f"synthetic shape (z y x) {shape} is too small: at least "
-                        f"{tuple(reversed(MIN_SHAPE_XYZ))}")
-    if not isinstance(rng, np.random.Generator):
-        rng = np.random.default_rng(rng)
-
-    anatomy = _brain(rng, shape)
-    brain = anatomy["brain"]
-    seg = np.zeros(shape, dtype=np.uint8)
-    edema_strength = np.zeros(shape, dtype=np.float32)
-    has_tumour = rng.random() < tumour_probability
-    n_lesions = (2 if rng.random() < 0.3 else 1) if has_tumour else 0
-    boxes = []
-    for k in range(n_lesions):
-        # log-uniform core radius: many small tumours, some large; a second lesion is smaller
-        size = float(np.exp(rng.uniform(np.log(0.08), np.log(0.32)))) * (0.6 if k else 1.0)
-        boxes.append(_add_lesion(rng, seg, edema_strength, anatomy, size))
-    seg[~brain] = 0
-
-    box = None
-    if boxes:
-        box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
-                    for a in range(3))
-    images = _render(rng, anatomy, seg, edema_strength, box, noise_level)
-    seg[seg == _NON_ENHANCING] = 1
-    return images, seg
-
-
-def _tumour_weights(seg_box: np.ndarray, edema_strength_box: np.ndarray) -> dict[str, np.ndarray]:
-    """Soft (partial-volume) weights of the four tumour tissues inside the tumour box.
-
-    Edema is weighted by its fading strength. The weights sum to at most 1.
-    """
-    hard = {
-        "edema": (seg_box == 2) * edema_strength_box,
-        "enhancing": seg_box == 4,
-        "necrosis": seg_box == 1,
-        "non_enhancing": seg_box == _NON_ENHANCING,
-    }
-    weights = {name: ndimage.gaussian_filter(h.astype(np.float32), 0.6) for name, h in hard.items()}
-    scale = np.maximum(sum(weights.values()), 1.0)
-    return {name: w / scale for name, w in weights.items()}
-
-
-def _render(rng: np.random.Generator, anatomy: dict[str, np.ndarray], seg: np.ndarray,
-            edema_strength: np.ndarray, box: tuple[slice, ...] | None,
-            noise_level: float | None) -> dict[str, np.ndarray]:
-    """The four MR images (float32 (Z, Y, X), integer values) of an anatomy and its tumour."""
-    shape = seg.shape
-    brain = anatomy["brain"]
-    tumour = _tumour_weights(seg[box], edema_strength[box]) if box is not None else {}
-    if tumour:
-        tumour_total = sum(tumour.values())
-        normal_box = 1.0 - tumour_total
-        heterogeneity = 1.0 + 0.12 * smooth_noise(rng, tumour_total.shape, 2.0)
-    texture = smooth_noise(rng, shape, 2.5)
-    vessels = (smooth_noise(rng, shape, 1.5) > 2.7) & (anatomy["depth"] < 0.95)
-    # FLAIR-bright caps of white matter around the ventricles (they mimic edema)
-    periventricular = _sigmoid((1.35 - anatomy["vent"]) / 0.06) * anatomy["wm"]
-    periventricular *= np.float32(rng.uniform(0.1, 0.4))
-    sigma = float(rng.uniform(0.02, 0.06)) if noise_level is None else float(noise_level)
-    shared_bias = smooth_noise(rng, shape, min(shape) / 1.5)
-
-    images = {}
-    for m, modality in enumerate(MODALITIES):
-        mean = {name: np.float32(CONTRAST[name][m] * (1.0 + 0.05 * rng.standard_normal()))
-                for name in CONTRAST}
-        signal = anatomy["wm"] * mean["wm"] + anatomy["gm"] * mean["gm"] + anatomy["csf"] * mean["csf"]
-        if modality == "flair":
-            signal += periventricular
-        if modality == "t1ce":
-            signal[vessels] += np.float32(0.6)
-        if tumour:
-            signal_box = signal[box]   # a view: normal tissue makes way for tumour tissue
-            signal_box *= normal_box
-            signal_box += sum(w * mean[name] for name, w in tumour.items()) * heterogeneity
-        signal *= 1.0 + 0.04 * texture * (1.0 if m < 2 else -1.0)
-        bias_field = np.exp(0.08 * shared_bias + 0.08 * smooth_noise(rng, shape, min(shape) / 1.5))
-        gain = GAIN[m] * float(rng.uniform(0.75, 1.3))
-        signal *= bias_field
-        signal *= np.float32(gain)
-        del bias_field
-        noise_sd = np.float32(sigma * gain)
-        # Rician noise, as a magnitude image has: |signal + n1 + i n2|
-        signal += noise_sd * rng.standard_normal(shape, dtype=np.float32)
-        np.square(signal, out=signal)
-        imag = rng.standard_normal(shape, dtype=np.float32)
-        imag *= noise_sd
-        np.square(imag, out=imag)
-        signal += imag
-        del imag
-        np.sqrt(signal, out=signal)
-        np.rint(signal, out=signal)
-        np.clip(signal, 1, 32767, out=signal)
-        signal[~brain] = 0
-        images[modality] = signal
-    return images
-
-
-def _write_case(out: Path, index: int, shape_zyx: tuple[int, int, int], seed: int,
-                tumour_probability: float) -> str:
+def _write_case(out: Path, index: int, seed: int, anatomy: str, shape_zyx: tuple[int, int, int] | None,
+                spacing_mm: int, wheel: str | None, tumour_probability: float) -> tuple[str, float]:
+    start = time.perf_counter()
     case_id = case_id_for(index)
-    images, seg = make_case(shape_zyx, (seed, index), tumour_probability=tumour_probability)
-    reference = make_reference(shape_zyx, brats_affine(shape_zyx), qform_code=1, sform_code=1)
+    if anatomy == "blobs":
+        images, seg = make_case(shape_zyx, (seed, index), tumour_probability=tumour_probability)
+        affine = brats_affine(shape_zyx)
+    else:
+        from pfseg_pipeline.data.anatomy import brats_grid
+        from pfseg_pipeline.data.mni152 import make_mni152_case
+
+        images, seg = make_mni152_case(wheel, spacing_mm, (seed, index))
+        shape_zyx, affine = brats_grid(spacing_mm)
+    reference = make_reference(shape_zyx, affine, qform_code=1, sform_code=1)
     folder = out / case_id
     for modality, image in images.items():
         write_volume(image, reference, folder / f"{case_id}_{modality}.nii.gz", dtype=np.int16)
     write_label_map(seg, reference, folder / f"{case_id}_seg.nii.gz")
-    return case_id
+    return case_id, time.perf_counter() - start
 
 
-def write_dataset(out: str | os.PathLike, n_cases: int, shape_xyz: tuple[int, int, int] = DEFAULT_SHAPE_XYZ,
+def write_dataset(out: str | os.PathLike, n_cases: int, shape_xyz: tuple[int, int, int] | None = None,
                   seed: int = 0, start_index: int = 1, overwrite: bool = False,
-                  tumour_probability: float = 1.0, workers: int = 1, progress: bool = False
-                  ) -> list[str]:
+                  tumour_probability: float = 1.0, workers: int = 1, progress: bool = False,
+                  anatomy: str = "blobs", spacing_mm: int = 1,
+                  template_cache: str | os.PathLike | None = None) -> list[str]:
     """Write `n_cases` synthetic cases in the BraTS 2020 layout under `out`.
 
     Writes `out/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz` for the case ids
-    `BraTS20_Training_{start_index:03d}` onwards. `shape_xyz` is the shape as the NIfTI stores
-    it (x y z; BraTS: 240 240 155). Existing case folders are a `UserError` unless `overwrite`.
-    Files are written atomically. Returns the case ids written, in order.
+    `BraTS20_Training_{start_index:03d}` onwards. With `anatomy="blobs"`, `shape_xyz` is the
+    shape as the NIfTI stores it (x y z; default 240 240 155) at 1 mm. With `"mni152"` the grid
+    is BraTS's at `spacing_mm` (1, 2 or 4) and `shape_xyz` must be None; the template is fetched
+    into `template_cache` (default: `paths.template_cache_dir()`) when it is not there yet.
+    Existing case folders are a `UserError` unless `overwrite`. Files are written atomically.
+    `progress` logs one line per case at INFO (else DEBUG). Returns the case ids written, in order.
 
     Examples
     --------
     >>> write_dataset("raw", 2, (24, 20, 16), seed=3)   # doctest: +SKIP
     ['BraTS20_Training_001', 'BraTS20_Training_002']
+    >>> write_dataset("raw", 2, anatomy="mni152", spacing_mm=4)   # doctest: +SKIP
+    ['BraTS20_Training_001', 'BraTS20_Training_002']
     """
     out = Path(out)
+    if anatomy not in ANATOMIES:
+        raise UserError(f"--anatomy must be one of {', '.join(ANATOMIES)} (got {anatomy!r})")
     if n_cases < 1:
         raise UserError(f"--cases must be at least 1 (got {n_cases})")
     if start_index < 0:
         raise UserError(f"--start-index must be >= 0 (got {start_index})")
-    shape_xyz = tuple(int(s) for s in shape_xyz)
-    if len(shape_xyz) != 3 or any(s < m for s, m in zip(shape_xyz, MIN_SHAPE_XYZ)):
-        raise UserError(f"--shape {' '.join(map(str, shape_xyz))} is too small: at least "
-                        f"{' '.join(map(str, MIN_SHAPE_XYZ))} (x y z)")
     if not 0.0 <= tumour_probability <= 1.0:
         raise UserError(f"tumour probability must be in [0, 1] (got {tumour_probability})")
+    shape_zyx, wheel = None, None
+    if anatomy == "blobs":
+        if spacing_mm != 1:
+            raise UserError(f"--spacing {spacing_mm} applies to --anatomy mni152 only (blobs are 1 mm)")
+        shape_xyz = tuple(int(s) for s in (shape_xyz or DEFAULT_SHAPE_XYZ))
+        if len(shape_xyz) != 3 or any(s < m for s, m in zip(shape_xyz, MIN_SHAPE_XYZ)):
+            raise UserError(f"--shape {' '.join(map(str, shape_xyz))} is too small: at least "
+                            f"{' '.join(map(str, MIN_SHAPE_XYZ))} (x y z)")
+        shape_zyx = (shape_xyz[2], shape_xyz[1], shape_xyz[0])
+        grid = f"{'x'.join(map(str, shape_xyz))} voxels (x y z)"
+    else:
+        if shape_xyz is not None:
+            raise UserError("--shape applies to --anatomy blobs only: mni152 cases lie on the BraTS "
+                            "grid (240 x 240 x 155 mm); choose its voxel size with --spacing 1, 2 or 4")
+        if spacing_mm not in (1, 2, 4):
+            raise UserError(f"--spacing must be 1, 2 or 4 mm (got {spacing_mm})")
+        if tumour_probability != 1.0:
+            raise UserError("mni152 cases always hold a tumour (tumour probability 1)")
+        grid = f"the BraTS grid at {spacing_mm} mm"
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     indices = list(range(start_index, start_index + n_cases))
@@ -409,29 +133,35 @@ def write_dataset(out: str | os.PathLike, n_cases: int, shape_xyz: tuple[int, in
         if existing:
             more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
             raise UserError(f"{existing[0]}: already exists{more} (use --overwrite to replace)")
-    shape_zyx = (shape_xyz[2], shape_xyz[1], shape_xyz[0])
-    log.info("writing %d synthetic case(s) of %s voxels (x y z) to %s (seed %d)",
-             n_cases, "x".join(map(str, shape_xyz)), out, seed)
-    args = [(out, i, shape_zyx, seed, tumour_probability) for i in indices]
-    bar = _progress(len(args), progress)
+    if anatomy == "mni152":
+        wheel = str(_template_wheel(template_cache, spacing_mm))
+    log.info("writing %d synthetic %s case(s) on %s to %s (seed %d)", n_cases, anatomy, grid, out, seed)
+    args = [(out, i, seed, anatomy, shape_zyx, spacing_mm, wheel, tumour_probability) for i in indices]
+    level = logging.INFO if progress else logging.DEBUG
     written = []
+    if workers <= 1 or len(args) == 1:
+        results = map(_write_case, *zip(*args))
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(args)))
+        results = pool.map(_write_case, *zip(*args))
     try:
-        if workers <= 1 or len(args) == 1:
-            for a in args:
-                written.append(_write_case(*a))
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(args))) as pool:
-                for case_id in pool.map(_write_case, *zip(*args)):
-                    written.append(case_id)
-                    bar.update(1)
+        for case_id, seconds in results:
+            written.append(case_id)
+            log.log(level, "case %d/%d: %s (%.1f s)", len(written), len(args), case_id, seconds)
     finally:
-        bar.close()
-    log.debug("wrote %s .. %s", written[0], written[-1])
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return written
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+def _template_wheel(template_cache: str | os.PathLike | None, spacing_mm: int) -> Path:
+    """The checked template wheel; its maps are prepared here once, before any worker starts,
+    so that forked workers share them instead of each preparing its own copy."""
+    from pfseg_pipeline.data.mni152 import prepare_template
+    from pfseg_pipeline.data.template import ensure_template_wheel
+    from pfseg_pipeline.paths import template_cache_dir
 
-    return tqdm(total=total, desc="cases", unit="case", disable=not enabled or None, leave=False)
+    wheel = ensure_template_wheel(template_cache if template_cache is not None else template_cache_dir())
+    prepare_template(wheel, spacing_mm)
+    return wheel

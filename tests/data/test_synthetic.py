@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+
 import nibabel as nib
 import numpy as np
 import pytest
 
 from pfseg_pipeline.cli.common import run
 from pfseg_pipeline.cli.make_synthetic import main
+from pfseg_pipeline.data.fields import smooth_noise, upsample_linear
 from pfseg_pipeline.data.layouts import MODALITIES, discover
 from pfseg_pipeline.data.nifti import read_label, read_volume
-from pfseg_pipeline.data.synthetic import make_case, smooth_noise, upsample_linear, write_dataset
+from pfseg_pipeline.data.synthetic import make_case, write_dataset
 
 SHAPE_ZYX = (36, 44, 44)
 N_CASES = 5
@@ -146,3 +150,31 @@ def test_parallel_writing_gives_the_same_cases(tmp_path):
     for case in serial:
         name = f"{case}/{case}_t1ce.nii.gz"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# sha256 of the uncompressed NIfTI bytes of case 3 (seed 5, 24 20 16 voxels), computed on main
+# before the anatomy generator was added: the blob generator's output must never change (the
+# unit tests and every benchmark so far rest on it). Uncompressed, so that a different zlib
+# build cannot fail the test while the voxels and header stay the same.
+BLOB_CASE_SHA256 = {
+    "flair": "d5f95ad8939f133c081166374569bad2dc8545953eecc594e95041f41e9df726",
+    "seg": "7cc1ad1547cf0181d6269e912129bd64a4550beaa5bac1c0abaeabead8516b61",
+    "t1": "b46fc210a7dad548e73a5b41d7037963a19a34ff022b8c47fa36254ce49a8d7e",
+    "t1ce": "cab4fe0736cc968b850cf1232576dea74c518f2d75f9c7ecb1bb2845fc1c1f7d",
+    "t2": "927fbd5297d496fc39ead96c09493c8d8b6c69c3be330e4cf7a2ea97e6f80c2c",
+}
+NO_TUMOUR_FLAIR_SHA256 = "126bb4d6ab4fc9a473f5c850756b9d300815fc4568ac9289bfb909c41f0e761b"
+
+
+def _nifti_sha256(path) -> str:
+    return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+
+
+def test_blob_output_is_byte_identical_to_the_pinned_files(tmp_path):
+    write_dataset(tmp_path / "a", 1, (24, 20, 16), seed=5, start_index=3)
+    case = tmp_path / "a" / "BraTS20_Training_003"
+    assert {suffix: _nifti_sha256(case / f"BraTS20_Training_003_{suffix}.nii.gz")
+            for suffix in BLOB_CASE_SHA256} == BLOB_CASE_SHA256
+    write_dataset(tmp_path / "b", 1, (16, 16, 12), seed=9, tumour_probability=0.0)
+    flair = tmp_path / "b" / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz"
+    assert _nifti_sha256(flair) == NO_TUMOUR_FLAIR_SHA256
