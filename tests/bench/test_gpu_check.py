@@ -1,5 +1,6 @@
-"""The GPU check runs end to end on the CPU (its dry run) with only torch and numpy importable,
-and its training step is the trainer's. CI has no GPU: this tests everything up to the CUDA calls."""
+"""The GPU check runs end to end on the CPU (its dry run) with only torch and numpy importable.
+CI has no GPU: this tests everything up to the CUDA calls. (Its training step is the trainer's:
+tests/networks/test_step.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
@@ -76,25 +75,3 @@ def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
     assert "speed paper pfseg" in text
     assert "no GPU machine was available on 2026-11-26" in no_gpu_markdown("2026-11-26")
     assert "bash bench/gpu_check.sh" in section(None)
-
-
-def test_training_step_is_the_trainers(tmp_path):
-    """bench.gpu_check.TrainingStep (which cannot import the trainer on the GPU machine) updates
-    the weights exactly as `Trainer._step` does, from the same weights and batch."""
-    from bench.gpu_check import TrainingStep
-    from pfseg_pipeline.training.trainer import Trainer, TrainOptions
-    from tests.planners.conftest import small_plans
-
-    plans = small_plans(hr=(32, 32, 32))
-    cpu = torch.device("cpu")
-    ours = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)
-    theirs = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)  # same weights, batch, optimiser
-    trainer = Trainer(theirs.model, theirs.loss, None, None, theirs.optimizer, None, cpu, tmp_path, plans,
-                      TrainOptions(epochs=1, iterations_per_epoch=1, grad_clip=plans.training.grad_clip),
-                      {"network": "pfseg"})
-    for _ in range(2):
-        ours()
-        trainer._step(theirs.batch)
-    for (name, a), b in zip(ours.model.named_parameters(), theirs.model.parameters()):
-        assert torch.equal(a, b), name
-

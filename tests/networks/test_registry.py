@@ -4,7 +4,6 @@ import torch
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.registry import (
     NETWORKS,
-    PATCH_FREE,
     build_network,
     count_parameters,
     example_batch,
@@ -14,7 +13,7 @@ from pfseg_pipeline.networks.registry import (
 
 def test_registry_names():
     assert set(NETWORKS) == {"pfseg", "resunet3d", "unet3d", "vnet", "hdc", "resunet3d_up"}
-    assert PATCH_FREE == {"pfseg", "resunet3d_up", "hdc"}
+    assert {n for n, spec in NETWORKS.items() if spec.patch_free} == {"pfseg", "resunet3d_up", "hdc"}
 
 
 def test_unknown_network_lists_the_names(make_plans):
@@ -33,7 +32,7 @@ def test_unknown_option_is_a_user_error(make_plans):
 def test_example_batch_feeds_forward_train(make_plans, name):
     plans = make_plans(patch=(8, 12, 4), location="textured")
     batch = example_batch(name, plans, 2, dtype=torch.float32)
-    shape = tuple(plans.hr_shape_zyx if name in PATCH_FREE else plans.patch_based.patch_shape_zyx)
+    shape = tuple(NETWORKS[name].input_shape(plans))
     assert batch["image"].shape == (2, 2, *shape) and batch["target"].shape == (2, 3, *shape)
     assert set(batch["target"].unique().tolist()) <= {0.0, 1.0}
     if name == "pfseg":
