@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.presets import PAPER_GRID_ZYX
 
-PAPER_GRID_ZYX = (128, 192, 192)
+__all__ = ["PAPER_GRID_ZYX", "paper_crop", "nearest_indices", "to_paper_grid_labels"]
 
 
 def paper_crop(size: int, target: int) -> slice:
