@@ -3,9 +3,10 @@
 `train_step` is what the trainer runs every iteration, what the memory model traces under
 FakeTensorMode and what the GPU check times on CUDA:
 
-    forward_train under autocast (float16 when `amp`) -> outputs to float32 -> the network's
-    loss (float32) -> zero_grad -> backward through the GradScaler -> unscale + clip the
-    gradient norm -> optimiser step (skipped by the scaler on an overflow) -> scaler update
+    zero_grad (the previous step's gradients freed before the forward pass, not kept through
+    it) -> forward_train under autocast (float16 when `amp`) -> outputs to float32 -> the
+    network's loss (float32) -> backward through the GradScaler -> unscale + clip the gradient
+    norm -> optimiser step (skipped by the scaler on an overflow) -> scaler update
 
 It imports nothing beyond torch and the networks, so the GPU machine (torch and numpy only)
 runs it, and no copy of it exists anywhere else.
@@ -75,11 +76,11 @@ def train_step(model: nn.Module, batch: Mapping[str, Tensor], loss, optimizer: t
     The terms stay on the device (no host synchronisation).
     """
     device_type = batch["image"].device.type
+    optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
         outputs = model(batch)  # forward(dict) dispatches to forward_train, through DDP too
     outputs = {k: _to_float(v) for k, v in outputs.items()}
     total, terms = loss.compute(outputs, batch)
-    optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     if grad_clip:
         scaler.unscale_(optimizer)

@@ -37,6 +37,9 @@ def measured_cpu_step_bytes(network: str, plans, batch_size: int, amp: bool = Fa
     torch.manual_seed(seed)
     step = build_step(network, plans, batch_size, ablation=ablation, amp=amp, fused=True)  # as traced
     step()  # warm-up: the optimiser's state now exists, as in the trace
+    # the step frees the previous gradients first thing; free them now, since the profiler does
+    # not record frees of blocks allocated before it started
+    step.optimizer.zero_grad(set_to_none=True)
     tensors = list(step.model.parameters()) + [t for t in step.batch.values() if isinstance(t, torch.Tensor)]
     tensors += [v for state in step.optimizer.state.values() for v in state.values()
                 if isinstance(v, torch.Tensor)]
