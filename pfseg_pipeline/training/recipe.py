@@ -4,7 +4,7 @@
 
     from pfseg_pipeline.paths import Workspace
     from pfseg_pipeline.training.recipe import Overrides, train_fold
-    train_fold(Workspace.resolve("pfseg_data"), "Demo", "pfseg", "0", overrides=Overrides(epochs=2))
+    train_fold(Workspace.resolve("pfseg_data"), "Demo", "resunet3d", "0", overrides=Overrides(epochs=2))
 
 It reads the fold's cases from splits.json, builds every part from plans.json through the
 network's spec (`networks.registry`) and the small factories (`networks.step.OPTIMIZERS`,

@@ -37,7 +37,7 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from pfseg_pipeline.checkpoints import checkpoint_path, read_checkpoint, save_checkpoint
+from pfseg_pipeline.checkpoints import checkpoint_path, load_weights, read_checkpoint, save_checkpoint
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.networks.registry import count_parameters, inference_parameter_count
@@ -117,7 +117,7 @@ class Trainer:
                 ckpt.get("network_options", {}) != self.run_info.get("network_options", {}):
             raise UserError(f"{path}: was trained as {ckpt.get('network')} {ckpt.get('network_options')}, "
                             f"not {self.run_info['network']} {self.run_info.get('network_options')}")
-        self.network.load_state_dict(ckpt["model"])
+        load_weights(self.network, ckpt["model"], path, "this run's plans")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])

@@ -114,7 +114,7 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
     a named split) on their native grid, from the source files dataset.json lists, with the
     final checkpoint (the best one with `use_best`, where validation chose one). Writes
     `validation/` beside the checkpoints; returns the summary (None without held-out cases)."""
-    from pfseg_pipeline.checkpoints import checkpoint_path, read_checkpoint
+    from pfseg_pipeline.checkpoints import checkpoint_path, load_weights, read_checkpoint
     from pfseg_pipeline.fileio import read_json
 
     if not case_ids:
@@ -126,16 +126,15 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
             log.warning("--use-best: no validation cases chose a best checkpoint; reporting the final one")
         else:
             which = "best"
-    fold_dir = trainer.output_dir
-    weights = read_checkpoint(checkpoint_path(fold_dir, which), trainer.device)["model"]
-    trainer.network.load_state_dict(weights)
+    path = checkpoint_path(trainer.output_dir, which)
+    load_weights(trainer.network, read_checkpoint(path, trainer.device)["model"], path, "this run's plans")
     sources = {c["case"]: Case.from_json(c) for c in read_json(dataset_file).get("cases", [])}
     unknown = sorted(set(case_ids) - set(sources))
     if unknown:
         raise UserError(f"{dataset_file}: held-out case {unknown[0]} is not listed (re-run "
                         "pfseg_plan_and_preprocess)")
     summary = evaluate_cases(trainer.network, trainer.plans, [sources[c] for c in case_ids], trainer.device,
-                             fold_dir / "validation", trainer.amp,
+                             trainer.output_dir / "validation", trainer.amp,
                              extra={"checkpoint": which, "cases_from": cases_from, "split": split})
     for region, metrics in summary["summary"].items():
         log.info("%s (%s cases, %s checkpoint): Dice %.4f", region, cases_from, which,

@@ -5,34 +5,21 @@ tests/networks/test_step.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
     sys.path.insert(0, str(ROOT))
-# FACTS.md: the lent GPU machine has torch, numpy, scipy, scikit-image, pandas, matplotlib, tqdm
-ABSENT_ON_THE_GPU_MACHINE = ("nibabel", "SimpleITK", "batchgenerators", "medpy")
+from tests.gpu_machine import run_without_gpu_machine_absentees  # noqa: E402
 
 
 def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
     out = tmp_path / "out"
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {set(ABSENT_ON_THE_GPU_MACHINE)!r}
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ImportError("absent on the GPU machine: " + name)
-        sys.meta_path.insert(0, Block())
+    proc = run_without_gpu_machine_absentees(f"""
         from bench.gpu_check import main
         sys.exit(main(["--dry-run", "--out", {str(out)!r}]))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "gpu_check.json").read_text())
     assert results["environment"]["dry_run"] is True

@@ -3,27 +3,13 @@ machine has no batchgenerators, nibabel, SimpleITK or MedPy (FACTS.md)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ABSENT_ON_THE_GPU_MACHINE = ("batchgenerators", "nibabel", "SimpleITK", "medpy")
-
-
-def _run_blocked(body: str) -> subprocess.CompletedProcess:
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {set(ABSENT_ON_THE_GPU_MACHINE)!r}
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ImportError("absent on the GPU machine: " + name)
-        sys.meta_path.insert(0, Block())
-    """) + textwrap.dedent(body)
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+if str(ROOT) not in sys.path:  # the `tests` helpers (plain `pytest` does not add the cwd)
+    sys.path.insert(0, str(ROOT))
+from tests.gpu_machine import run_without_gpu_machine_absentees as _run_blocked  # noqa: E402
 
 
 def test_the_trainer_imports_and_trains_without_the_data_stack(tmp_path):
