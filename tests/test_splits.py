@@ -65,3 +65,23 @@ def test_select_split():
     with pytest.raises(UserError, match="malformed"):
         select_split({"folds": [{"train": []}]}, "folds", 0)
 
+
+
+def test_read_splits_reads_the_file_or_makes_it_from_the_cache(tmp_path, caplog):
+    import json
+
+    from pfseg_pipeline.splits import read_splits, write_splits
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for case in IDS[:6]:
+        (cases / f"{case}.npz").write_bytes(b"")
+    (cases / ".tmp-half-written.npz").write_bytes(b"")  # an interrupted write is not a case
+    path = tmp_path / "splits.json"
+    made = read_splits(path, cases, seed=7, write=False)
+    assert made == make_splits(IDS[:6], seed=7) and not path.exists()
+    assert "was missing" in caplog.text
+    made = read_splits(path, cases, seed=7)
+    assert json.loads(path.read_text()) == made
+    write_splits(path, IDS, seed=3)  # an existing file is read as it is, whatever the seed asked
+    assert read_splits(path, cases, seed=7) == make_splits(IDS, seed=3)
