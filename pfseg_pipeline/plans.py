@@ -41,7 +41,6 @@ PLANS_VERSION = 1
 NORMALISATIONS = ("zscore", "minmax")
 LR_OPERATORS = ("avgpool", "trilinear")
 GUIDANCE_LOCATIONS = ("center", "textured")
-__all__ = ["PRESETS"]  # re-exported: the commands' --preset choices
 
 
 @dataclass

@@ -9,7 +9,7 @@
 Each preset's training recipe is `TrainingPlan`'s defaults (plans.py) changed by `TRAINING`
 below, and every field of it has a one-line reason in `TRAINING_REASONS`; the planner writes
 both into plans.json, and an older plans.json without a field gets it from here on load.
-This module imports nothing, so plans.py (below the planners) can read it.
+This module imports nothing of the package, so plans.py (below the planners) can read it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pfseg_pipeline.data.labels import SCHEMES
 from pfseg_pipeline.data.layouts import MODALITIES, check_case_id
 from pfseg_pipeline.data.verify import VerifyReport, verify_dataset
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.plans import PRESETS
+from pfseg_pipeline.presets import PRESETS
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,6 @@ import numpy as np
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.presets import PAPER_GRID_ZYX
 
-__all__ = ["PAPER_GRID_ZYX", "paper_crop", "nearest_indices", "to_paper_grid_labels"]
-
 
 def paper_crop(size: int, target: int) -> slice:
     """The centred in-plane crop of one axis: (size - target) // 2 voxels dropped before."""

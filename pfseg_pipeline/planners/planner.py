@@ -35,7 +35,7 @@ from pfseg_pipeline.planners.budget import (
     half_patch,
     round_up,
 )
-from pfseg_pipeline.plans import PRESETS, GuidancePlan, NetworkPlan, Plans, preset_training
+from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, Plans, preset_training
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def plan(fingerprint: dict, dataset_info: dict | str, preset: str = "default",
     label_scheme : the dataset's label scheme (default: the fingerprint's, else BraTS 2020).
     peak_fn : (network, plans, batch) -> predicted peak bytes; default the memory model.
     """
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if preset not in presets.PRESETS:
+        raise UserError(f"unknown preset {preset!r} (choose from {', '.join(presets.PRESETS)})")
     if not gpu_memory_gb or gpu_memory_gb <= 0:
         raise UserError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
     info = {"name": dataset_info} if isinstance(dataset_info, str) else dict(dataset_info)

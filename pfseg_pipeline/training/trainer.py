@@ -77,6 +77,19 @@ class Validation(Protocol):
 
 
 class Trainer:
+    """Runs a training of `network` to `options.epochs` (`fit`), writing into `output_dir`.
+
+    Parameters
+    ----------
+    network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
+    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close()`.
+    validation : the per-epoch validation callable, or None (no validation cases).
+    optimizer, scheduler : built from the plans (`training.recipe`).
+    device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
+        options and what train_summary.json records about the run (`network`, its options, ...).
+    dist : the process group under torchrun (default: one process).
+    """
+
     def __init__(self, network: torch.nn.Module, loss, train_batches, validation: Validation | None,
                  optimizer: torch.optim.Optimizer, scheduler, device: torch.device, output_dir: Path,
                  plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None):

@@ -90,3 +90,21 @@ def test_output_prior_rejects_a_wrong_count_or_range(make_plans):
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         model.init_output_prior([0.1, 0.0, 0.1])
     assert torch.equal(model.output_head().bias, before)
+
+
+def test_no_module_but_the_registry_names_a_network():
+    """What a network is (patch-free, its loss, its inputs) is its spec's to say: no other module of
+    the package compares with or lists a network's name (docstrings aside)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "pfseg_pipeline"
+    named = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix() == "networks/registry.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        named += [f"{path.relative_to(package)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and node.value in NETWORKS and id(node) not in docstrings]
+    assert named == []
