@@ -68,7 +68,7 @@ class PatchPlan:
     """Patch-based baselines (unet3d, resunet3d, vnet): training patch and sliding window."""
 
     patch_shape_zyx: list[int] = field(default_factory=lambda: list(PAPER_PATCH_ZYX))
-    step: float = 0.5              # window step as a fraction of the patch
+    step: float = 0.5              # window step, a fraction of the patch (the paper's and nnU-Net's)
     batch_size: int = 1
     foreground_oversampling: float = 0.33
 

@@ -18,12 +18,11 @@ import numpy as np
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.registry import NETWORKS, network_spec
+from pfseg_pipeline.planners.memory import GiB
 from pfseg_pipeline.plans import Plans
 
-GiB = 2**30
 MAX_LR_SCALE = 8                    # beyond this the LR input no longer shows the tumour
 MIN_BOTTLENECK = 2                  # voxels per axis at the deepest level (InstanceNorm statistics)
-SLIDING_WINDOW_STEP = 0.5           # the baselines' window step, as in the paper and nnU-Net
 AMP = True                          # the trainer uses mixed precision on CUDA
 # every network, patch-free first (the table order of plans.memory)
 TABLE_ORDER = tuple(sorted(NETWORKS, key=lambda n: not NETWORKS[n].patch_free))
@@ -152,7 +151,7 @@ class Budget:
         shrunk = False
         while True:
             plans.patch_based = dataclasses.replace(plans.patch_based, patch_shape_zyx=list(patch),
-                                                    batch_size=batch, step=SLIDING_WINDOW_STEP)
+                                                    batch_size=batch)
             if fixed or all(self.fits(n, plans, batch) for n in PATCH_BASED):
                 break
             axis = int(np.argmax(patch))
@@ -176,7 +175,8 @@ class Budget:
         self.reasons["patch_based.patch_shape_zyx"] = why
         self.reasons["patch_based.batch_size"] = ("the PFSeg batch, so every method sees as many cases "
                                                   "per step")
-        self.reasons["patch_based.step"] = "sliding-window step 0.5 of the patch (the paper's 50 % overlap)"
+        self.reasons["patch_based.step"] = (f"sliding-window step {plans.patch_based.step:g} of the patch "
+                                            "(the paper's 50 % overlap)")
 
     def memory_record(self, plans: Plans, warn: bool = True) -> None:
         """`plans.memory`: every network's predicted peak at its planned batch, and the budget."""
