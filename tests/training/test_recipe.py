@@ -9,10 +9,9 @@ import torch
 
 from pfseg_pipeline.checkpoints import read_checkpoint
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.networks.losses import PFSegLoss, SegmentationLoss
+from pfseg_pipeline.networks.losses import PFSegLoss
 from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.training.recipe import Overrides, build_trainer, train_fold
-from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 
 NAME = "Tiny"
 
@@ -55,47 +54,3 @@ def test_a_fold_trains_from_python_without_the_command(tmp_path, make_workspace,
     assert (fold.parent / "plans.json").is_file()
     with pytest.raises(UserError, match="--ablation us applies to --network pfseg only"):
         train_fold(ws, NAME, "resunet3d", "all", ablation="us", overrides=overrides)
-
-
-class _Validation:
-    """A validation callable as the trainer takes it: Dice rising epoch by epoch."""
-
-    regions = ["WT", "TC"]
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, network, device, amp):
-        self.calls += 1
-        return [0.1 * self.calls, 0.2]
-
-
-def test_the_trainer_takes_validation_as_a_callable(tmp_path, make_plans):
-    from pfseg_pipeline.networks.step import build_step
-    from pfseg_pipeline.training.schedules import make_scheduler
-
-    plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
-    step = build_step("unet3d", plans, 1)
-    assert isinstance(step.loss, SegmentationLoss)
-
-    class Batches:
-        def set_epoch(self, epoch):
-            pass
-
-        def __next__(self):
-            return step.batch
-
-        def close(self):
-            pass
-
-    validation = _Validation()
-    scheduler = make_scheduler(step.optimizer, "plateau", 2, True)
-    options = TrainOptions(epochs=2, iterations_per_epoch=1, grad_clip=12.0, progress_bar=False, plot=False)
-    trainer = Trainer(step.model, step.loss, Batches(), validation, step.optimizer, scheduler,
-                      torch.device("cpu"), tmp_path, plans, options, {"network": "unet3d"})
-    assert trainer.fit() is None
-    assert validation.calls == 2
-    assert [row["val_dice_WT"] for row in trainer.history] == [0.1, 0.2]
-    assert trainer.history[-1]["val_dice_mean"] == pytest.approx(0.2)
-    assert trainer.best == {"dice": pytest.approx(0.2), "epoch": 1}
-    assert read_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 2

@@ -148,3 +148,36 @@ def test_training_starts_the_seg_head_at_the_planned_region_prior(tmp_path, make
     prior = torch.tensor([0.3, 0.02, 0.005])
     torch.testing.assert_close(net.output_head().bias.detach(), torch.log(prior / (1 - prior)),
                                rtol=0, atol=1e-5)
+
+
+class _Validation:
+    """A validation callable as the trainer takes it: Dice rising epoch by epoch."""
+
+    regions = ["WT", "TC"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, network, device, amp):
+        self.calls += 1
+        return [0.1 * self.calls, 0.2]
+
+
+def test_the_trainer_takes_validation_as_a_callable(tmp_path, make_plans):
+    from pfseg_pipeline.networks.step import build_step
+
+    plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
+    step = build_step("unet3d", plans, 1)
+    assert isinstance(step.loss, SegmentationLoss)
+
+    validation = _Validation()
+    scheduler = make_scheduler(step.optimizer, "plateau", 2, True)
+    options = TrainOptions(epochs=2, iterations_per_epoch=1, grad_clip=12.0, progress_bar=False, plot=False)
+    trainer = Trainer(step.model, step.loss, FixedBatches(step.batch), validation, step.optimizer, scheduler,
+                      torch.device("cpu"), tmp_path, plans, options, {"network": "unet3d"})
+    assert trainer.fit() is None
+    assert validation.calls == 2
+    assert [row["val_dice_WT"] for row in trainer.history] == [0.1, 0.2]
+    assert trainer.history[-1]["val_dice_mean"] == pytest.approx(0.2)
+    assert trainer.best == {"dice": pytest.approx(0.2), "epoch": 1}
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 2
