@@ -3,7 +3,7 @@
     python -m bench.ablation [--quick] [--epochs E] [--iterations N] [--cases N]
 
 One synthetic dataset (BraTS-like, `--preset demo` plan) and one split (fold 0 of the 5 seeded
-folds); each row of `training.losses.ABLATIONS` is trained by the real command
+folds); each row of `networks.losses.ABLATIONS` is trained by the real command
 (`pfseg_train NAME 0 --ablation ROW --device cpu`) with the same seed, data, split and number
 of iterations, once per seed (default three seeds: at this budget the seed moves a row's score
 by about as much as the row itself, so the rows are compared by their means over the seeds):
@@ -60,7 +60,7 @@ def run(quick: bool = False, epochs: int | None = None, iterations: int | None =
         fold: str = "0") -> dict:
     from bench.demo_data import console, demo_workspace
     from pfseg_pipeline.fileio import read_json
-    from pfseg_pipeline.training.losses import ABLATIONS
+    from pfseg_pipeline.networks.losses import ABLATIONS
 
     epochs = epochs or (1 if quick else 15)
     iterations = iterations or (2 if quick else 10)

@@ -22,8 +22,8 @@ def demo_workspace(root: Path, n_cases: int = DEMO_CASES, shape_xyz=DEMO_SHAPE_X
     """
     from pfseg_pipeline.data.synthetic import write_dataset
     from pfseg_pipeline.paths import Workspace
-    from pfseg_pipeline.planners.pipeline import plan_and_preprocess
     from pfseg_pipeline.plans import load_plans
+    from pfseg_pipeline.preprocessing.pipeline import plan_and_preprocess
 
     root = Path(root)
     raw = root / "raw"

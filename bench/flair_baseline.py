@@ -52,7 +52,7 @@ def run_baseline(workspace: Workspace, name: str, fold: str = "0") -> dict:
     """Fit on the fold's training cases, score its validation cases; returns the summary."""
     from pfseg_pipeline.evaluation.evaluate import evaluate_folder, write_per_case_csv
     from pfseg_pipeline.inference.export import export_prediction
-    from pfseg_pipeline.training.splits import select_split
+    from pfseg_pipeline.splits import select_split
 
     plans = load_plans(workspace.plans_file(name))
     if "flair" not in plans.modalities:

@@ -24,8 +24,8 @@ then, here, turn the JSON into the `gpu_check` section of docs/BENCHMARKS.md:
     python -m bench.gpu_report gpu_check_out/gpu_check.json
 
 Only torch and numpy are needed: this module imports nothing else at module level, and the
-project modules it uses (plans, planners.planner/memory, networks, training.losses,
-inference.predictor/sliding_window/whole_volume) import only torch and numpy
+project modules it uses (plans, planners.planner/memory, networks with their losses and the
+one training step, inference.predictor/sliding_window/whole_volume) import only torch and numpy
 (tests/bench/test_gpu_check.py runs the dry run with nibabel, SimpleITK, batchgenerators and MedPy,
 absent there, blocked from import). Each measurement is independent: one
 that fails (an out-of-memory, say) is recorded under `errors` and the rest go on; the JSON is
@@ -49,13 +49,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfseg_pipeline import presets
+
 GiB = 2**30
 MiB = 2**20
 BASELINES = ("resunet3d", "hdc")
 NETWORKS = ("pfseg", *BASELINES)
 BRATS_SHAPE_ZYX = (155, 240, 240)        # a BraTS volume as (z, y, x); the NIfTI stores 240 240 155
 BRATS_BRAIN_BOX_ZYX = (140, 172, 140)    # typical brain box of BraTS 2020 at 1 mm
-PAPER_GRID_ZYX = (128, 192, 192)
+PAPER_GRID_ZYX = presets.PAPER_GRID_ZYX
 
 # The sizes of a full run (GPU) and of the dry run (CPU, seconds).
 FULL = {
@@ -140,44 +142,15 @@ def plan_summary(plans) -> dict:
 
 
 # ---- one training step, as the trainer runs it on CUDA -------------------------------------------
-class TrainingStep:
-    """Model, Adam, GradScaler, loss and a random batch on `device`; calling it runs one step the
-    way `training.trainer.Trainer._step` does (fp16 autocast when `amp`, outputs to float32,
-    the real loss, zero_grad, scaled backward, unscale + gradient clipping, step, update).
+def training_step(network: str, plans, batch_size: int, device: torch.device, amp: bool, seed: int = 0):
+    """The trainer's own step (`networks.step`: fp16 autocast when `amp`, the network's loss,
+    scaled backward, unscale + gradient clipping, the plans' optimiser, scaler update) with its
+    model, optimiser, GradScaler and a random batch on `device`; call it to run one step.
+    The module it comes from imports only torch, so it runs on the GPU machine as it is."""
+    from pfseg_pipeline.networks.step import build_step
 
-    The trainer itself is not imported: its module pulls in the data loader (batchgenerators),
-    which the GPU machine lacks. tests/bench/test_gpu_check.py pins this copy to the trainer's.
-    """
-
-    def __init__(self, network: str, plans, batch_size: int, device: torch.device, amp: bool,
-                 options: dict | None = None, seed: int = 0):
-        from pfseg_pipeline.networks.registry import build_network, example_batch
-        from pfseg_pipeline.planners.memory import loss_for
-
-        torch.manual_seed(seed)
-        self.options = dict(options or {})
-        self.model = build_network(network, plans, **self.options).to(device).train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=plans.training.lr,
-                                          weight_decay=plans.training.weight_decay)
-        self.loss = loss_for(network, plans, self.options)
-        self.batch = example_batch(network, plans, batch_size, device=device)
-        self.device, self.amp = device, amp
-        self.grad_clip = plans.training.grad_clip
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    def __call__(self) -> float:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            outputs = self.model(self.batch)
-        outputs = {k: v.float() if torch.is_floating_point(v) else v for k, v in outputs.items()}
-        total, _ = self.loss.compute(outputs, self.batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return total.detach()
+    torch.manual_seed(seed)
+    return build_step(network, plans, batch_size, amp=amp, device=device)
 
 
 def _sync(device: torch.device) -> None:
@@ -205,7 +178,7 @@ def measure_memory_row(network: str, plans, shape_zyx, batch: int, device: torch
     at_shape = memory.plans_at_shape(network, plans, shape_zyx)
     if device.type == "cuda":
         _free(device)
-        step = TrainingStep(network, at_shape, batch, device, amp)
+        step = training_step(network, at_shape, batch, device, amp)
         step()                              # first step: cuDNN's algorithm search, Adam's state
         _sync(device)
         row["first_step_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
@@ -222,8 +195,10 @@ def measure_memory_row(network: str, plans, shape_zyx, batch: int, device: torch
         row["measured_by"] = "torch.cuda.max_memory_allocated / max_memory_reserved (steady steps)"
         del step
         _free(device)
-    else:  # the dry run: the CPU allocator's record of a real fp32 step (memory.measured_cpu_step_bytes)
-        measured = memory.measured_cpu_step_bytes(network, at_shape, batch, amp=False)
+    else:  # the dry run: the CPU allocator's record of a real fp32 step (measured_cpu_step_bytes)
+        from pfseg_pipeline.planners.measured_memory import measured_cpu_step_bytes
+
+        measured = measured_cpu_step_bytes(network, at_shape, batch, amp=False)
         row.update(allocated_bytes=measured["tensor_peak"], reserved_bytes=measured["allocator_peak"],
                    device_used_bytes=None, context_bytes=None,
                    measured_by="CPU allocator via torch.profiler (dry run)")
@@ -260,20 +235,21 @@ def calibrate(rows: list[dict]) -> dict:
 # ---- (b) training speed ---------------------------------------------------------------------------
 def measure_speed_row(label: str, network: str, plans, device: torch.device, amp: bool, warmup: int,
                       steps: int) -> dict:
-    from pfseg_pipeline.networks.registry import PATCH_FREE, input_shape
+    from pfseg_pipeline.networks.registry import network_spec
 
-    batch = plans.batch_size if network in PATCH_FREE else plans.patch_based.batch_size
+    spec = network_spec(network)
+    batch = spec.batch_size(plans)
     _free(device)
-    step = TrainingStep(network, plans, batch, device, amp)
+    step = training_step(network, plans, batch, device, amp)
     for _ in range(warmup):
         step()
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = step()
+        loss, _ = step()
     _sync(device)
     seconds = (time.perf_counter() - t0) / steps
-    row = {"plan": label, "network": network, "shape_zyx": input_shape(network, plans), "batch": batch,
+    row = {"plan": label, "network": network, "shape_zyx": spec.input_shape(plans), "batch": batch,
            "amp": amp, "steps": steps, "seconds_per_step": seconds, "steps_per_second": 1 / seconds,
            "samples_per_second": batch / seconds, "final_loss": float(loss)}
     if device.type == "cuda":

@@ -60,16 +60,19 @@ def _trainer(network_name, plans, stream, out_dir: Path, seed: int = 0):
     """The real trainer (fp32 on the CPU) for one-iteration epochs fed by `stream`."""
     import torch
 
-    from pfseg_pipeline.networks.registry import build_network
-    from pfseg_pipeline.planners.memory import loss_for
-    from pfseg_pipeline.training.trainer import Trainer, TrainOptions, make_scheduler
+    from pfseg_pipeline.networks.registry import build_network, network_spec
+    from pfseg_pipeline.networks.step import make_optimizer
+    from pfseg_pipeline.training.schedules import make_scheduler
+    from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 
     torch.manual_seed(seed)
     network = build_network(network_name, plans)
-    optimizer = torch.optim.Adam(network.parameters(), lr=plans.training.lr)
-    return Trainer(network, loss_for(network_name, plans, {}), stream, None, optimizer,
-                   make_scheduler(optimizer, False, 1), torch.device("cpu"), out_dir, plans,
-                   TrainOptions(epochs=1, iterations_per_epoch=1, progress_bar=False, plot=False),
+    optimizer = make_optimizer(network.parameters(), plans.training)
+    loss = network_spec(network_name).make_loss(plans, "full")
+    return Trainer(network, loss, stream, None, optimizer, make_scheduler(optimizer, "poly", 1, False),
+                   torch.device("cpu"), out_dir, plans,
+                   TrainOptions(epochs=1, iterations_per_epoch=1, grad_clip=plans.training.grad_clip,
+                                progress_bar=False, plot=False),
                    {"network": network_name})
 
 
@@ -94,7 +97,9 @@ def run(quick: bool = False, workers: tuple[int, ...] = (1, 2), n_cases: int | N
     import torch
 
     from bench.demo_data import demo_workspace
+    from pfseg_pipeline.networks.registry import network_spec
     from pfseg_pipeline.training.data_loader import build_training_batches
+    from pfseg_pipeline.training.transforms import TrainingInputs
 
     n_cases = n_cases or (6 if quick else 12)
     shape_xyz = tuple(shape_xyz or ((48, 48, 32) if quick else (64, 64, 48)))
@@ -106,12 +111,12 @@ def run(quick: bool = False, workers: tuple[int, ...] = (1, 2), n_cases: int | N
         ws, plans, info = demo_workspace(tmp, n_cases, shape_xyz)
         cases_dir = ws.cases_dir(info["name"])
         ids = list(info["case_ids"])
-        kinds = {"pfseg": (True, True, plans.batch_size),
-                 "resunet3d": (False, False, plans.patch_based.batch_size)}
+        kinds = ("pfseg", "resunet3d")
 
         def stream_of(name, w):
-            patch_free, guidance, batch = kinds[name]
-            stream = build_training_batches(plans, cases_dir, ids, patch_free, guidance, batch, w, seed=0)
+            spec = network_spec(name)
+            stream = build_training_batches(plans, cases_dir, ids, TrainingInputs.for_network(name),
+                                            spec.batch_size(plans), w, seed=0)
             stream.set_epoch(0)
             return stream
 
@@ -145,7 +150,7 @@ def run(quick: bool = False, workers: tuple[int, ...] = (1, 2), n_cases: int | N
     figures = {"title": "Data loader: batches/s vs training steps/s",
                "cases": n_cases, "shape_xyz": list(shape_xyz), "hr_shape_zyx": plans.hr_shape_zyx,
                "patch_shape_zyx": plans.patch_based.patch_shape_zyx, "widths": plans.network.widths,
-               "batch_size": {k: v[2] for k, v in kinds.items()}, "workers": list(workers),
+               "batch_size": {k: network_spec(k).batch_size(plans) for k in kinds}, "workers": list(workers),
                "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "loader_batches_per_s": {f"{k[0]}, {k[1]} workers": v for k, v in loader.items()},
                "steps": steps, "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)]}

@@ -4,12 +4,13 @@
 
 For PFSeg and two baselines (ResUNet3D, HDC), at three small shapes/batches each, one run:
 
-- predicted: `planners.memory.tracked_step_bytes` (the planner's method: the step traced by
-  PyTorch's MemTracker under FakeTensorMode, nothing allocated) and the fallback
-  `saved_tensor_step_bytes` (saved-for-backward bytes at two small real shapes, extrapolated),
-  both fp32 here, each with the seconds it took;
-- measured: `planners.memory.measured_cpu_step_bytes`, the same real step (forward_train, the
-  real loss, backward, Adam) run under `torch.profiler` with memory profiling, the peak replayed
+- predicted: `planners.memory.tracked_step_bytes` (the planner's method: the trainer's step,
+  `networks.step.train_step`, traced by PyTorch's MemTracker under FakeTensorMode, nothing
+  allocated) and the fallback `saved_tensor_step_bytes` (saved-for-backward bytes at two small
+  real shapes, extrapolated), both fp32 here, each with the seconds it took;
+- measured: `planners.measured_memory.measured_cpu_step_bytes`, the same real step
+  (forward_train, the real loss, backward, gradient clipping, Adam) run under `torch.profiler`
+  with memory profiling, the peak replayed
   from the CPU allocator's own allocation/free events: `tensor peak` leaves out the scratch
   buffers kernels allocate and free inside one operator (the CPU's vol2col buffers; on a GPU
   their counterpart is the cuDNN workspace, which the allowance covers), `allocator peak`
@@ -50,6 +51,7 @@ def bench_plans(widths, sgm_widths, head_width):
 
 def run(quick: bool = False) -> dict:
     from pfseg_pipeline.planners import memory
+    from pfseg_pipeline.planners.measured_memory import measured_cpu_step_bytes
 
     if quick:  # narrow networks, the smallest valid shapes
         plans = bench_plans([8, 16, 32, 64], [8, 16, 32], 8)
@@ -72,7 +74,7 @@ def run(quick: bool = False) -> dict:
             fallback, _ = memory.saved_tensor_step_bytes(network, at, batch, amp=False)
             t_fallback = time.perf_counter() - t0
             t0 = time.perf_counter()
-            measured = memory.measured_cpu_step_bytes(network, at, batch, amp=False)
+            measured = measured_cpu_step_bytes(network, at, batch, amp=False)
             t_measured = time.perf_counter() - t0
             row = {"network": network, "shape_zyx": list(shape), "batch": batch,
                    "predicted_bytes": traced, "predict_seconds": t_traced,
@@ -97,7 +99,8 @@ def run(quick: bool = False) -> dict:
 
 def _markdown(f: dict) -> str:
     lines = [
-        f"One real fp32 training step (forward_train, the real loss, backward, Adam) per row on the CPU, "
+        f"One real fp32 training step (the trainer's: forward_train, the real loss, backward, gradient "
+        f"clipping, Adam) per row on the CPU, "
         f"4 input channels, widths {'-'.join(map(str, f['widths']))}, random weights; predicted by the "
         "planner's memory model (MemTracker under FakeTensorMode: nothing allocated) and by its fallback "
         "(saved-for-backward bytes at two small real shapes, extrapolated); measured from the CPU "

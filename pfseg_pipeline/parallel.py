@@ -1,11 +1,35 @@
-"""One way to run a function over cases, in this process or in a pool of processes."""
+"""One way to run a function over cases, in this process or in a pool of processes, and how
+many such processes the free memory allows."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
+
+# A worker process itself (interpreter, numpy, scipy, nibabel) before it reads anything.
+WORKER_BASE_BYTES = 250 * 2**20
+# Share of the free memory the workers may fill; the rest stays for the parent and the system.
+MEMORY_FRACTION = 0.8
+# What `available_memory_bytes` says when the system does not tell.
+UNKNOWN_FREE_MEMORY_BYTES = 4 * 2**30
+
+
+def available_memory_bytes() -> int:
+    """Free physical memory (Linux and macOS sysconf)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return UNKNOWN_FREE_MEMORY_BYTES
+
+
+def workers_for_memory(case_bytes: int, cap: int, available_bytes: int | None = None) -> int:
+    """At most `cap` workers (at least 1), each holding `WORKER_BASE_BYTES` plus `case_bytes`,
+    within `MEMORY_FRACTION` of the free memory (read when not given)."""
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    return max(1, min(cap, int(available * MEMORY_FRACTION // (WORKER_BASE_BYTES + case_bytes))))
 
 
 def map_cases(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, desc: str,

@@ -4,6 +4,11 @@
 `reasons`, and loading validates every field, naming the bad one in the error. Networks are
 built from a `Plans` (networks/registry.py) without touching training code.
 
+Every training decision lives here and nowhere else in code: `TrainingPlan`'s defaults are the
+default preset's recipe, presets.py says what the other presets change. A plans.json written
+before a training field existed still loads: the field is filled from its preset (logged), and
+`Plans.hash()` (the cache's key) is unchanged, so no cached case is rebuilt.
+
 Shapes are (z, y, x) on the target grid; keys that hold shapes or spacings end in `_zyx`.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +26,21 @@ from typing import Any
 from pfseg_pipeline.data.labels import TARGETS, LabelScheme, region_names
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json, write_json
+from pfseg_pipeline.presets import (
+    PAPER_GUIDANCE_ZYX,
+    PAPER_PATCH_ZYX,
+    PRESETS,
+    training_overrides,
+    training_reasons,
+)
+from pfseg_pipeline.typed_json import build_dataclass
+
+log = logging.getLogger(__name__)
 
 PLANS_VERSION = 1
-PRESETS = ("default", "paper", "demo")
 NORMALISATIONS = ("zscore", "minmax")
 LR_OPERATORS = ("avgpool", "trilinear")
 GUIDANCE_LOCATIONS = ("center", "textured")
-SCHEDULERS = ("poly", "plateau")
 
 
 @dataclass
@@ -45,7 +59,7 @@ class NetworkPlan:
 
 @dataclass
 class GuidancePlan:
-    patch_shape_zyx: list[int] = field(default_factory=lambda: [32, 48, 48])
+    patch_shape_zyx: list[int] = field(default_factory=lambda: list(PAPER_GUIDANCE_ZYX))
     location: str = "center"       # "center" (paper) | "textured"
 
 
@@ -53,28 +67,69 @@ class GuidancePlan:
 class PatchPlan:
     """Patch-based baselines (unet3d, resunet3d, vnet): training patch and sliding window."""
 
-    patch_shape_zyx: list[int] = field(default_factory=lambda: [64, 96, 96])
-    step: float = 0.5              # window step as a fraction of the patch
+    patch_shape_zyx: list[int] = field(default_factory=lambda: list(PAPER_PATCH_ZYX))
+    step: float = 0.5              # window step, a fraction of the patch (the paper's and nnU-Net's)
     batch_size: int = 1
     foreground_oversampling: float = 0.33
 
 
 @dataclass
+class AugmentationPlan:
+    """What the training loader randomises (the default preset's values); probabilities are per
+    sample. The mirror axes are also the flips of test-time augmentation."""
+
+    rotation_deg_zyx: list[float] = field(default_factory=lambda: [15.0, 15.0, 15.0])  # max angle per axis
+    p_rotation: float = 0.2
+    scale_range: list[float] = field(default_factory=lambda: [0.85, 1.25])
+    p_scale: float = 0.2
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])   # spatial axes (z, y, x) that flip
+    gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    p_gamma: float = 0.3
+    noise_variance: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    p_noise: float = 0.1
+    brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    p_brightness: float = 0.15
+    contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    p_contrast: float = 0.15
+    # whole-volume training: extra random shift (fraction of the HR shape per axis) beyond the
+    # slack between brain box and HR shape; the loader applies it when it places the volume
+    max_shift_zyx: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+@dataclass
 class TrainingPlan:
+    """The training recipe; these defaults are the default preset's (presets.py: the others)."""
+
     epochs: int = 100
     iterations_per_epoch: int = 250
-    optimizer: str = "adam"
+    optimizer: str = "adam"        # networks/step.py OPTIMIZERS
     lr: float = 1e-4
     weight_decay: float = 0.0
-    grad_clip: float = 12.0
-    scheduler: str = "plateau"     # "plateau" on validation Dice; "poly" where no validation
+    grad_clip: float = 12.0        # max global gradient norm; 0: no clipping
+    scheduler: str = "plateau"     # training/schedules.py SCHEDULERS
     ssl_pool: int = 10             # SSL pooling factor k
     # per output region, the fraction of the HR volume it fills in the training data: the seg
     # head's bias starts at logit(prior) (empty: PyTorch's default init, as the paper's code)
     region_prior: list[float] = field(default_factory=list)
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
-    seed: int = 12345
+    seed: int = 12345              # weights, sampling, augmentation
+    split_seed: int = 12345        # the 5 folds of splits.json
+    augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
+
+
+def preset_training(preset: str) -> TrainingPlan:
+    """The training recipe of `preset`: TrainingPlan's defaults changed as presets.py says."""
+    values = _merged(dataclasses.asdict(TrainingPlan()), training_overrides(preset))
+    return build_dataclass(TrainingPlan, values, f"the {preset} preset", "training.")
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
 
 
 @dataclass
@@ -138,7 +193,8 @@ class Plans:
         if version != PLANS_VERSION:
             raise UserError(f"{source}: field 'version' is {version!r}; this pfseg reads version "
                             f"{PLANS_VERSION} (re-run pfseg_plan_and_preprocess)")
-        plans = _build(cls, d, source, "")
+        d = _complete_training(d, source)
+        plans = build_dataclass(cls, d, source, "")
         plans.validate(source)
         return plans
 
@@ -201,8 +257,9 @@ class Plans:
             raise bad("training.epochs", "and training.iterations_per_epoch must be at least 1")
         if not t.lr > 0:
             raise bad("training.lr", "must be positive")
-        if t.scheduler not in SCHEDULERS:
-            raise bad("training.scheduler", f"must be one of {SCHEDULERS}")
+        if t.grad_clip < 0:
+            raise bad("training.grad_clip", "must be 0 (no clipping) or positive")
+        _validate_augmentation(t.augmentation, bad)
         if t.ssl_pool < 1:
             raise bad("training.ssl_pool", "must be at least 1")
         if t.region_prior and (len(t.region_prior) != self.out_channels
@@ -218,6 +275,53 @@ class Plans:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _validate_augmentation(a: AugmentationPlan, bad) -> None:
+    for name in ("p_rotation", "p_scale", "p_gamma", "p_noise", "p_brightness", "p_contrast"):
+        if not 0 <= getattr(a, name) <= 1:
+            raise bad(f"training.augmentation.{name}", "must be a probability in [0, 1]")
+    for name in ("scale_range", "gamma_range", "noise_variance", "brightness_range", "contrast_range"):
+        value = getattr(a, name)
+        if len(value) != 2 or value[0] > value[1] or value[0] < 0:
+            raise bad(f"training.augmentation.{name}", f"must be [low, high], 0 <= low <= high, got {value}")
+    for name in ("rotation_deg_zyx", "max_shift_zyx"):
+        if len(getattr(a, name)) != 3 or any(v < 0 for v in getattr(a, name)):
+            raise bad(f"training.augmentation.{name}", "must be three non-negative numbers (z, y, x)")
+    if len(set(a.mirror_axes)) != len(a.mirror_axes) or any(v not in (0, 1, 2) for v in a.mirror_axes):
+        raise bad("training.augmentation.mirror_axes", f"must be distinct axes of 0-2, got {a.mirror_axes}")
+
+
+def _complete_training(d: dict, source: str) -> dict:
+    """Training fields a plans.json does not record (written before they existed) filled from
+    its preset, with their reasons; each filled field is logged."""
+    preset = d.get("preset", "default")
+    training = d.get("training")
+    if preset not in PRESETS or not isinstance(training, dict):
+        return d  # validation names the problem
+    full = dataclasses.asdict(preset_training(preset))
+    filled: list[str] = []
+
+    def fill(have: dict, want: dict, prefix: str) -> dict:
+        out = dict(have)
+        for key, value in want.items():
+            if key not in out:
+                out[key] = value
+                filled.append(prefix + key)
+            elif isinstance(value, dict) and isinstance(out[key], dict) and key != "loss_weights":
+                out[key] = fill(out[key], value, f"{prefix}{key}.")
+        return out
+
+    completed = fill(training, full, "training.")
+    if not filled:
+        return d
+    reasons = dict(d.get("reasons") or {})
+    for key, why in training_reasons(preset).items():
+        if any(key == f or key.startswith(f + ".") for f in filled):
+            reasons.setdefault(key, f"{why} (not in this file: filled from the {preset} preset on load)")
+    log.info("%s: %s not recorded (an older plans.json); filled from the %s preset", source,
+             ", ".join(filled), preset)
+    return {**d, "training": completed, "reasons": reasons}
+
+
 def load_plans(path: str | os.PathLike) -> Plans:
     path = Path(path)
     return Plans.from_json(read_json(path), str(path))
@@ -226,69 +330,3 @@ def load_plans(path: str | os.PathLike) -> Plans:
 def save_plans(plans: Plans, path: str | os.PathLike) -> None:
     plans.validate(str(path))
     write_json(path, plans.to_json())
-
-
-# ---- typed construction from JSON with clear errors ------------------------------------------
-def _build(cls, d: dict, source: str, prefix: str):
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(hints)
-    if unknown:
-        raise UserError(f"{source}: unknown field '{prefix}{sorted(unknown)[0]}'")
-    kwargs = {}
-    for name, f in hints.items():
-        full = f"{prefix}{name}"
-        if name not in d:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"{source}: missing field '{full}'")
-            continue
-        kwargs[name] = _convert(f.type, d[name], source, full)
-    return cls(**kwargs)
-
-
-_NESTED = {"GuidancePlan": GuidancePlan, "NetworkPlan": NetworkPlan, "PatchPlan": PatchPlan,
-           "TrainingPlan": TrainingPlan}
-
-
-def _convert(type_name: str, value: Any, source: str, name: str) -> Any:
-    def bad(expected: str) -> UserError:
-        return UserError(f"{source}: field '{name}' must be {expected}, got {value!r}")
-
-    if type_name in _NESTED:
-        if not isinstance(value, dict):
-            raise bad("an object")
-        return _build(_NESTED[type_name], value, source, f"{name}.")
-    if type_name == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if type_name == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if type_name == "list[int]":
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise bad("a list of integers")
-        return list(value)
-    if type_name == "list[float]":
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                              for v in value):
-            raise bad("a list of numbers")
-        return [float(v) for v in value]
-    if type_name == "list[str]":
-        if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
-            raise bad("a list of strings")
-        return list(value)
-    if type_name == "dict[str, float]":
-        if not isinstance(value, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                              for v in value.values()):
-            raise bad("an object of numbers")
-        return {str(k): float(v) for k, v in value.items()}
-    if type_name in ("dict[str, Any]", "dict[str, str]"):
-        if not isinstance(value, dict):
-            raise bad("an object")
-        return dict(value)
-    raise TypeError(f"plans field {name}: unsupported type {type_name}")

@@ -25,7 +25,7 @@ ENVIRONMENT_ERRNOS = {
     errno.ENOSPC: "cannot write, the disk is full",
     errno.EDQUOT: "cannot write, the disk quota is exceeded",
 }
-log = logging.getLogger("pfseg")
+log = logging.getLogger(__name__)
 
 
 class ArgumentParser(argparse.ArgumentParser):

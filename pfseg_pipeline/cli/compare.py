@@ -10,7 +10,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.compare import compare
 from pfseg_pipeline.paths import Workspace
 
-log = logging.getLogger("pfseg")
+log = logging.getLogger(__name__)
 
 EXAMPLES = """\
 examples:

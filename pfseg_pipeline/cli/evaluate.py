@@ -13,7 +13,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.evaluate import evaluate_folder
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS
 
-log = logging.getLogger("pfseg")
+log = logging.getLogger(__name__)
 
 EXAMPLES = """\
 examples:

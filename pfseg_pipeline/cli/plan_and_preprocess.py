@@ -12,9 +12,9 @@ from pfseg_pipeline.data.labels import SCHEMES
 from pfseg_pipeline.data.layouts import MODALITIES, check_case_id
 from pfseg_pipeline.data.verify import VerifyReport, verify_dataset
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.plans import PRESETS
+from pfseg_pipeline.presets import PRESETS
 
-log = logging.getLogger("pfseg")
+log = logging.getLogger(__name__)
 
 LOG_FILE = "plan_and_preprocess.log"  # in preprocessed/NAME/ of the workspace
 EXAMPLES = """\
@@ -83,9 +83,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def modalities_of(args: argparse.Namespace) -> tuple[str, ...]:
     """The modalities to verify and use: --modalities, else the preset's."""
-    if args.modalities:
-        return tuple(args.modalities)
-    return ("t2",) if args.preset == "paper" else MODALITIES
+    from pfseg_pipeline.preprocessing.pipeline import default_modalities
+
+    return tuple(args.modalities) if args.modalities else default_modalities(args.preset)
 
 
 def workers_of(args: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = verify_step(args)
         print(f"verified {len(report.cases)} cases: OK")
         return 0
-    from pfseg_pipeline.planners.pipeline import plan_and_preprocess
+    from pfseg_pipeline.preprocessing.pipeline import plan_and_preprocess
 
     summary = plan_and_preprocess(
         args.input, args.dataset, workspace=args.workspace, preset=args.preset, modalities=args.modalities,

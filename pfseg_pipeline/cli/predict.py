@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pfseg_pipeline.checkpoints import CHECKPOINT_KINDS
 from pfseg_pipeline.cli.common import (
     EXIT_INTERNAL,
     ArgumentParser,
@@ -16,10 +17,11 @@ from pfseg_pipeline.cli.common import (
 from pfseg_pipeline.data.labels import get_scheme
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.inference.pipeline import check_folders, predict_folder
-from pfseg_pipeline.inference.predictor import CHECKPOINTS, Predictor, load_models, resolve_device
+from pfseg_pipeline.inference.predictor import Predictor, load_models, resolve_device
+from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, network_spec
 from pfseg_pipeline.paths import Workspace
 
-log = logging.getLogger("pfseg")
+log = logging.getLogger(__name__)
 
 LOG_FILE = "pfseg_predict.log"
 EXAMPLES = """\
@@ -50,19 +52,20 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-d", "--dataset", default=None, metavar="NAME",
                         help="dataset name in the workspace (not needed with --model-dir)")
     parser.add_argument("--network", default=None,
-                        help="network to predict with (default: pfseg; with --model-dir, the one "
-                             "its checkpoints hold)")
+                        help=f"network to predict with (default: {DEFAULT_NETWORK}; with --model-dir, the "
+                             "one its checkpoints hold)")
     parser.add_argument("--variant", default=None, metavar="V",
                         help="variant folder NETWORK__V (e.g. an ablation row)")
     parser.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
                         help="folds to ensemble (0-4, all, paper...; default: every trained fold)")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_KINDS, default=CHECKPOINT_KINDS[0],
                         help="checkpoint_<kind>.pt to load (default: %(default)s)")
     parser.add_argument("--model-dir", default=None, metavar="DIR",
                         help="a results network folder (plans.json + dataset.json + fold_*), anywhere")
     parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu")
     parser.add_argument("--tta", action="store_true",
-                        help="mirror test-time augmentation (8 flips; 8x slower)")
+                        help="mirror test-time augmentation over the axes training flipped (plans.json "
+                             "training.augmentation.mirror_axes; 8 flips, 8x slower, for all three)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <case>.npz with the region probabilities (float16) on the "
                              "source grid")
@@ -88,7 +91,7 @@ def model_dir_from_args(args) -> Path:
     if not args.dataset:
         raise UserError("pfseg_predict: give -d NAME (a dataset of the workspace) or --model-dir DIR")
     workspace = Workspace.resolve(args.workspace)
-    return workspace.network_dir(args.dataset, args.network or "pfseg", args.variant)
+    return workspace.network_dir(args.dataset, args.network or DEFAULT_NETWORK, args.variant)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,10 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
     if args.network is not None:
-        from pfseg_pipeline.networks.registry import NETWORKS
-
-        if args.network not in NETWORKS:
-            raise UserError(f"--network {args.network}: unknown network (choose from {', '.join(NETWORKS)})")
+        network_spec(args.network)  # an unknown name: one line listing the networks
     setup_logging(None, args.verbose)
     input_dir, output_dir = Path(args.input), Path(args.output)
     if not input_dir.is_dir():

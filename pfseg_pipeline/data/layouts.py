@@ -7,6 +7,10 @@
 
 Files are paired by case id, never by sorted position. Discovery never raises on a bad case:
 it returns every problem as one line naming the file, so verification can report all at once.
+
+`discover` finds cases (images, and labels when there are); `find_label_maps` finds label maps
+alone (evaluation's references and predictions): `labelsTr/<case>`, BraTS `<case>_seg` at any
+depth, or a flat folder of `<case>.nii[.gz]`.
 """
 
 from __future__ import annotations
@@ -129,9 +133,11 @@ def _problem_case_ids(found: Discovery) -> set[str]:
     return ids
 
 
-def _walk_nifti(root: Path):
+def _walk_nifti(root: Path, recursive: bool = True):
+    """(path, stem) of every visible NIfTI file under `root` (in sorted order), at any depth or
+    (not `recursive`) in `root` itself."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -279,3 +285,64 @@ def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: boo
         if len(by_mod) == len(modalities):
             found.cases.append(Case(case_id, by_mod, label))
     return found
+
+
+# ---- label maps alone (evaluation) -----------------------------------------------------------------
+@dataclass
+class LabelMaps:
+    """Label maps found under a folder, by case id, and the problems (one line per case)."""
+
+    layout: str
+    labels: dict[str, Path] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # case id -> one line
+    label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
+
+
+def find_label_maps(root: str | os.PathLike, flat: bool = False) -> LabelMaps:
+    """Label maps under `root`: nnU-Net `labelsTr/<case>` (its dataset.json giving the scheme),
+    BraTS `<case>_seg` / `<case>-seg` at any depth, else (or with `flat`) every `<case>.nii[.gz]`
+    in the folder that is not named like an image (`<case>_0000`, `<case>_t1`)."""
+    root = Path(root)
+    if flat:
+        found = LabelMaps(layout="flat")
+        _collect(found, ((p, stem) for p, stem in _walk_nifti(root, recursive=False)))
+        return found
+    if (root / "labelsTr").is_dir():
+        found = LabelMaps(layout="nnunet")
+        dataset_path = root / "dataset.json"
+        if dataset_path.is_file():
+            dataset = read_json(dataset_path)
+            if isinstance(dataset, dict) and "labels" in dataset:
+                found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
+        _collect(found, _walk_nifti(root / "labelsTr", recursive=False))
+        return found
+    seg_files = [(path, case_id) for path, stem in _walk_nifti(root)
+                 for case_id, kind in [_parse_stem(stem)] if kind == "seg"]
+    if seg_files:
+        found = LabelMaps(layout="brats")
+        _collect(found, seg_files)
+        return found
+    found = LabelMaps(layout="flat")
+    _collect(found, ((p, stem) for p, stem in _walk_nifti(root, recursive=False) if not _image_name(stem)))
+    return found
+
+
+def _image_name(stem: str) -> bool:
+    """`<case>_0000`-style (any channel number) or `<case>_t1`-style names: images, not label maps."""
+    if _CHANNEL_RE.match(stem):
+        return True
+    match = _NAMED_RE.match(stem)
+    return bool(match and normalise_modality(match.group("kind")))
+
+
+def _collect(found: LabelMaps, files) -> None:
+    for path, case_id in files:
+        problem = check_case_id(case_id)
+        if problem:
+            found.problems[case_id] = f"{path}: {problem}"
+        elif case_id in found.labels:
+            found.problems[case_id] = f"duplicate case id: {found.labels.pop(case_id)} and {path}"
+        elif case_id in found.problems:
+            found.problems[case_id] += f" and {path}"
+        else:
+            found.labels[case_id] = path

@@ -34,12 +34,12 @@ from pfseg_pipeline.data.nifti import (
     load_header,
 )
 from pfseg_pipeline.errors import UserError, VerificationError
+from pfseg_pipeline.parallel import workers_for_memory
 
 log = logging.getLogger(__name__)
 
-# Memory of a verify worker: the interpreter with numpy and nibabel, then per voxel of the
-# largest case one float32 image (4), one file's raw data (up to 4) and boolean temporaries.
-WORKER_BASE_BYTES = 200 * 2**20
+# Memory of a verify worker beyond the process itself (parallel.WORKER_BASE_BYTES): per voxel of
+# the largest case one float32 image (4), one file's raw data (up to 4) and boolean temporaries.
 VERIFY_BYTES_PER_VOXEL = 12
 
 
@@ -115,11 +115,11 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
 
 
 def memory_bounded_workers(cases: list[Case], workers: int, available_bytes: int | None = None) -> int:
-    """`workers`, lowered so that every worker fits in 80 % of the free memory.
+    """`workers`, lowered so that every worker fits in the free memory (`parallel.workers_for_memory`).
 
     A worker holds one image of its case as float32 plus one file's raw data and the check's
     temporaries (`VERIFY_BYTES_PER_VOXEL` per voxel of the largest case, read from the headers
-    of each case's first image, which costs no voxel reading) on top of `WORKER_BASE_BYTES`.
+    of each case's first image, which costs no voxel reading) on top of the process itself.
     """
     if workers <= 1 or len(cases) <= 1:
         return max(1, workers)
@@ -130,21 +130,10 @@ def memory_bounded_workers(cases: list[Case], workers: int, available_bytes: int
         except UserError:
             continue  # verify_case reports it
         voxels = max(voxels, int(np.prod(shape[:3])))
-    available = available_memory_bytes() if available_bytes is None else available_bytes
-    per_worker = WORKER_BASE_BYTES + voxels * VERIFY_BYTES_PER_VOXEL
-    bounded = max(1, min(workers, int(available * 0.8 // per_worker)))
+    bounded = workers_for_memory(voxels * VERIFY_BYTES_PER_VOXEL, workers, available_bytes)
     if bounded < workers:
-        log.info("verify: %d worker(s) instead of %d, to fit %.1f GiB of free memory", bounded, workers,
-                 available / 2**30)
+        log.info("verify: %d worker(s) instead of %d, to fit the free memory", bounded, workers)
     return bounded
-
-
-def available_memory_bytes() -> int:
-    """Free physical memory (Linux and macOS sysconf); 4 GiB when the system does not say."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
 
 
 def _map_cases(cases: list[Case], scheme: LabelScheme, workers: int, progress: bool):

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +41,13 @@ from pfseg_pipeline.data.labels import (
     get_scheme,
     labels_to_regions,
     region_names,
-    scheme_from_nnunet_dataset_json,
 )
-from pfseg_pipeline.data.layouts import check_case_id, normalise_modality
-from pfseg_pipeline.data.nifti import Geometry, read_label, strip_nifti_suffix
+from pfseg_pipeline.data.layouts import LabelMaps, find_label_maps
+from pfseg_pipeline.data.nifti import Geometry, read_label
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS, METRIC_NAMES, region_metrics
 from pfseg_pipeline.evaluation.paper_grid import PAPER_GRID_ZYX, to_paper_grid_labels
-from pfseg_pipeline.fileio import atomic_path, read_json, write_json
+from pfseg_pipeline.fileio import atomic_path, write_json
 from pfseg_pipeline.parallel import map_cases
 
 log = logging.getLogger(__name__)
@@ -60,53 +57,19 @@ HD95_TEXT = {
     "pooled": "MedPy hd95: 95th percentile of the pooled surface distances of both directions",
     "directed-max": "BraTS tool: the larger of the two directed 95th percentiles of surface distances",
 }
-_SEG_RE = re.compile(r"^(?P<case>.+)[_-]seg$", re.IGNORECASE)
-_CHANNEL_RE = re.compile(r"^.+_\d{4}$")
-_MODALITY_RE = re.compile(r"^.+?[_-](?P<kind>[A-Za-z0-9]+)$")
 
 
-@dataclass
-class References:
-    """Reference label maps found under a folder, by case id."""
-
-    layout: str
-    labels: dict[str, Path] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)  # case id -> one line
-    label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
+References = LabelMaps  # what `find_references` returns
 
 
-def find_references(ref_dir: str | os.PathLike) -> References:
-    """Find reference label maps in a BraTS, nnU-Net (labelsTr) or flat layout."""
-    ref_dir = _existing_dir(ref_dir, "reference")
-    if (ref_dir / "labelsTr").is_dir():
-        found = References(layout="nnunet")
-        dataset_path = ref_dir / "dataset.json"
-        if dataset_path.is_file():
-            dataset = read_json(dataset_path)
-            if isinstance(dataset, dict) and "labels" in dataset:
-                found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
-        _collect(found, ((p, strip_nifti_suffix(p.name)) for p in _nifti_files(ref_dir / "labelsTr")))
-        return found
-    found = References(layout="brats")
-    seg_files = []
-    for path in _nifti_files(ref_dir, recursive=True):
-        match = _SEG_RE.match(strip_nifti_suffix(path.name))
-        if match:
-            seg_files.append((path, match.group("case")))
-    if seg_files:
-        _collect(found, seg_files)
-        return found
-    found.layout = "flat"
-    _collect(found, ((p, strip_nifti_suffix(p.name)) for p in _nifti_files(ref_dir)
-                     if not _looks_like_image(strip_nifti_suffix(p.name))))
-    return found
+def find_references(ref_dir: str | os.PathLike) -> LabelMaps:
+    """Reference label maps in a BraTS, nnU-Net (labelsTr) or flat layout (`layouts.find_label_maps`)."""
+    return find_label_maps(_existing_dir(ref_dir, "reference"))
 
 
 def find_predictions(pred_dir: str | os.PathLike) -> tuple[dict[str, Path], dict[str, str]]:
     """Predicted label maps `<case>.nii[.gz]` in one folder: (by case id, problems by case id)."""
-    found = References(layout="flat")
-    files = _nifti_files(_existing_dir(pred_dir, "prediction"))
-    _collect(found, ((p, strip_nifti_suffix(p.name)) for p in files))
+    found = find_label_maps(_existing_dir(pred_dir, "prediction"), flat=True)
     return found.labels, found.problems
 
 
@@ -165,7 +128,7 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
     regions = region_names(target)
     pred_dir = Path(pred_dir)
     if references is not None:
-        references = References(layout="given", labels={c: Path(p) for c, p in references.items()})
+        references = LabelMaps(layout="given", labels={c: Path(p) for c, p in references.items()})
         ref_dir = ref_dir or "the given reference files"
     else:
         references = find_references(ref_dir)
@@ -309,36 +272,3 @@ def _existing_dir(path: str | os.PathLike, what: str) -> Path:
     if not path.is_dir():
         raise UserError(f"{path}: {what} path is not a folder")
     return path
-
-
-def _nifti_files(folder: Path, recursive: bool = False) -> list[Path]:
-    if not recursive:
-        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and strip_nifti_suffix(p.name) is not None)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / n for n in sorted(filenames)
-                     if not n.startswith(".") and strip_nifti_suffix(n) is not None)
-    return found
-
-
-def _looks_like_image(stem: str) -> bool:
-    """`<case>_0000` or `<case>_t1` style names: images, not label maps."""
-    if _CHANNEL_RE.match(stem):
-        return True
-    match = _MODALITY_RE.match(stem)
-    return bool(match and normalise_modality(match.group("kind")))
-
-
-def _collect(found: References, files: Iterable[tuple[Path, str]]) -> None:
-    for path, case_id in files:
-        problem = check_case_id(case_id)
-        if problem:
-            found.problems[case_id] = f"{path}: {problem}"
-        elif case_id in found.labels:
-            found.problems[case_id] = f"duplicate case id: {found.labels.pop(case_id)} and {path}"
-        elif case_id in found.problems:
-            found.problems[case_id] += f" and {path}"
-        else:
-            found.labels[case_id] = path

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pfseg_pipeline.errors import UserError
-
-PAPER_GRID_ZYX = (128, 192, 192)
+from pfseg_pipeline.presets import PAPER_GRID_ZYX
 
 
 def paper_crop(size: int, target: int) -> slice:

@@ -1,21 +1,22 @@
 """A network-agnostic predictor: fold ensemble, mirror TTA, whole volume or sliding window.
 
 `Predictor` turns a preprocessed image (C, Z, Y, X) into region probabilities (K, Z, Y, X) on
-the same grid. Patch-free networks (`networks.registry.PATCH_FREE`) see the whole volume in one
-forward pass; patch-based ones go through the Gaussian sliding window with the planned patch
-and step. Probabilities (sigmoid) are averaged over folds and, with `tta`, over the 8 mirror
-combinations of the three spatial axes.
+the same grid. Patch-free networks (their spec in `networks.registry` says so) see the whole
+volume in one forward pass; patch-based ones go through the Gaussian sliding window with the
+planned patch and step. Probabilities (sigmoid) are averaged over folds and, with `tta`, over
+the mirror combinations of the axes training flipped (`plans.training.augmentation.mirror_axes`:
+8 combinations for three axes).
 
-`load_models` reads a results network folder (plans.json + dataset.json + fold_*/checkpoint_*.pt)
-and builds each fold's network from the plans with `networks.registry.build_network`. It never
-imports training code: a copied results folder predicts on its own.
+`load_models` reads a results network folder (plans.json + dataset.json + fold_*/checkpoint_*.pt,
+through the shared `checkpoints` module) and builds each fold's network from the plans with
+`networks.registry.build_network`. It never imports training code: a copied results folder
+predicts on its own.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from pfseg_pipeline.checkpoints import fold_checkpoints, load_weights, read_checkpoint
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
 from pfseg_pipeline.inference.sliding_window import sliding_window_inference
 from pfseg_pipeline.inference.whole_volume import whole_volume_inference
+from pfseg_pipeline.networks.registry import NETWORKS, build_network, network_spec
 from pfseg_pipeline.plans import Plans, load_plans
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = ("final", "best", "latest")
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU; asking for CUDA without one is a UserError."""
@@ -53,7 +53,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise UserError(f"--device {device!r}: choose auto, cuda, cuda:N or cpu")
 
 
-def mirror_combinations(axes: Sequence[int] = (0, 1, 2)) -> list[tuple[int, ...]]:
+def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of the spatial `axes` (z=0, y=1, x=2) to flip: 8 for three axes, () first."""
     axes = tuple(sorted(set(int(a) for a in axes)))
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
@@ -66,20 +66,17 @@ class Predictor:
     ----------
     models : one network per fold, each with `forward_infer(hr_image) -> HR logits`.
     plans : the plans the networks were built from (shapes, divisor, patch, step).
-    network_name : registry name; decides whole-volume vs sliding-window inference.
+    network_name : registry name; its spec decides whole-volume vs sliding-window inference.
     device : where the networks run ("auto", "cpu", "cuda", or a torch.device).
-    tta : average over the mirror combinations of `mirror_axes` as well.
-    patch_free : override the registry's classification (None: ask `networks.registry`).
+    tta : average over the mirror combinations of the axes training flipped as well.
     tile_batch : windows per forward pass in the sliding window.
     amp : autocast (float16) on CUDA; None = on for CUDA, off on the CPU.
     folds, checkpoint : where the models came from (recorded in timings.json).
     """
 
     def __init__(self, models: Sequence[nn.Module], plans: Plans, network_name: str,
-                 device: str | torch.device = "cpu", tta: bool = False,
-                 mirror_axes: Sequence[int] = (0, 1, 2), patch_free: bool | None = None,
-                 tile_batch: int = 2, amp: bool | None = None, folds: Sequence[str | int] = (),
-                 checkpoint: str | None = None):
+                 device: str | torch.device = "cpu", tta: bool = False, tile_batch: int = 2,
+                 amp: bool | None = None, folds: Sequence[str | int] = (), checkpoint: str | None = None):
         if not models:
             raise ValueError("Predictor needs at least one model")
         self.device = resolve_device(device)
@@ -87,13 +84,9 @@ class Predictor:
         self.plans = plans
         self.network_name = network_name
         self.tta = bool(tta)
-        self.mirrors = mirror_combinations(mirror_axes) if self.tta else [()]
-        if patch_free is None:
-            patch_free = getattr(self.models[0], "patch_free", None)
-        if patch_free is None:
-            from pfseg_pipeline.networks.registry import PATCH_FREE
-            patch_free = network_name in PATCH_FREE
-        self.patch_free = bool(patch_free)
+        self.mirrors = (mirror_combinations(plans.training.augmentation.mirror_axes) if self.tta
+                        else [()])
+        self.patch_free = network_spec(network_name).patch_free
         self.folds = [str(f) for f in folds]
         self.checkpoint = checkpoint
         self.tile_batch = max(1, int(tile_batch))
@@ -167,19 +160,6 @@ class LoadedModels:
     dataset: dict[str, Any] = field(default_factory=dict)
 
 
-def _fold_sort_key(name: str) -> tuple[int, int | str]:
-    suffix = name[len("fold_"):]
-    return (0, int(suffix)) if suffix.isdigit() else (1, suffix)
-
-
-def find_folds(model_dir: str | Path, checkpoint: str = "final") -> list[str]:
-    """Every fold (the part after 'fold_') under `model_dir` that holds checkpoint_<kind>.pt."""
-    model_dir = Path(model_dir)
-    names = sorted((p.name for p in model_dir.glob("fold_*")
-                    if p.is_dir() and (p / f"checkpoint_{checkpoint}.pt").is_file()), key=_fold_sort_key)
-    return [n[len("fold_"):] for n in names]
-
-
 def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
                 checkpoint: str = "final", device: str | torch.device = "cpu",
                 network: str | None = None) -> LoadedModels:
@@ -196,11 +176,7 @@ def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
     Every problem a user can fix is a UserError naming the file: a missing folder, plans or
     checkpoint; a corrupt checkpoint; weights that do not fit the network the plans describe.
     """
-    from pfseg_pipeline.networks.registry import NETWORKS, build_network
-
     model_dir = Path(model_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise UserError(f"--checkpoint {checkpoint!r}: choose one of {', '.join(CHECKPOINTS)}")
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: model folder not found (train first, or pass --model-dir "
                         "a results network folder)")
@@ -212,27 +188,11 @@ def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
     dataset_path = model_dir / "dataset.json"
     dataset = read_json(dataset_path) if dataset_path.is_file() else {}
 
-    if folds is None or len(folds) == 0:
-        fold_names = find_folds(model_dir, checkpoint)
-        if not fold_names:
-            others = sorted(str(p.relative_to(model_dir)) for p in model_dir.glob("fold_*/checkpoint_*.pt"))
-            hint = f"; found {', '.join(others)} (try --checkpoint)" if others else ""
-            raise UserError(f"{model_dir}: no fold_* folder holds checkpoint_{checkpoint}.pt{hint}")
-    else:
-        fold_names = [str(f) for f in folds]
-    paths = []
-    for fold in fold_names:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", fold):
-            raise UserError(f"fold {fold!r} is not a valid fold name")
-        path = model_dir / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
-        if not path.is_file():
-            raise UserError(f"{path}: checkpoint not found"
-                            + ("" if path.parent.is_dir() else f" (no fold_{fold} in {model_dir})"))
-        paths.append(path)
+    fold_names, paths = fold_checkpoints(model_dir, folds, checkpoint)
 
     models, name, options = [], network, None
     for path in paths:
-        ckpt = _read_checkpoint(path)
+        ckpt = read_checkpoint(path)
         ckpt_name = ckpt.get("network")
         if not isinstance(ckpt_name, str) or ckpt_name not in NETWORKS:
             raise UserError(f"{path}: checkpoint names network {ckpt_name!r}, not one of "
@@ -251,51 +211,9 @@ def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
             model = build_network(name, plans, **options)
         except (TypeError, UserError) as exc:
             raise UserError(f"{path}: network options {options} do not fit {name!r} ({exc})") from exc
-        _load_weights(model, ckpt.get("model"), path, plans_path)
+        load_weights(model, ckpt["model"], path, plans_path)
         models.append(model.to(resolve_device(device)).eval())
     return LoadedModels(models, plans, name, dict(options or {}), fold_names, paths, dataset)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, random bytes, pickled objects refused ...
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise UserError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}"
-                        f"{': ' + text if text else ''})") from exc
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise UserError(f"{path}: not a pfseg checkpoint (expected a dict with 'network' and 'model')")
-    return ckpt
-
-
-def _load_weights(model: nn.Module, state: dict, path: Path, plans_path: Path) -> None:
-    """Load a state_dict strictly; any mismatch is a UserError naming the checkpoint."""
-    expected = model.state_dict()
-    for prefix in ("module.", "_orig_mod."):  # saved from a DDP or torch.compile wrapper
-        wrapped = state and all(k.startswith(prefix) for k in state)
-        if wrapped and not any(k.startswith(prefix) for k in expected):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
-             if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    if wrong:
-        k, got, want = wrong[0]
-        problems.append(f"{len(wrong)} shape mismatch(es), e.g. {k}: checkpoint {list(got)} vs "
-                        f"network {list(want)}")
-    if missing:
-        problems.append(f"{len(missing)} missing weight(s), e.g. {missing[0]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weight(s), e.g. {unexpected[0]}")
-    if problems:
-        raise UserError(f"{path}: weights do not fit the network built from {plans_path} "
-                        f"({'; '.join(problems)}); was it trained with another plan?")
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()[0][:200]
-        raise UserError(f"{path}: weights do not fit the network built from {plans_path} ({text})") from exc
 
 
 _NETWORK_FIELDS = ("modalities", "target", "hr_shape_zyx", "lr_scale_zyx", "lr_operator", "network",

@@ -7,7 +7,8 @@
 - `forward(x)` dispatches on the argument (dict -> forward_train, tensor -> forward_infer), so
   a DistributedDataParallel wrapper, which only hooks `forward`, works for both.
 - Attributes: `options` (the builder options, stored in checkpoints), `divisor_zyx` (inputs
-  must be a multiple of it per axis), `patch_free` (whole volume in one pass, or sliding window).
+  must be a multiple of it per axis). What a network is (patch-free or not, its loss, the
+  inputs it derives, its training-only modules) is its spec's to say (networks/registry.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from torch import Tensor, nn
 
 
 class SegmentationNetwork(nn.Module):
-    patch_free: bool = False
-
     def __init__(self, divisor_zyx: Sequence[int], options: dict[str, Any] | None = None):
         super().__init__()
         self.divisor_zyx = tuple(int(d) for d in divisor_zyx)
@@ -37,10 +36,6 @@ class SegmentationNetwork(nn.Module):
 
     def forward_infer(self, image: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def training_only_modules(self) -> list[nn.Module]:
-        """Modules that `forward_infer` never runs (left out of the inference parameter count)."""
-        return []
 
     def output_head(self) -> nn.Conv3d:
         """The last convolution, whose output channels are the region logits (HDC: the logits

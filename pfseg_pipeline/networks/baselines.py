@@ -128,8 +128,6 @@ def probabilities_to_logits(probabilities: Tensor) -> Tensor:
 class ResUNet3DUp(SegmentationNetwork):
     """ResUNet3D on the LR input; its LR probabilities are interpolated to HR at inference."""
 
-    patch_free = True
-
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int],
                  lr_scale_zyx: Sequence[int], lr_operator: str, norm: str = "instance"):
         super().__init__([s * 2 ** (len(widths) - 1) for s in lr_scale_zyx])
@@ -184,8 +182,6 @@ def depth_to_space(x: Tensor, scale_zyx: Sequence[int]) -> Tensor:
 
 class HDC(SegmentationNetwork):
     """Holistic decomposition: ResUNet3D at LR on the space-to-depth of the HR input."""
-
-    patch_free = True
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int],
                  lr_scale_zyx: Sequence[int], norm: str = "instance"):

@@ -63,8 +63,6 @@ def resize_to(features: Tensor, spatial: Sequence[int]) -> Tensor:
 
 
 class PFSeg(SegmentationNetwork):
-    patch_free = True
-
     def __init__(self, in_channels: int, out_channels: int, *, widths: Sequence[int],
                  sgm_widths: Sequence[int], head_width: int, lr_scale_zyx: Sequence[int], lr_operator: str,
                  guidance_patch_zyx: Sequence[int], guidance_location: str, norm: str = "instance",
@@ -90,9 +88,6 @@ class PFSeg(SegmentationNetwork):
         if self.use_sr:
             self.sr_decoder = PFSegDecoder(widths, bottleneck, head_width, in_channels, self.lr_scale_zyx,
                                            norm, activation=sr_activation)
-
-    def training_only_modules(self) -> list[nn.Module]:
-        return [self.sr_decoder] if self.sr_decoder is not None else []
 
     def output_head(self) -> nn.Conv3d:
         return self.seg_decoder.head

@@ -1,4 +1,11 @@
-"""Network registry: a plain dict of builders, `plans -> nn.Module`.
+"""The network registry: one `NetworkSpec` per network, the one place that knows each network.
+
+A spec answers everything the rest of the pipeline asks about a network: how to build it from
+the plans, whether it sees the whole volume in one pass (patch-free) or patches through a
+sliding window, which inputs the data loader derives for it (LR image, guidance patch), which
+loss it trains with (honouring the ablation row), which builder options each ablation row
+sets, and which modules only training runs. Every other module asks the spec; adding a
+network is one entry in `NETWORKS` plus its module.
 
 `build_network("pfseg", plans, use_sr=True, use_sgm=False)` builds a network from the plans
 alone (no training code), which is how inference rebuilds a checkpoint's network from its
@@ -8,7 +15,8 @@ stored name and `network_options`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,21 +31,89 @@ from pfseg_pipeline.networks.baselines import (
     build_vnet,
 )
 from pfseg_pipeline.networks.inputs import cut_guidance, guidance_origin, lr_from_hr
+from pfseg_pipeline.networks.losses import ABLATIONS, FULL, Ablation, PFSegLoss, SegmentationLoss
 from pfseg_pipeline.networks.pfseg import build_pfseg
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "pfseg": build_pfseg,
-    "resunet3d": build_resunet3d,
-    "unet3d": build_unet3d,
-    "vnet": build_vnet,
-    "hdc": build_hdc,
-    "resunet3d_up": build_resunet3d_up,
-}
-# Whole volume in one forward pass; the others are trained on patches and slide a window.
-PATCH_FREE = frozenset({"pfseg", "resunet3d_up", "hdc"})
+
+def _pfseg_loss(plans, ablation: str) -> PFSegLoss:
+    t = plans.training
+    return PFSegLoss(t.loss_weights, ablation, t.ssl_pool)
 
 
-def _builder(name: str) -> Callable[..., nn.Module]:
+def _segmentation_loss(plans, ablation: str) -> SegmentationLoss:
+    return SegmentationLoss()
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What the pipeline needs to know about one network.
+
+    builder : `plans, **options -> SegmentationNetwork`.
+    patch_free : whole volume in one forward pass (trained on the HR volume, predicted whole);
+        False: trained on `plans.patch_based` patches, predicted by a Gaussian sliding window.
+    derives_lr_image : the loader derives the LR input from the augmented HR volume.
+    guidance_option : the builder option that switches the SGM guidance patch on (the loader
+        then cuts it), or None when the network never takes one.
+    make_loss : `(plans, ablation) -> loss` with `compute(outputs, batch) -> (total, terms)`.
+    ablations : the ablation rows (name -> loss terms and builder options) the network accepts;
+        empty: only `full`, the network as specified.
+    training_only : attributes of the built network that `forward_infer` never runs (left out
+        of the inference parameter count); None-valued ones are skipped.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    patch_free: bool
+    make_loss: Callable[[Any, str], nn.Module]
+    derives_lr_image: bool = False
+    guidance_option: str | None = None
+    ablations: Mapping[str, Ablation] = field(default_factory=dict)
+    training_only: tuple[str, ...] = ()
+
+    def options(self, ablation: str = FULL) -> dict[str, Any]:
+        """The builder options of an ablation row (`full`: the network as specified)."""
+        if ablation in self.ablations:
+            return self.ablations[ablation].network_options()
+        if ablation == FULL:
+            return {}
+        with_rows = [n for n, s in NETWORKS.items() if s.ablations]
+        raise UserError(f"--ablation {ablation} applies to --network {' or '.join(with_rows)} only")
+
+    def takes_guidance(self, options: Mapping[str, Any]) -> bool:
+        """Whether the network built with `options` takes an SGM guidance patch."""
+        if self.guidance_option is None:
+            return False
+        default = inspect.signature(self.builder).parameters[self.guidance_option].default
+        return bool(options.get(self.guidance_option, default))
+
+    def input_shape(self, plans) -> list[int]:
+        """The training input (z, y, x): the HR shape if patch-free, else the baseline patch."""
+        return list(plans.hr_shape_zyx if self.patch_free else plans.patch_based.patch_shape_zyx)
+
+    def batch_size(self, plans) -> int:
+        """The planned training batch: PFSeg's for patch-free networks, the baselines' otherwise."""
+        return plans.batch_size if self.patch_free else plans.patch_based.batch_size
+
+    def training_only_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [m for m in (getattr(model, a, None) for a in self.training_only) if m is not None]
+
+
+NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
+    NetworkSpec("pfseg", build_pfseg, patch_free=True, make_loss=_pfseg_loss, derives_lr_image=True,
+                guidance_option="use_sgm", ablations=ABLATIONS, training_only=("sr_decoder",)),
+    NetworkSpec("unet3d", build_unet3d, patch_free=False, make_loss=_segmentation_loss),
+    NetworkSpec("resunet3d", build_resunet3d, patch_free=False, make_loss=_segmentation_loss),
+    NetworkSpec("vnet", build_vnet, patch_free=False, make_loss=_segmentation_loss),
+    NetworkSpec("resunet3d_up", build_resunet3d_up, patch_free=True, make_loss=_segmentation_loss,
+                derives_lr_image=True),
+    NetworkSpec("hdc", build_hdc, patch_free=True, make_loss=_segmentation_loss),
+)}
+# what `pfseg_train` and `pfseg_predict` use when no --network is given: the method itself
+DEFAULT_NETWORK = "pfseg"
+
+
+def network_spec(name: str) -> NetworkSpec:
+    """The spec of network `name`; an unknown name is a UserError listing the choices."""
     try:
         return NETWORKS[name]
     except KeyError:
@@ -48,9 +124,9 @@ def build_network(name: str, plans, **options: Any) -> nn.Module:
     """The network `name` built from `plans`; `options` are builder options (pfseg: use_sr, use_sgm).
 
     The module has `forward_train`, `forward_infer`, `options` (dict, for the checkpoint),
-    `divisor_zyx` and `patch_free`.
+    `divisor_zyx` and `network_name` (its registry name, the key to its spec).
     """
-    builder = _builder(name)
+    builder = network_spec(name).builder
     try:
         inspect.signature(builder).bind(plans, **options)
     except TypeError:
@@ -62,28 +138,29 @@ def build_network(name: str, plans, **options: Any) -> nn.Module:
     return model
 
 
-def input_shape(name: str, plans) -> list[int]:
-    """The planned training input shape (z, y, x): HR shape if patch-free, else the patch shape."""
-    _builder(name)
-    return list(plans.hr_shape_zyx if name in PATCH_FREE else plans.patch_based.patch_shape_zyx)
+def spec_of(model: nn.Module) -> NetworkSpec:
+    """The spec of a network made by `build_network` (unwrapping DDP)."""
+    return network_spec(getattr(getattr(model, "module", model), "network_name", type(model).__name__))
 
 
 def example_batch(name: str, plans, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                  dtype: torch.dtype | None = None, options: Mapping[str, Any] | None = None
+                  ) -> dict[str, torch.Tensor]:
     """A random training batch at the planned shape (what the data loader yields for `name`).
 
-    `image` (B, C, ...) in [0, 1), `target` (B, K, ...) 0/1; pfseg also gets `lr_image`,
-    `guidance_origin_zyx` and `guidance_patch`, resunet3d_up `lr_image`, as the loader derives
-    them. Tensor operations only, so it also works under FakeTensorMode.
+    `image` (B, C, ...) in [0, 1), `target` (B, K, ...) 0/1, and the inputs the spec derives:
+    `lr_image`, and `guidance_origin_zyx` + `guidance_patch` when the network built with
+    `options` takes guidance. Tensor operations only, so it also works under FakeTensorMode.
     """
+    spec = network_spec(name)
     dtype = dtype or torch.float32
-    shape = input_shape(name, plans)
+    shape = spec.input_shape(plans)
     image = torch.rand(batch_size, plans.in_channels, *shape, device=device, dtype=dtype)
     target = (torch.rand(batch_size, plans.out_channels, *shape, device=device) > 0.5).to(dtype)
     batch = {"image": image, "target": target}
-    if name in ("pfseg", "resunet3d_up"):
+    if spec.derives_lr_image:
         batch["lr_image"] = lr_from_hr(image, plans.lr_scale_zyx, plans.lr_operator)
-    if name == "pfseg":
+    if spec.takes_guidance(options or {}):
         patch = plans.guidance.patch_shape_zyx
         origin = guidance_origin(image, patch, plans.guidance.location)
         batch["guidance_origin_zyx"] = origin
@@ -97,7 +174,6 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def inference_parameter_count(model: nn.Module) -> int:
-    """Parameters that `forward_infer` uses: all but the training-only modules (PFSeg's SR decoder)."""
-    training_only = getattr(model, "training_only_modules", lambda: [])()
-    skipped = {id(p) for m in training_only for p in m.parameters()}
+    """Parameters that `forward_infer` uses: all but the spec's training-only modules."""
+    skipped = {id(p) for m in spec_of(model).training_only_modules(model) for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in skipped)

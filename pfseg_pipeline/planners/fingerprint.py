@@ -37,8 +37,7 @@ def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme)
     import nibabel as nib
     from scipy import ndimage
 
-    from pfseg_pipeline.preprocessing.case import read_case
-    from pfseg_pipeline.preprocessing.crop import box_of_mask
+    from pfseg_pipeline.data.case_reader import box_of_mask, read_case
 
     images, seg, geometry = read_case(case, list(modalities))
     brain = np.any(images != 0, axis=0)

@@ -1,17 +1,30 @@
 """The memory model: the peak GPU memory of one training step, predicted without a GPU.
 
-Preferred method (`mem_tracker`): build the network, a training batch and Adam inside
+Preferred method (`mem_tracker`): build the trainer's step (`networks.step.build_step`: the
+network, its loss, the plans' optimiser, a GradScaler and a training batch) inside
 `torch._subclasses.fake_tensor.FakeTensorMode` (tensors carry shapes and dtypes but no storage),
-run one warm-up step (it creates Adam's state), then one step under PyTorch's own
-`torch.distributed._tools.mem_tracker.MemTracker`: forward (`model.forward_train`), the real
-loss, backward, `optimizer.step()`, `zero_grad()`. The tracker follows every tensor storage
+create the optimiser's state (what a first step leaves behind), then run the one training step
+(`networks.step.train_step`: forward_train under autocast, the loss, scaled backward, gradient
+clipping, optimiser step, scaler update) under PyTorch's own
+`torch.distributed._tools.mem_tracker.MemTracker`. The tracker follows every tensor storage
 created and freed, so its peak is the step's peak of parameters, gradients, optimiser state,
 activations and temporaries, at the planned shape and batch, in a fraction of a second, with
 nothing allocated. `MemTracker` is a private API: tests/planners/test_memory.py pins it.
 
+Mixed precision is traced as CUDA runs it, with CPU autocast's float16 policy and an enabled
+GradScaler. The scaler runs under FakeTensorMode only beside a fused optimiser, which is why the
+trace builds one: with torch's default implementation `scaler.step` reads the overflow flag
+with `.item()`, which a fake tensor cannot answer (DataDependentOutputException); a fused
+optimiser takes the flag as a tensor. The peak is the same (the default's per-tensor
+temporaries come after backward has freed the activations), and the update differs from the
+default's only in the last bits.
+
 Fallback (`saved_tensors`, when the private API fails): run the forward pass for real at two
 small shapes, count the bytes autograd saves for backward (`saved_tensors_hooks`), extrapolate
 linearly in voxels (slope + constant), and add parameters, gradients and Adam's two moments.
+
+An independent check of both, a real CPU step measured from the allocator's own events, is
+planners/measured_memory.py (tests and benchmarks).
 
 Neither sees what a GPU adds beyond the tensors; `ALLOWANCE_*` below states that part.
 """
@@ -28,6 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from pfseg_pipeline.networks.losses import FULL
+from pfseg_pipeline.networks.step import TrainingStep, build_step
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +97,11 @@ def plans_at_shape(network: str, plans, shape_zyx: Sequence[int] | None):
     """
     if shape_zyx is None:
         return plans
-    from pfseg_pipeline.networks.registry import PATCH_FREE
+    from pfseg_pipeline.networks.registry import network_spec
 
     shape = [int(s) for s in shape_zyx]
     out = copy.deepcopy(plans)
-    if network in PATCH_FREE:
+    if network_spec(network).patch_free:
         out.hr_shape_zyx = shape
         out.guidance = dataclasses.replace(
             out.guidance, patch_shape_zyx=guidance_patch_for(shape, out.lr_scale_zyx, out.network))
@@ -104,23 +120,23 @@ def guidance_patch_for(hr_shape_zyx: Sequence[int], lr_scale_zyx: Sequence[int],
             for h, s in zip(hr_shape_zyx, lr_scale_zyx)]
 
 
-def _cache_key(network: str, plans, batch_size: int, amp: bool, options: dict, method: str) -> str:
-    """What the traced step depends on: the network's input shape and build, the loss settings."""
-    from pfseg_pipeline.networks.registry import PATCH_FREE
+def _cache_key(network: str, plans, batch_size: int, amp: bool, ablation: str, method: str) -> str:
+    """What the traced step depends on: the network's input shape and build, the loss, the
+    optimiser and the clipping."""
+    from pfseg_pipeline.networks.registry import network_spec
 
     d = plans.to_json()
     relevant = {k: d[k] for k in ("modalities", "target", "normalization", "lr_operator", "network")}
-    relevant["loss"] = {k: d["training"][k] for k in ("loss_weights", "ssl_pool")}
-    if network in PATCH_FREE:
+    relevant["step"] = {k: d["training"][k] for k in ("loss_weights", "ssl_pool", "optimizer", "grad_clip")}
+    if network_spec(network).patch_free:
         relevant.update({k: d[k] for k in ("hr_shape_zyx", "lr_scale_zyx", "guidance")})
     else:
         relevant["patch_shape_zyx"] = d["patch_based"]["patch_shape_zyx"]
-    return json.dumps([network, relevant, batch_size, amp, options, method], sort_keys=True, default=str)
+    return json.dumps([network, relevant, batch_size, amp, ablation, method], sort_keys=True, default=str)
 
 
 def predict_peak_bytes(network: str, plans, batch_size: int, shape_zyx: Sequence[int] | None = None,
-                       amp: bool = True, options: dict[str, Any] | None = None,
-                       method: str = "auto") -> MemoryEstimate:
+                       amp: bool = True, ablation: str = FULL, method: str = "auto") -> MemoryEstimate:
     """Predicted GPU peak of one training step of `network` built from `plans`.
 
     Parameters
@@ -130,22 +146,22 @@ def predict_peak_bytes(network: str, plans, batch_size: int, shape_zyx: Sequence
     batch_size : samples per step.
     shape_zyx : the training input shape; default the planned one (HR shape for patch-free
         networks, `patch_based.patch_shape_zyx` for the others).
-    amp : mixed precision (float16 autocast, traced with CPU autocast's float16 policy).
-    options : builder options (pfseg: use_sr, use_sgm).
+    amp : mixed precision (float16 autocast and the GradScaler, traced with CPU autocast's
+        float16 policy).
+    ablation : the ablation row (its builder options and loss terms; pfseg only).
     method : "auto" (tracker, falling back), "mem_tracker" or "saved_tensors".
 
-    Results are cached per (network, plans, shape, batch, amp, options) within the process.
+    Results are cached per (network, plans, shape, batch, amp, ablation) within the process.
     """
-    options = dict(options or {})
     plans = plans_at_shape(network, plans, shape_zyx)
-    key = _cache_key(network, plans, batch_size, amp, options, method)
+    key = _cache_key(network, plans, batch_size, amp, ablation, method)
     if key in _CACHE:
         return _CACHE[key]
     t0 = time.perf_counter()
     estimate = None
     if method in ("auto", "mem_tracker"):
         try:
-            traced, breakdown = tracked_step_bytes(network, plans, batch_size, amp, options)
+            traced, breakdown = tracked_step_bytes(network, plans, batch_size, amp, ablation)
             estimate = MemoryEstimate(with_allowance(traced), "mem_tracker",
                                       {"tensor_bytes": traced, "breakdown": breakdown})
         except Exception as exc:  # a private API: any change in it must not stop planning
@@ -154,52 +170,20 @@ def predict_peak_bytes(network: str, plans, batch_size: int, shape_zyx: Sequence
             log.warning("memory tracker unavailable (%s: %s); using the saved-tensor estimate",
                         type(exc).__name__, exc)
     if estimate is None:
-        traced, breakdown = saved_tensor_step_bytes(network, plans, batch_size, amp, options)
+        traced, breakdown = saved_tensor_step_bytes(network, plans, batch_size, amp, ablation)
         estimate = MemoryEstimate(with_allowance(traced), "saved_tensors",
                                   {"tensor_bytes": traced, "breakdown": breakdown})
-    from pfseg_pipeline.networks.registry import input_shape
+    from pfseg_pipeline.networks.registry import network_spec
 
     estimate.detail.update({
-        "network": network, "batch_size": batch_size, "shape_zyx": input_shape(network, plans),
+        "network": network, "batch_size": batch_size, "shape_zyx": network_spec(network).input_shape(plans),
         "amp": amp, "allowance": {"factor": ALLOWANCE_FACTOR, "context_bytes": ALLOWANCE_CONTEXT_BYTES},
         "seconds": round(time.perf_counter() - t0, 3)})
     _CACHE[key] = estimate
     return estimate
 
 
-# ---- the training step both methods run ---------------------------------------------------------
-def loss_for(network: str, plans, options: dict[str, Any]):
-    """The training loss of `network` (the real one), with `compute(outputs, batch)`."""
-    from pfseg_pipeline.training.losses import PFSegLoss, SegmentationLoss
-
-    if network == "pfseg":
-        return PFSegLoss(plans.training.loss_weights, ssl_pool=plans.training.ssl_pool)
-    return SegmentationLoss()
-
-
-def training_step(model, optimizer, batch: dict, loss, amp: bool) -> None:
-    """forward_train, loss, backward, Adam step, zero_grad (CPU autocast float16 when `amp`)."""
-    with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
-        outputs = model.forward_train(batch)
-    total, _ = loss.compute(outputs, batch)
-    total.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def _build(network: str, plans, batch_size: int, options: dict[str, Any]):
-    from pfseg_pipeline.networks.registry import build_network, example_batch
-
-    model = build_network(network, plans, **options)
-    model.train()
-    # fused: one operator per step instead of one per tensor (the tracker's cost is per
-    # operator); CUDA's default (foreach) adds temporaries of about the parameters' size at the
-    # optimiser step, after backward has freed the activations, so the peak is the same.
-    optimizer = torch.optim.Adam(model.parameters(), lr=plans.training.lr, fused=True)
-    batch = example_batch(network, plans, batch_size)
-    return model, optimizer, batch
-
-
+# ---- the traced step -------------------------------------------------------------------------
 def init_optimizer_state(model, optimizer) -> None:
     """Create Adam's state (what a first step leaves behind) without running the network."""
     for p in model.parameters():
@@ -208,21 +192,29 @@ def init_optimizer_state(model, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+def traced_step(network: str, plans, batch_size: int, amp: bool = True, ablation: str = FULL,
+                fused: bool = True) -> TrainingStep:
+    """The step the tracker follows: the trainer's (`networks.step.build_step`), with the
+    optimiser's state already created. `fused` (see the module docstring): True for the trace;
+    False gives the trainer's optimiser implementation, bit for bit (tests compare the updates)."""
+    step = build_step(network, plans, batch_size, ablation=ablation, amp=amp, fused=fused)
+    init_optimizer_state(step.model, step.optimizer)  # the warm-up: Adam's state now exists
+    return step
+
+
 def tracked_step_bytes(network: str, plans, batch_size: int, amp: bool = True,
-                       options: dict[str, Any] | None = None) -> tuple[int, dict[str, int]]:
+                       ablation: str = FULL) -> tuple[int, dict[str, int]]:
     """Peak tensor bytes of one training step, traced by MemTracker under FakeTensorMode."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    options = dict(options or {})
     with FakeTensorMode():
-        model, optimizer, batch = _build(network, plans, batch_size, options)
-        loss = loss_for(network, plans, options)
-        init_optimizer_state(model, optimizer)  # the warm-up: Adam's state now exists
+        step = traced_step(network, plans, batch_size, amp, ablation)
         tracker = _tracker_class(MemTracker)()  # one per step: it refuses to track a second one
-        tracker.track_external(model, optimizer, *[t for t in batch.values() if isinstance(t, torch.Tensor)])
+        tracker.track_external(step.model, step.optimizer,
+                               *[t for t in step.batch.values() if isinstance(t, torch.Tensor)])
         with tracker:
-            training_step(model, optimizer, batch, loss, amp)
+            step()
         snapshot = tracker.get_tracker_snapshot("peak")
     total = 0
     breakdown: dict[str, int] = {}
@@ -261,9 +253,9 @@ def _tracker_class(base):
 
 
 def _small_shapes(network: str, plans) -> list[list[int]]:
-    from pfseg_pipeline.networks.registry import PATCH_FREE
+    from pfseg_pipeline.networks.registry import network_spec
 
-    if network in PATCH_FREE:
+    if network_spec(network).patch_free:
         divisor = list(plans.hr_divisor_zyx)
     else:
         divisor = [2 ** plans.network.n_pool] * 3
@@ -272,23 +264,21 @@ def _small_shapes(network: str, plans) -> list[list[int]]:
 
 
 def saved_tensor_step_bytes(network: str, plans, batch_size: int, amp: bool = True,
-                            options: dict[str, Any] | None = None) -> tuple[int, dict[str, int]]:
+                            ablation: str = FULL) -> tuple[int, dict[str, int]]:
     """The fallback: saved-for-backward bytes at two small real shapes, extrapolated linearly."""
-    from pfseg_pipeline.networks.registry import input_shape
+    from pfseg_pipeline.networks.registry import network_spec
 
-    options = dict(options or {})
     target_voxels = 1
-    for n in input_shape(network, plans):
+    for n in network_spec(network).input_shape(plans):
         target_voxels *= int(n)
     points = []
     params = 0
     for shape in _small_shapes(network, plans):
         small = plans_at_shape(network, plans, shape)
         torch.manual_seed(0)
-        model, _, batch = _build(network, small, 1, options)
-        loss = loss_for(network, small, options)
-        params = sum(p.numel() * p.element_size() for p in model.parameters())
-        saved = _saved_bytes(model, batch, loss)
+        step = build_step(network, small, 1, ablation=ablation)
+        params = sum(p.numel() * p.element_size() for p in step.model.parameters())
+        saved = _saved_bytes(step.model, step.batch, step.loss)
         voxels = 1
         for n in shape:
             voxels *= n
@@ -301,7 +291,7 @@ def saved_tensor_step_bytes(network: str, plans, batch_size: int, amp: bool = Tr
         activations *= AMP_ACTIVATION_FACTOR
     batch_bytes = 0
     with torch.device("meta"):
-        batch = _build_batch_meta(network, plans, batch_size)
+        batch = _build_batch_meta(network, plans, batch_size, ablation)
     batch_bytes = sum(t.numel() * t.element_size() for t in batch.values() if isinstance(t, torch.Tensor))
     state = 4 * params  # parameters + gradients + Adam's two moments, float32
     total = int(activations + state + batch_bytes)
@@ -309,15 +299,14 @@ def saved_tensor_step_bytes(network: str, plans, batch_size: int, amp: bool = Tr
                    "saved_bytes_per_voxel": slope}
 
 
-def _build_batch_meta(network: str, plans, batch_size: int) -> dict:
-    from pfseg_pipeline.networks.registry import example_batch
+def _build_batch_meta(network: str, plans, batch_size: int, ablation: str) -> dict:
+    from pfseg_pipeline.networks.registry import example_batch, network_spec
 
+    spec = network_spec(network)
     try:
-        return example_batch(network, plans, batch_size, device="meta")
+        return example_batch(network, plans, batch_size, device="meta", options=spec.options(ablation))
     except Exception:  # a meta tensor cannot run every operation; count image + target only
-        from pfseg_pipeline.networks.registry import input_shape
-
-        shape = input_shape(network, plans)
+        shape = spec.input_shape(plans)
         return {"image": torch.empty(batch_size, plans.in_channels, *shape, device="meta"),
                 "target": torch.empty(batch_size, plans.out_channels, *shape, device="meta")}
 
@@ -341,75 +330,3 @@ def _saved_bytes(model, batch: dict, loss) -> int:
         total, _ = loss.compute(outputs, batch)
     del outputs, total
     return int(sum(storages.values()))
-
-
-# ---- an independent measurement of a real CPU step (for tests and benchmarks) -------------------
-def measured_cpu_step_bytes(network: str, plans, batch_size: int, amp: bool = False,
-                            options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, int]:
-    """Peak bytes of one REAL training step on the CPU, read from the allocator's own events.
-
-    The step runs for real under `torch.profiler` with `profile_memory=True`, which records
-    every allocation and free of the CPU allocator (c10) with its size. The peak is the bytes
-    alive before the step (parameters, Adam's state, the batch: summed from their storages) plus
-    the maximum running sum of the recorded allocations. Returned:
-
-    - `allocator_peak`: everything the allocator handed out, including the scratch buffers that
-      kernels allocate and free inside one operator (the CPU's im2col/vol2col buffers: on a GPU
-      their counterpart is the cuDNN workspace, which `ALLOWANCE_FACTOR` covers);
-    - `tensor_peak`: the same without that scratch (allocations freed inside the top-level ATen
-      operator that made them): the tensor-level peak the memory model predicts.
-    """
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    options = dict(options or {})
-    torch.manual_seed(seed)
-    model, optimizer, batch = _build(network, plans, batch_size, options)
-    loss = loss_for(network, plans, options)
-    training_step(model, optimizer, batch, loss, amp)  # warm-up, as the tracker's
-    tensors = list(model.parameters()) + [t for t in batch.values() if isinstance(t, torch.Tensor)]
-    tensors += [v for state in optimizer.state.values() for v in state.values()
-                if isinstance(v, torch.Tensor)]
-    alive: dict[int, int] = {}
-    for t in tensors:
-        s = t.untyped_storage()
-        if s.nbytes():
-            alive[s.data_ptr()] = s.nbytes()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        training_step(model, optimizer, batch, loss, amp)
-
-    events: list[tuple[int, int, int, Any]] = []  # (time, bytes, ptr, the top-level ATen op node)
-
-    def walk(node, top):
-        if node.typed[0] == _EventType.Allocation:
-            a = node.typed[1]
-            events.append((node.start_time_ns, int(a.alloc_size), int(a.ptr), top))
-            return
-        if top is None and node.name.startswith("aten::"):
-            top = node  # kept alive in `events`, compared by identity
-        for child in node.children:
-            walk(child, top)
-
-    roots = prof.profiler.kineto_results.experimental_event_tree()
-    for root in roots:
-        walk(root, None)
-    events.sort(key=lambda e: e[0])
-    open_at: dict[int, tuple[int, Any]] = {}
-    scratch: set[int] = set()
-    for i, (_, size, ptr, top) in enumerate(events):
-        if size > 0:
-            open_at[ptr] = (i, top)
-        else:
-            j, top_alloc = open_at.pop(ptr, (None, None))
-            if j is not None and top is not None and top_alloc is top:
-                scratch.update((i, j))
-    base = sum(alive.values())
-    running = tensor_running = peak = tensor_peak = 0
-    for i, (_, size, _, _) in enumerate(events):
-        running += size
-        peak = max(peak, running)
-        if i not in scratch:
-            tensor_running += size
-            tensor_peak = max(tensor_peak, tensor_running)
-    return {"allocator_peak": base + peak, "tensor_peak": base + tensor_peak, "alive_before": base,
-            "n_allocations": sum(1 for e in events if e[1] > 0)}

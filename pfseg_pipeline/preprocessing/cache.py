@@ -26,7 +26,7 @@ from pfseg_pipeline.data.labels import LabelScheme
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.errors import UserError, VerificationError
 from pfseg_pipeline.fileio import load_npz, read_json, save_npz, write_json
-from pfseg_pipeline.parallel import map_cases
+from pfseg_pipeline.parallel import map_cases, workers_for_memory
 from pfseg_pipeline.plans import Plans
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ HASH_CHUNK = 1 << 20
 BYTES_PER_VOXEL_PER_CHANNEL = 16
 # ... and for the label: uint8 map, two float32 one-hot scores and the output (with slack).
 BYTES_PER_VOXEL_LABEL = 12
-# A worker process itself (interpreter, numpy, scipy, nibabel) before it reads anything.
-WORKER_BASE_BYTES = 250 * 2**20
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -151,22 +149,12 @@ def default_workers(max_source_voxels: int, n_channels: int, n_cases: int,
                     available_bytes: int | None = None, cpus: int | None = None) -> int:
     """Worker processes that fit both the CPUs and the free memory (at least 1).
 
-    Per worker: `WORKER_BASE_BYTES` plus `BYTES_PER_VOXEL_*` times the largest case's voxels.
+    Per worker: `parallel.WORKER_BASE_BYTES` plus `BYTES_PER_VOXEL_*` times the largest case's
+    voxels (`parallel.workers_for_memory`).
     """
     cpus = cpus if cpus is not None else (os.cpu_count() or 1)
-    if available_bytes is None:
-        available_bytes = available_memory_bytes()
-    per_case = WORKER_BASE_BYTES + max_source_voxels * (
-        BYTES_PER_VOXEL_PER_CHANNEL * n_channels + BYTES_PER_VOXEL_LABEL)
-    by_memory = max(1, int(available_bytes * 0.8 // per_case))
-    return max(1, min(cpus, by_memory, n_cases))
-
-
-def available_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
+    case_bytes = max_source_voxels * (BYTES_PER_VOXEL_PER_CHANNEL * n_channels + BYTES_PER_VOXEL_LABEL)
+    return workers_for_memory(case_bytes, min(cpus, n_cases), available_bytes)
 
 
 def preprocess_dataset(cases: Sequence[Case], plans: Plans, out_dir: str | os.PathLike,
@@ -214,12 +202,3 @@ def write_dataset_json(path: str | os.PathLike, name: str, cases: Sequence[Case]
     }
     write_json(path, dataset)
     return dataset
-
-
-def write_splits_json(path: str | os.PathLike, case_ids: Sequence[str], seed: int) -> dict:
-    """splits.json from `training.splits.make_splits` (5 seeded folds, `paper`, `paper622`)."""
-    from pfseg_pipeline.training.splits import make_splits
-
-    splits = make_splits(case_ids, seed)
-    write_json(path, splits)
-    return splits

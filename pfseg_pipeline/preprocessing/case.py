@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.case_reader import nonzero_box, read_case
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
-from pfseg_pipeline.data.nifti import Geometry, grid_problem, read_label, read_volume
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.plans import Plans
-from pfseg_pipeline.preprocessing.crop import box_shape, centered_box, crop, nonzero_box, uncrop
+from pfseg_pipeline.preprocessing.crop import box_shape, centered_box, crop, uncrop
 from pfseg_pipeline.preprocessing.normalise import normalise_channels
 from pfseg_pipeline.preprocessing.resample import (
     resample_channels,
@@ -64,36 +64,6 @@ def preprocessing_steps(plans: Plans) -> dict[str, Any]:
     if steps["image_order"] not in (0, 1, 2, 3, 4, 5):
         raise bad("image_order", "must be a spline order 0..5")
     return steps
-
-
-def read_case(case: Case, modalities: list[str], with_label: bool = True
-              ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
-    """Read a case's modalities as (C, Z, Y, X) float32 (and its label) on one checked grid."""
-    missing = [m for m in modalities if m not in case.images]
-    if missing:
-        raise UserError(f"case {case.case_id}: no {missing[0]} image (the plans need "
-                        f"{', '.join(modalities)})")
-    first_path = case.images[modalities[0]]
-    first, geometry = read_volume(first_path)
-    images = np.empty((len(modalities), *first.shape), dtype=np.float32)
-    images[0] = first
-    del first
-    for c, modality in enumerate(modalities[1:], start=1):
-        volume, other = read_volume(case.images[modality])
-        problem = grid_problem(case.images[modality], other, first_path, geometry, f"{modality} image")
-        if problem:
-            raise UserError(problem)
-        images[c] = volume
-    for c, modality in enumerate(modalities):
-        if not images[c].any():  # nothing to normalise: a blank or failed export, not a scan
-            raise UserError(f"{case.images[modality]}: image is all zero")
-    seg = None
-    if with_label and case.label is not None:
-        seg, other = read_label(case.label)
-        if other.shape_zyx != geometry.shape_zyx:
-            raise UserError(f"{case.label}: label shape {other.shape_zyx} (z y x) differs from the "
-                            f"images' {geometry.shape_zyx}")
-    return images, seg, geometry
 
 
 def preprocess_case(case: Case, plans: Plans, with_label: bool = True

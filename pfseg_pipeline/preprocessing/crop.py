@@ -1,4 +1,5 @@
-"""Crop boxes: the brain (union non-zero) box, a centred box, and the inverse placement.
+"""Crop boxes: a centred box, cropping to a box and the inverse placement. (The brain box,
+`nonzero_box`, is found where a case is read: data/case_reader.py.)
 
 A box is `[[z0, z1], [y0, y1], [x0, x1]]` on the source grid, half-open (z1 excluded). A box may
 reach outside the volume (a centred crop larger than a small scan): `crop` pads that part with
@@ -12,33 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Box = list[list[int]]
-
-
-def nonzero_box(images: np.ndarray) -> Box:
-    """The bounding box of the voxels that are non-zero in any channel of (C, Z, Y, X).
-
-    An all-zero volume gives the whole grid (nothing to crop away, nothing lost).
-
-    >>> a = np.zeros((1, 4, 5, 6)); a[0, 1:3, 2, 3:5] = 1
-    >>> nonzero_box(a)
-    [[1, 3], [2, 3], [3, 5]]
-    """
-    images = np.asarray(images)
-    mask = np.any(images != 0, axis=0) if images.ndim == 4 else images != 0
-    return box_of_mask(mask)
-
-
-def box_of_mask(mask: np.ndarray) -> Box:
-    """The bounding box of a boolean (Z, Y, X) mask; the whole grid when it is empty."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        if hits.size == 0:
-            return [[0, int(n)] for n in mask.shape]
-        box.append([int(hits[0]), int(hits[-1]) + 1])
-    return box
+from pfseg_pipeline.data.case_reader import Box
 
 
 def centered_box(shape_zyx: Sequence[int], size_zyx: Sequence[int | None]) -> Box:

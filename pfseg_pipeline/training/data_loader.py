@@ -278,15 +278,16 @@ class BackgroundBatches:
             pass
 
 
-def build_training_batches(plans, cases_dir: Path, case_ids: list[str], patch_free: bool,
-                           with_guidance: bool, batch_size: int, num_workers: int, seed: int,
-                           rank: int = 0, augment: bool = True) -> BackgroundBatches:
-    """The training batch stream of a network kind, as the plans say."""
-    from pfseg_pipeline.training.transforms import AugmentationConfig, training_transforms
+def build_training_batches(plans, cases_dir: Path, case_ids: list[str], inputs, batch_size: int,
+                           num_workers: int, seed: int, rank: int = 0,
+                           augment: bool = True) -> BackgroundBatches:
+    """The training batch stream as the plans say, cut and completed as `inputs` (a
+    `transforms.TrainingInputs`, from the network's spec) says."""
+    from pfseg_pipeline.training.transforms import training_transforms
 
-    config = AugmentationConfig.for_plans(plans)
+    config = plans.training.augmentation
     shift = (0, 0, 0)
-    if patch_free:
+    if inputs.whole_volume:
         shape, margin = list(plans.hr_shape_zyx), (0, 0, 0)
         if augment:
             shift = tuple(round(f * s) for f, s in zip(config.max_shift_zyx, shape))
@@ -294,8 +295,8 @@ def build_training_batches(plans, cases_dir: Path, case_ids: list[str], patch_fr
         shape = list(plans.patch_based.patch_shape_zyx)
         # a margin of 1/8 patch per side keeps rotated (15 deg) and zoomed-out corners in the image
         margin = tuple(s // 8 for s in shape) if augment else (0, 0, 0)
-    loader = CachedCaseLoader(cases_dir, case_ids, shape, batch_size, whole_volume=patch_free,
+    loader = CachedCaseLoader(cases_dir, case_ids, shape, batch_size, whole_volume=inputs.whole_volume,
                               foreground_fraction=plans.patch_based.foreground_oversampling,
                               margin_zyx=margin, max_shift_zyx=shift)
-    transform = training_transforms(plans, shape, patch_free, with_guidance, config, augment=augment)
+    transform = training_transforms(plans, shape, inputs, config, augment=augment)
     return BackgroundBatches(loader, transform, num_workers, seed, rank)

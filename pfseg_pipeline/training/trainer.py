@@ -1,11 +1,16 @@
-"""The training loop. It gets its parts passed in (network, loss, batches, validation cases,
-optimiser, scheduler) and only runs them: build them with `cli/train.py` or by hand.
+"""The training loop. It gets its parts passed in (network, loss, batches, validation, optimiser,
+scheduler) and only runs them: `training.recipe.build_training` builds them from the plans.
 
-Per epoch: `iterations_per_epoch` steps (mixed precision on CUDA only, gradient clipping),
-validation Dice on whole volumes when the split has validation cases, a scheduler step
-(ReduceLROnPlateau on the mean validation Dice, or poly decay without validation), a row of
+Per epoch: `iterations_per_epoch` steps (`networks.step.train_step`: mixed precision on CUDA
+only, gradient clipping), the validation Dice per region when there is a validation callable
+(whole volumes of the split's validation cases, `training.validation.Validation`), a scheduler
+step (ReduceLROnPlateau on the mean validation Dice, or an epoch-wise schedule), a row of
 metrics.csv, progress.png, checkpoint_latest.pt, and checkpoint_best.pt on a new best mean Dice.
 At the end: checkpoint_final.pt and train_summary.json.
+
+The validation comes in as a callable so that importing this module pulls in neither the data
+loader (batchgenerators) nor the readers and metrics (nibabel, SimpleITK, MedPy): a machine with
+torch and numpy only can import and run the trainer.
 
 Resuming (`resume`) restores model, optimiser, scheduler, scaler, epoch, history and every
 random generator, and the loader reseeds its workers from (seed, epoch, rank, worker): a run
@@ -24,23 +29,21 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
+from pfseg_pipeline.checkpoints import checkpoint_path, load_weights, read_checkpoint, save_checkpoint
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_json
+from pfseg_pipeline.networks.registry import count_parameters, inference_parameter_count
+from pfseg_pipeline.networks.step import train_step
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training import distributed as ddp
-from pfseg_pipeline.training.checkpoints import (
-    checkpoint_path,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from pfseg_pipeline.training.records import (
     TIMING_SUFFIX,
     headline_memory,
@@ -48,7 +51,7 @@ from pfseg_pipeline.training.records import (
     plot_progress,
     write_metrics_csv,
 )
-from pfseg_pipeline.training.validation import ValidationCases, validation_dice
+from pfseg_pipeline.training.rng import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -57,33 +60,44 @@ log = logging.getLogger(__name__)
 class TrainOptions:
     epochs: int
     iterations_per_epoch: int
+    grad_clip: float | None           # max gradient norm (plans.json training.grad_clip); None: none
     amp: bool = True                  # used on CUDA only
-    grad_clip: float | None = 12.0    # max gradient norm; None: no clipping
     use_best: bool = False            # report the best checkpoint (only where validation chose it)
     progress_bar: bool = True
     plot: bool = True
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, with_validation: bool, epochs: int,
-                   kind: str = "plateau"):
-    """ReduceLROnPlateau on validation Dice where there is validation; poly decay otherwise."""
-    if with_validation and kind == "plateau":
-        # halve the rate after 10 epochs without a better mean Dice (the paper names no values)
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=10)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs) ** 0.9)
+class Validation(Protocol):
+    """What the trainer calls after each epoch: the mean Dice per region of the validation cases."""
+
+    regions: Sequence[str]
+
+    def __call__(self, network: torch.nn.Module, device: torch.device, amp: bool) -> list[float]:
+        ...
 
 
 class Trainer:
-    def __init__(self, network: torch.nn.Module, loss, train_batches, val_cases: ValidationCases | None,
+    """Runs a training of `network` to `options.epochs` (`fit`), writing into `output_dir`.
+
+    Parameters
+    ----------
+    network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
+    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close()`.
+    validation : the per-epoch validation callable, or None (no validation cases).
+    optimizer, scheduler : built from the plans (`training.recipe`).
+    device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
+        options and what train_summary.json records about the run (`network`, its options, ...).
+    dist : the process group under torchrun (default: one process).
+    """
+
+    def __init__(self, network: torch.nn.Module, loss, train_batches, validation: Validation | None,
                  optimizer: torch.optim.Optimizer, scheduler, device: torch.device, output_dir: Path,
                  plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None):
         self.network = network.to(device)
         self.dist = dist or ddp.DistContext()
         self.model = ddp.wrap_model(self.network, self.dist, device)
         self.loss, self.train_batches = loss, train_batches
-        # `compute` (when the loss has it) returns the terms as tensors: no host sync per step
-        self._loss_terms = getattr(loss, "compute", loss)
-        self.val_cases = val_cases if val_cases is not None and len(val_cases) else None
+        self.validation = validation
         self.optimizer, self.scheduler, self.device = optimizer, scheduler, device
         self.output_dir, self.plans, self.options, self.run_info = Path(output_dir), plans, options, run_info
         self.amp = options.amp and device.type == "cuda"
@@ -111,12 +125,12 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimiser, scheduler, scaler, epoch, RNG, history."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = read_checkpoint(path, map_location=self.device)
         if ckpt.get("network") != self.run_info["network"] or \
                 ckpt.get("network_options", {}) != self.run_info.get("network_options", {}):
             raise UserError(f"{path}: was trained as {ckpt.get('network')} {ckpt.get('network_options')}, "
                             f"not {self.run_info['network']} {self.run_info.get('network_options')}")
-        self.network.load_state_dict(ckpt["model"])
+        load_weights(self.network, ckpt["model"], path, "this run's plans")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -198,27 +212,17 @@ class Trainer:
         return out
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            outputs = self.model(batch)  # forward(dict) dispatches to forward_train, through DDP
-        outputs = {k: v.float() if torch.is_floating_point(v) else v for k, v in outputs.items()}
-        total, terms = self._loss_terms(outputs, batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.options.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return total, terms
+        return train_step(self.model, batch, self.loss, self.optimizer, self.scaler, self.options.grad_clip,
+                          self.amp, parameters=self.network.parameters())
 
     def _end_epoch(self, epoch: int, losses: dict, train_seconds: float, start: float) -> None:
         row = {"epoch": epoch, **losses}
         val_start = time.perf_counter()
-        if self.val_cases is not None:
-            regions = self.val_cases.regions
+        if self.validation is not None:
+            regions = self.validation.regions
             dice = None
             if self.dist.is_main:
-                dice = validation_dice(self.network, self.val_cases, self.device, self.amp)
+                dice = self.validation(self.network, self.device, self.amp)
             dice = ddp.broadcast_floats(dice, len(regions), self.dist)
             row.update({f"val_dice_{r}": d for r, d in zip(regions, dice)})
             row["val_dice_mean"] = sum(dice) / len(dice)
@@ -250,15 +254,12 @@ class Trainer:
     def _write_summary(self) -> None:
         iters = [r[f"train{TIMING_SUFFIX}"] / self.options.iterations_per_epoch for r in self.history]
         steady = iters[1:] or iters  # the first epoch includes warm-up (workers, allocator, cuDNN)
-        training_only = {id(p) for m in getattr(self.network, "training_only_modules", list)()
-                         for p in m.parameters()}
-        params = list(self.network.parameters())
         reported = "best" if self.options.use_best and self.best["epoch"] is not None else "final"
         memory = peak_memory(self.device, self.plans.memory)
         write_json(self.output_dir / "train_summary.json", {
             **self.run_info,
-            "parameters": sum(p.numel() for p in params),
-            "parameters_inference": sum(p.numel() for p in params if id(p) not in training_only),
+            "parameters": count_parameters(self.network),
+            "parameters_inference": inference_parameter_count(self.network),
             "seconds_per_iteration": sum(steady) / len(steady) if steady else None,
             "peak_memory": memory, **headline_memory(memory, self.run_info.get("network")),
             "options": dataclasses.asdict(self.options),

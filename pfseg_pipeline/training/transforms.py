@@ -3,7 +3,11 @@
 A batch enters as batchgenerators' dict `{"data": (B, C, Z, Y, X) float32, "seg": (B, 1, Z, Y, X)
 raw label values, "case_ids": [...]}` freshly read from the cache (a copy: the cache is never
 written, defect 3), and leaves as the dict `forward_train` takes: `image`, `target` (B, K, ...)
-0/1 float32, and for patch-free networks `lr_image`, `guidance_patch`, `guidance_origin_zyx`.
+0/1 float32, and the inputs the network's spec derives (`DerivedInputs`): `lr_image`, and
+`guidance_patch` + `guidance_origin_zyx`.
+
+What is randomised, and how strongly, is `plans.training.augmentation` (an `AugmentationPlan`,
+per preset in presets.py): nothing here has a default of its own.
 
 The LR input and the guidance patch are DERIVED from the augmented HR volume with
 `networks.inputs`, the same operator inference uses, so LR input and HR target always agree
@@ -21,37 +25,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from pfseg_pipeline.data.labels import LabelScheme, labels_to_regions
-from pfseg_pipeline.plans import Plans
+from pfseg_pipeline.plans import AugmentationPlan, Plans
 
 
 @dataclass(frozen=True)
-class AugmentationConfig:
-    """What the training loader randomises; probabilities are per sample."""
+class TrainingInputs:
+    """How the loader cuts a training sample, and which inputs it derives for the network
+    (what its spec in `networks.registry` says).
 
-    rotation_deg_zyx: tuple[float, float, float] = (15.0, 15.0, 15.0)  # max angle about each axis
-    p_rotation: float = 0.2
-    scale_range: tuple[float, float] = (0.85, 1.25)
-    p_scale: float = 0.2
-    mirror_axes: tuple[int, ...] = (0, 1, 2)   # spatial axes (z, y, x) that may flip
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    p_gamma: float = 0.3
-    noise_variance: tuple[float, float] = (0.0, 0.1)
-    p_noise: float = 0.1
-    brightness_range: tuple[float, float] = (0.75, 1.25)
-    p_brightness: float = 0.15
-    contrast_range: tuple[float, float] = (0.75, 1.25)
-    p_contrast: float = 0.15
-    # whole-volume training: extra random shift (fraction of the HR shape per axis) beyond the
-    # slack between brain box and HR shape; the loader applies it when it places the volume
-    max_shift_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    whole_volume : the whole HR volume around the brain (patch-free networks), else a patch of
+        `plans.patch_based` with foreground oversampling.
+    lr_image : derive the LR input from the augmented HR volume.
+    guidance : cut the SGM guidance patch (with its origin) from the augmented HR volume.
+    """
+
+    whole_volume: bool
+    lr_image: bool = False
+    guidance: bool = False
 
     @classmethod
-    def for_plans(cls, plans: Plans) -> AugmentationConfig:
-        """The paper preset: in-plane flips, shifts and rotations only, as the paper trained."""
-        if plans.preset == "paper":
-            return cls(rotation_deg_zyx=(15.0, 0.0, 0.0), p_scale=0.0, mirror_axes=(1, 2), p_gamma=0.0,
-                       p_noise=0.0, p_brightness=0.0, p_contrast=0.0, max_shift_zyx=(0.0, 0.1, 0.1))
-        return cls()
+    def for_network(cls, name: str, options: dict | None = None) -> TrainingInputs:
+        from pfseg_pipeline.networks.registry import network_spec
+
+        spec = network_spec(name)
+        return cls(spec.patch_free, spec.derives_lr_image, spec.takes_guidance(options or {}))
 
 
 class RegionTargets:
@@ -68,15 +65,15 @@ class RegionTargets:
         return batch
 
 
-class PatchFreeInputs:
-    """Derive `lr_image` (and the SGM guidance patch) from the augmented HR `data`."""
+class DerivedInputs:
+    """Derive `lr_image` and/or the SGM guidance patch from the augmented HR `data`."""
 
-    def __init__(self, plans: Plans, with_guidance: bool):
+    def __init__(self, plans: Plans, lr_image: bool, guidance: bool):
         self.scale = tuple(plans.lr_scale_zyx)
         self.operator = plans.lr_operator
         self.patch = tuple(plans.guidance.patch_shape_zyx)
         self.location = plans.guidance.location
-        self.with_guidance = with_guidance
+        self.lr_image, self.guidance = lr_image, guidance
 
     def __call__(self, **batch):
         import torch
@@ -85,8 +82,9 @@ class PatchFreeInputs:
 
         with torch.no_grad():
             hr = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
-            batch["lr_image"] = inputs.lr_from_hr(hr, self.scale, self.operator).numpy()
-            if self.with_guidance:
+            if self.lr_image:
+                batch["lr_image"] = inputs.lr_from_hr(hr, self.scale, self.operator).numpy()
+            if self.guidance:
                 origin = inputs.guidance_origin(hr, self.patch, self.location)
                 batch["guidance_origin_zyx"] = origin.numpy().astype(np.int64)
                 batch["guidance_patch"] = inputs.cut_guidance(hr, origin, self.patch).numpy()
@@ -122,7 +120,7 @@ def _radians(max_deg: float) -> tuple[float, float]:
 
 
 def augmentation_transforms(output_shape_zyx: list[int] | tuple[int, ...],
-                            config: AugmentationConfig) -> list:
+                            config: AugmentationPlan) -> list:
     """The random part: spatial (rotation, scaling; no elastic), mirror, intensity transforms.
 
     The spatial transform also centre-crops its input to `output_shape_zyx`, so a loader may
@@ -143,17 +141,17 @@ def augmentation_transforms(output_shape_zyx: list[int] | tuple[int, ...],
             # batchgenerators' angle_x turns about the first spatial axis (z here), in-plane
             do_rotation=any(config.rotation_deg_zyx), angle_x=_radians(rz), angle_y=_radians(ry),
             angle_z=_radians(rx), p_rot_per_sample=config.p_rotation,
-            do_scale=True, scale=config.scale_range, p_scale_per_sample=config.p_scale,
+            do_scale=True, scale=tuple(config.scale_range), p_scale_per_sample=config.p_scale,
             # order 1: cubic costs ~4x the time on whole volumes for no measurable gain here
             border_mode_data="constant", border_cval_data=0, order_data=1,
             border_mode_seg="constant", border_cval_seg=0, order_seg=0,
             random_crop=False),
-        GaussianNoiseTransform(noise_variance=config.noise_variance, p_per_sample=config.p_noise),
-        BrightnessMultiplicativeTransform(multiplier_range=config.brightness_range,
+        GaussianNoiseTransform(noise_variance=tuple(config.noise_variance), p_per_sample=config.p_noise),
+        BrightnessMultiplicativeTransform(multiplier_range=tuple(config.brightness_range),
                                           p_per_sample=config.p_brightness),
-        ContrastAugmentationTransform(contrast_range=config.contrast_range,
+        ContrastAugmentationTransform(contrast_range=tuple(config.contrast_range),
                                       p_per_sample=config.p_contrast),
-        GammaTransform(gamma_range=config.gamma_range, invert_image=False, retain_stats=True,
+        GammaTransform(gamma_range=tuple(config.gamma_range), invert_image=False, retain_stats=True,
                        p_per_sample=config.p_gamma),
     ]
     if config.mirror_axes:
@@ -162,18 +160,19 @@ def augmentation_transforms(output_shape_zyx: list[int] | tuple[int, ...],
 
 
 def training_transforms(plans: Plans, output_shape_zyx: list[int] | tuple[int, ...],
-                        patch_free: bool, with_guidance: bool,
-                        config: AugmentationConfig | None = None, augment: bool = True) -> Compose:
+                        inputs: TrainingInputs, config: AugmentationPlan | None = None,
+                        augment: bool = True) -> Compose:
     """The whole pipeline from a cached crop to a `forward_train` batch.
 
-    `augment=False` gives the deterministic part only (targets, LR input, renaming): the input
-    must then already have `output_shape_zyx`.
+    `config` defaults to `plans.training.augmentation`. `augment=False` gives the deterministic
+    part only (targets, derived inputs, renaming): the input must then already have
+    `output_shape_zyx`.
     """
     steps = []
     if augment:
-        steps += augmentation_transforms(output_shape_zyx, config or AugmentationConfig.for_plans(plans))
+        steps += augmentation_transforms(output_shape_zyx, config or plans.training.augmentation)
     steps.append(RegionTargets(plans.scheme, plans.target))
-    if patch_free:
-        steps.append(PatchFreeInputs(plans, with_guidance))
+    if inputs.lr_image or inputs.guidance:
+        steps.append(DerivedInputs(plans, inputs.lr_image, inputs.guidance))
     steps.append(ToTrainingBatch())
     return Compose(steps)

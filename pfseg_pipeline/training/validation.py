@@ -4,8 +4,9 @@ Both go through inference's `Predictor`, so a patch-based baseline is validated 
 Gaussian sliding window as `pfseg_predict`, and a patch-free network with the same
 whole-volume padding (never a crop).
 
-- Per epoch (`validation_dice`): mean Dice per region on the cached (preprocessed) grid; it
-  only selects `checkpoint_best.pt` and drives the plateau scheduler.
+- Per epoch (`ValidationCases`, the callable the trainer gets, through `validation_dice`): mean
+  Dice per region on the cached (preprocessed) grid; it only selects `checkpoint_best.pt` and
+  drives the plateau scheduler.
 - After the last epoch (`evaluate_cases`): the held-out cases are predicted from their SOURCE
   files, exported to their native grid exactly as `pfseg_predict` does, and scored by
   `evaluation` against their native label files (Dice, HD95 in mm, ...). It writes
@@ -24,6 +25,7 @@ import torch
 
 from pfseg_pipeline.data.labels import labels_to_regions, region_names
 from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import dice
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.inference.predictor import Predictor
@@ -34,7 +36,11 @@ log = logging.getLogger(__name__)
 
 
 class ValidationCases:
-    """Whole cached cases with their region masks, read one at a time."""
+    """Whole cached cases with their region masks, read one at a time.
+
+    Calling it, `(network, device, amp) -> [Dice per region]`, is the trainer's per-epoch
+    validation (`training.trainer.Validation`).
+    """
 
     def __init__(self, cases_dir: Path, case_ids: list[str], plans: Plans):
         self.cases_dir = Path(cases_dir)
@@ -50,6 +56,9 @@ class ValidationCases:
             image, seg = load_case(self.cases_dir, case_id)
             yield case_id, image, labels_to_regions(seg, self.plans.scheme, self.plans.target)
 
+    def __call__(self, network: torch.nn.Module, device: torch.device, amp: bool = False) -> list[float]:
+        return validation_dice(network, self, device, amp)
+
 
 @contextlib.contextmanager
 def predictor_for(network: torch.nn.Module, plans: Plans, device: torch.device,
@@ -57,8 +66,7 @@ def predictor_for(network: torch.nn.Module, plans: Plans, device: torch.device,
     """A one-model `Predictor` around the network being trained; its train/eval mode is restored."""
     was_training = network.training
     try:
-        yield Predictor([network], plans, getattr(network, "network_name", type(network).__name__),
-                        device=device, patch_free=getattr(network, "patch_free", None), amp=amp)
+        yield Predictor([network], plans, network.network_name, device=device, amp=amp)
     finally:
         network.train(was_training)
 
@@ -97,4 +105,38 @@ def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case]
     summary.update(extra or {})
     write_json(out_dir / "summary.json", summary)
     write_per_case_csv(summary, out_dir / "summary.csv")
+    return summary
+
+
+def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: str, dataset_file: Path,
+                      use_best: bool = False) -> dict | None:
+    """After training: score the held-out cases (the fold's validation cases, or the test set of
+    a named split) on their native grid, from the source files dataset.json lists, with the
+    final checkpoint (the best one with `use_best`, where validation chose one). Writes
+    `validation/` beside the checkpoints; returns the summary (None without held-out cases)."""
+    from pfseg_pipeline.checkpoints import checkpoint_path, load_weights, read_checkpoint
+    from pfseg_pipeline.fileio import read_json
+
+    if not case_ids:
+        log.info("no held-out cases in this split: no validation/summary.json")
+        return None
+    which = "final"
+    if use_best:
+        if trainer.best["epoch"] is None:
+            log.warning("--use-best: no validation cases chose a best checkpoint; reporting the final one")
+        else:
+            which = "best"
+    path = checkpoint_path(trainer.output_dir, which)
+    load_weights(trainer.network, read_checkpoint(path, trainer.device)["model"], path, "this run's plans")
+    sources = {c["case"]: Case.from_json(c) for c in read_json(dataset_file).get("cases", [])}
+    unknown = sorted(set(case_ids) - set(sources))
+    if unknown:
+        raise UserError(f"{dataset_file}: held-out case {unknown[0]} is not listed (re-run "
+                        "pfseg_plan_and_preprocess)")
+    summary = evaluate_cases(trainer.network, trainer.plans, [sources[c] for c in case_ids], trainer.device,
+                             trainer.output_dir / "validation", trainer.amp,
+                             extra={"checkpoint": which, "cases_from": cases_from, "split": split})
+    for region, metrics in summary["summary"].items():
+        log.info("%s (%s cases, %s checkpoint): Dice %.4f", region, cases_from, which,
+                 metrics["dice"]["mean"])
     return summary

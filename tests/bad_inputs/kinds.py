@@ -793,7 +793,7 @@ def write_workspace(root: Path) -> Path:
     """preprocessed/Tiny: three cached cases (4 x 16 x 16 x 16), plans, dataset.json, splits.json."""
     from pfseg_pipeline.fileio import save_npz, write_json
     from pfseg_pipeline.plans import save_plans
-    from pfseg_pipeline.training.splits import make_splits
+    from pfseg_pipeline.splits import make_splits
 
     plans = tiny_plans()
     pre = root / "preprocessed" / "Tiny"
@@ -808,7 +808,7 @@ def write_workspace(root: Path) -> Path:
     save_plans(plans, pre / "plans.json")
     write_json(pre / "dataset.json", {"name": "Tiny", "cases": list(b.CASES), "modalities": plans.modalities,
                                       "label_scheme": plans.label_scheme})
-    write_json(pre / "splits.json", make_splits(list(b.CASES)))
+    write_json(pre / "splits.json", make_splits(list(b.CASES), plans.training.split_seed))
     return root
 
 

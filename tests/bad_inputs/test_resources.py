@@ -41,11 +41,12 @@ def many_cases(src: Path, dest: Path, n: int = N_CASES) -> list[str]:
 
 # ---- worker counts from the free memory ---------------------------------------------------------
 def test_preprocessing_workers_follow_free_memory(monkeypatch):
+    from pfseg_pipeline import parallel
     from pfseg_pipeline.preprocessing import cache
 
     brats = 240 * 240 * 155
-    per_worker = cache.WORKER_BASE_BYTES + brats * (4 * cache.BYTES_PER_VOXEL_PER_CHANNEL
-                                                    + cache.BYTES_PER_VOXEL_LABEL)
+    per_worker = parallel.WORKER_BASE_BYTES + brats * (4 * cache.BYTES_PER_VOXEL_PER_CHANNEL
+                                                       + cache.BYTES_PER_VOXEL_LABEL)
     assert 0.5 * GIB < per_worker < 2 * GIB  # a BraTS case with 4 modalities: about a GiB per worker
     # plenty of memory: the CPUs (or the cases) decide
     assert cache.default_workers(brats, 4, 100, available_bytes=256 * GIB, cpus=16) == 16
@@ -55,22 +56,23 @@ def test_preprocessing_workers_follow_free_memory(monkeypatch):
         0.8 * 4 * GIB // per_worker)
     assert cache.default_workers(brats, 4, 100, available_bytes=100 * 2**20, cpus=16) == 1
     # the free-memory figure is read when not given
-    monkeypatch.setattr(cache, "available_memory_bytes", lambda: 2 * per_worker)
+    monkeypatch.setattr(parallel, "available_memory_bytes", lambda: 2 * per_worker)
     assert cache.default_workers(brats, 4, 100, cpus=16) == 1
-    monkeypatch.setattr(cache, "available_memory_bytes", lambda: 10 * per_worker)
+    monkeypatch.setattr(parallel, "available_memory_bytes", lambda: 10 * per_worker)
     assert cache.default_workers(brats, 4, 100, cpus=16) == 8
 
 
 def test_verify_workers_follow_free_memory(nine_cases, monkeypatch):
+    from pfseg_pipeline import parallel
     from pfseg_pipeline.data import verify
 
     cases = discover(nine_cases, require_label=True).cases
     voxels = 24 * 20 * 16
-    per_worker = verify.WORKER_BASE_BYTES + voxels * verify.VERIFY_BYTES_PER_VOXEL
+    per_worker = parallel.WORKER_BASE_BYTES + voxels * verify.VERIFY_BYTES_PER_VOXEL
     assert verify.memory_bounded_workers(cases, 4, available_bytes=100 * per_worker) == 4
     assert verify.memory_bounded_workers(cases, 4, available_bytes=int(2.6 * per_worker)) == 2
     assert verify.memory_bounded_workers(cases, 4, available_bytes=per_worker // 2) == 1
-    monkeypatch.setattr(verify, "available_memory_bytes", lambda: per_worker)
+    monkeypatch.setattr(parallel, "available_memory_bytes", lambda: per_worker)
     assert verify.memory_bounded_workers(cases, 8) == 1
 
 
@@ -93,13 +95,11 @@ def test_plan_and_preprocess_bounds_its_workers_by_free_memory(synthetic_raw, tm
     this one process (no pool of workers is started)."""
     from pfseg_pipeline import parallel  # the pool fingerprint and preprocessing share
     from pfseg_pipeline.data import verify
-    from pfseg_pipeline.preprocessing import cache
 
     _ThreadPool.sizes = []
     for module in (verify, parallel):
         monkeypatch.setattr(module, "ProcessPoolExecutor", _ThreadPool)
-    monkeypatch.setattr(cache, "available_memory_bytes", lambda: cache.WORKER_BASE_BYTES)
-    monkeypatch.setattr(verify, "available_memory_bytes", lambda: verify.WORKER_BASE_BYTES)
+    monkeypatch.setattr(parallel, "available_memory_bytes", lambda: parallel.WORKER_BASE_BYTES)
     ws = tmp_path / "ws"
     assert run(plan_and_preprocess.main, ["-i", str(synthetic_raw), "-d", "Mem", "--preset", "demo",
                                           "--workspace", str(ws), "-np", "3"]) == 0
@@ -198,16 +198,18 @@ def test_verify_fingerprint_and_preprocess_hold_one_case_at_a_time(nine_cases, s
 
 def test_the_memory_check_catches_a_stage_that_keeps_cases(nine_cases, synthetic_raw, tmp_path, monkeypatch):
     """The check above is not vacuous: a reader that keeps a copy of every case it reads fails it."""
+    from pfseg_pipeline.data import case_reader
     from pfseg_pipeline.preprocessing import case
 
-    kept, real_read_case = [], case.read_case
+    kept, real_read_case = [], case_reader.read_case
 
     def keeping(*args, **kwargs):
         result = real_read_case(*args, **kwargs)
         kept.append(result[0].copy())
         return result
 
-    monkeypatch.setattr(case, "read_case", keeping)
+    monkeypatch.setattr(case_reader, "read_case", keeping)  # fingerprinting reads through it
+    monkeypatch.setattr(case, "read_case", keeping)         # preprocessing imported the name
     trackers = run_stages(nine_cases, tmp_path / "pre", monkeypatch)
     one_case = _case_bytes(synthetic_raw)
     assert trackers["fingerprint"].growth() > (N_CASES - 3) * one_case

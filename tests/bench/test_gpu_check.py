@@ -1,39 +1,25 @@
-"""The GPU check runs end to end on the CPU (its dry run) with only torch and numpy importable,
-and its training step is the trainer's. CI has no GPU: this tests everything up to the CUDA calls."""
+"""The GPU check runs end to end on the CPU (its dry run) with only torch and numpy importable.
+CI has no GPU: this tests everything up to the CUDA calls. (Its training step is the trainer's:
+tests/networks/test_step.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
     sys.path.insert(0, str(ROOT))
-# FACTS.md: the lent GPU machine has torch, numpy, scipy, scikit-image, pandas, matplotlib, tqdm
-ABSENT_ON_THE_GPU_MACHINE = ("nibabel", "SimpleITK", "batchgenerators", "medpy")
+from tests.gpu_machine import run_without_gpu_machine_absentees  # noqa: E402
 
 
 def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
     out = tmp_path / "out"
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {set(ABSENT_ON_THE_GPU_MACHINE)!r}
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ImportError("absent on the GPU machine: " + name)
-        sys.meta_path.insert(0, Block())
+    proc = run_without_gpu_machine_absentees(f"""
         from bench.gpu_check import main
         sys.exit(main(["--dry-run", "--out", {str(out)!r}]))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "gpu_check.json").read_text())
     assert results["environment"]["dry_run"] is True
@@ -76,25 +62,3 @@ def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
     assert "speed paper pfseg" in text
     assert "no GPU machine was available on 2026-11-26" in no_gpu_markdown("2026-11-26")
     assert "bash bench/gpu_check.sh" in section(None)
-
-
-def test_training_step_is_the_trainers(tmp_path):
-    """bench.gpu_check.TrainingStep (which cannot import the trainer on the GPU machine) updates
-    the weights exactly as `Trainer._step` does, from the same weights and batch."""
-    from bench.gpu_check import TrainingStep
-    from pfseg_pipeline.training.trainer import Trainer, TrainOptions
-    from tests.planners.conftest import small_plans
-
-    plans = small_plans(hr=(32, 32, 32))
-    cpu = torch.device("cpu")
-    ours = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)
-    theirs = TrainingStep("pfseg", plans, 1, cpu, amp=False, seed=3)  # same weights, batch, optimiser
-    trainer = Trainer(theirs.model, theirs.loss, None, None, theirs.optimizer, None, cpu, tmp_path, plans,
-                      TrainOptions(epochs=1, iterations_per_epoch=1, grad_clip=plans.training.grad_clip),
-                      {"network": "pfseg"})
-    for _ in range(2):
-        ours()
-        trainer._step(theirs.batch)
-    for (name, a), b in zip(ours.model.named_parameters(), theirs.model.parameters()):
-        assert torch.equal(a, b), name
-

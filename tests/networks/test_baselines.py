@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from pfseg_pipeline.networks.baselines import depth_to_space, probabilities_to_logits, space_to_depth
-from pfseg_pipeline.networks.registry import build_network
-from pfseg_pipeline.training.losses import SegmentationLoss
+from pfseg_pipeline.networks.losses import SegmentationLoss
+from pfseg_pipeline.networks.registry import build_network, network_spec
 
 PATCH_BASED = ["unet3d", "resunet3d", "vnet"]
 CONFIGS = [  # (HR shape, LR scale)
@@ -24,7 +24,7 @@ def _batch(shape, channels=2, regions=3, batch_size=2):
 @pytest.mark.parametrize("patch", [(8, 8, 8), (4, 8, 12)])
 def test_patch_based_shapes(make_plans, name, patch):
     model = build_network(name, make_plans(patch=patch))
-    assert not model.patch_free and model.divisor_zyx == (4, 4, 4)
+    assert not network_spec(name).patch_free and model.divisor_zyx == (4, 4, 4)
     batch = _batch(patch)
     with torch.no_grad():
         assert model.forward_train(batch)["seg_logits"].shape == (2, 3, *patch)
@@ -36,7 +36,7 @@ def test_patch_based_shapes(make_plans, name, patch):
 def test_patch_free_baseline_shapes(make_plans, name, hr, scale):
     plans = make_plans(hr=hr, scale=scale, guidance=(2, 2, 2))
     model = build_network(name, plans)
-    assert model.patch_free and list(model.divisor_zyx) == plans.hr_divisor_zyx
+    assert network_spec(name).patch_free and list(model.divisor_zyx) == plans.hr_divisor_zyx
     batch = _batch(hr)
     with torch.no_grad():
         out = model.forward_train(batch)
@@ -77,7 +77,7 @@ def test_space_to_depth_round_trip_and_layout():
 def test_gradients_reach_every_parameter(make_plans, name):
     plans = make_plans()
     model = build_network(name, plans).train()
-    shape = plans.hr_shape_zyx if model.patch_free else plans.patch_based.patch_shape_zyx
+    shape = network_spec(name).input_shape(plans)
     batch = _batch(shape)
     loss, terms = SegmentationLoss()(model.forward_train(batch), batch)
     loss.backward()

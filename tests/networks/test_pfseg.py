@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from pfseg_pipeline.data.labels import BRATS2020
+from pfseg_pipeline.networks.losses import PFSegLoss
 from pfseg_pipeline.networks.pfseg import resize_to
 from pfseg_pipeline.networks.registry import build_network, count_parameters, inference_parameter_count
 from pfseg_pipeline.plans import GuidancePlan, Plans
-from pfseg_pipeline.training.losses import PFSegLoss
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ import torch
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.registry import (
     NETWORKS,
-    PATCH_FREE,
     build_network,
     count_parameters,
     example_batch,
@@ -14,7 +13,7 @@ from pfseg_pipeline.networks.registry import (
 
 def test_registry_names():
     assert set(NETWORKS) == {"pfseg", "resunet3d", "unet3d", "vnet", "hdc", "resunet3d_up"}
-    assert PATCH_FREE == {"pfseg", "resunet3d_up", "hdc"}
+    assert {n for n, spec in NETWORKS.items() if spec.patch_free} == {"pfseg", "resunet3d_up", "hdc"}
 
 
 def test_unknown_network_lists_the_names(make_plans):
@@ -33,7 +32,7 @@ def test_unknown_option_is_a_user_error(make_plans):
 def test_example_batch_feeds_forward_train(make_plans, name):
     plans = make_plans(patch=(8, 12, 4), location="textured")
     batch = example_batch(name, plans, 2, dtype=torch.float32)
-    shape = tuple(plans.hr_shape_zyx if name in PATCH_FREE else plans.patch_based.patch_shape_zyx)
+    shape = tuple(NETWORKS[name].input_shape(plans))
     assert batch["image"].shape == (2, 2, *shape) and batch["target"].shape == (2, 3, *shape)
     assert set(batch["target"].unique().tolist()) <= {0.0, 1.0}
     if name == "pfseg":
@@ -91,3 +90,21 @@ def test_output_prior_rejects_a_wrong_count_or_range(make_plans):
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         model.init_output_prior([0.1, 0.0, 0.1])
     assert torch.equal(model.output_head().bias, before)
+
+
+def test_no_module_but_the_registry_names_a_network():
+    """What a network is (patch-free, its loss, its inputs) is its spec's to say: no other module of
+    the package compares with or lists a network's name (docstrings aside)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "pfseg_pipeline"
+    named = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix() == "networks/registry.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        named += [f"{path.relative_to(package)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and node.value in NETWORKS and id(node) not in docstrings]
+    assert named == []

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pfseg_pipeline.planners import memory
+from pfseg_pipeline.planners.measured_memory import measured_cpu_step_bytes
 from tests.planners.conftest import small_plans
 
 
@@ -70,7 +71,7 @@ def test_prediction_within_5_percent_of_a_measured_real_cpu_step():
     plans = small_plans(hr=(32, 48, 32))
     for network in ("pfseg", "unet3d"):
         predicted, _ = memory.tracked_step_bytes(network, plans, 2, amp=False)
-        measured = memory.measured_cpu_step_bytes(network, plans, 2)
+        measured = measured_cpu_step_bytes(network, plans, 2)
         ratio = predicted / measured["tensor_peak"]
         print(f"{network}: predicted {predicted} B, measured {measured['tensor_peak']} B "
               f"(allocator incl. scratch {measured['allocator_peak']} B), ratio {ratio:.4f}")

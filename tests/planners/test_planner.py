@@ -10,7 +10,8 @@ import pytest
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.planners import memory
-from pfseg_pipeline.planners.planner import DEMO_BATCH_SIZE, GiB, plan
+from pfseg_pipeline.planners.budget import GiB
+from pfseg_pipeline.planners.planner import DEMO_BATCH_SIZE, plan
 from pfseg_pipeline.plans import load_plans, save_plans
 from tests.planners.conftest import fake_fingerprint
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pfseg_pipeline.preprocessing.crop import centered_box, crop, nonzero_box, uncrop
+from pfseg_pipeline.data.case_reader import nonzero_box
+from pfseg_pipeline.preprocessing.crop import centered_box, crop, uncrop
 from pfseg_pipeline.preprocessing.normalise import minmax, zscore_in_brain
 from pfseg_pipeline.preprocessing.resample import resample_labels, resample_volume, shape_for_spacing
 

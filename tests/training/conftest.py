@@ -15,7 +15,7 @@ from pfseg_pipeline.data.nifti import make_reference, write_label_map, write_vol
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans, TrainingPlan, save_plans
-from pfseg_pipeline.training.splits import make_splits
+from pfseg_pipeline.splits import make_splits
 
 NAME = "Tiny"
 # brain boxes smaller than, equal to and larger than the HR shape (16, 32, 32) on some axis
@@ -76,7 +76,7 @@ def write_workspace(root, plans: Plans | None = None, n_cases: int = 6):
     preprocess_dataset(cases, plans, pre, workers=1, progress=False)
     write_dataset_json(ws.dataset_file(NAME), NAME, cases, plans.modalities, BRATS2020, "brats",
                        plans.target, raw)
-    write_json(pre / "splits.json", make_splits([c.case_id for c in cases]))
+    write_json(pre / "splits.json", make_splits([c.case_id for c in cases], plans.training.split_seed))
     return ws
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from pfseg_pipeline.networks.registry import build_network
+from pfseg_pipeline.networks.registry import build_network, network_spec
 from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.training import distributed as ddp
-from pfseg_pipeline.training.checkpoints import seed_everything
 from pfseg_pipeline.training.data_loader import build_training_batches
-from pfseg_pipeline.training.losses import PFSegLoss
-from pfseg_pipeline.training.trainer import Trainer, TrainOptions, make_scheduler
+from pfseg_pipeline.training.rng import seed_everything
+from pfseg_pipeline.training.schedules import make_scheduler
+from pfseg_pipeline.training.trainer import Trainer, TrainOptions
+from pfseg_pipeline.training.transforms import TrainingInputs
 
 
 class Recording:
@@ -50,10 +51,12 @@ def main(workspace: Path, out: Path) -> None:
     network = build_network("pfseg", plans)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
     stream = Recording(build_training_batches(plans, workspace / "preprocessed" / "Tiny" / "cases",
-                                              ["case_00", "case_01", "case_02", "case_03"], True, True,
-                                              1, 0, seed=3, rank=rank))
-    options = TrainOptions(epochs=1, iterations_per_epoch=2, progress_bar=False, plot=False)
-    trainer = Trainer(network, PFSegLoss(), stream, None, optimizer, make_scheduler(optimizer, False, 1),
+                                              ["case_00", "case_01", "case_02", "case_03"],
+                                              TrainingInputs.for_network("pfseg"), 1, 0, seed=3, rank=rank))
+    options = TrainOptions(epochs=1, iterations_per_epoch=2, grad_clip=plans.training.grad_clip,
+                           progress_bar=False, plot=False)
+    loss = network_spec("pfseg").make_loss(plans, "full")
+    trainer = Trainer(network, loss, stream, None, optimizer, make_scheduler(optimizer, "poly", 1, False),
                       torch.device("cpu"), out / "fold", plans, options, {"network": "pfseg"}, ctx)
     trainer.fit()
     torch.save(network.state_dict(), out / f"rank{rank}.pt")

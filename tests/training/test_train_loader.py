@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks import inputs
-from pfseg_pipeline.plans import load_plans
+from pfseg_pipeline.plans import load_plans, preset_training
 from pfseg_pipeline.training.data_loader import (
     BackgroundBatches,
     CachedCaseLoader,
@@ -18,7 +19,7 @@ from pfseg_pipeline.training.data_loader import (
     load_case,
     worker_seed,
 )
-from pfseg_pipeline.training.transforms import AugmentationConfig, training_transforms
+from pfseg_pipeline.training.transforms import TrainingInputs, training_transforms
 
 NAME = "Tiny"
 IDS = ["case_00", "case_01", "case_02"]
@@ -28,9 +29,10 @@ def _plans(ws):
     return load_plans(ws.plans_file(NAME))
 
 
-def _batches(ws, patch_free=True, workers=0, seed=1, rank=0, augment=True, batch_size=2, plans=None):
-    return build_training_batches(plans or _plans(ws), ws.cases_dir(NAME), IDS, patch_free, patch_free,
-                                  batch_size, workers, seed, rank, augment=augment)
+def _batches(ws, network="pfseg", workers=0, seed=1, rank=0, augment=True, batch_size=2, plans=None):
+    return build_training_batches(plans or _plans(ws), ws.cases_dir(NAME), IDS,
+                                  TrainingInputs.for_network(network), batch_size, workers, seed, rank,
+                                  augment=augment)
 
 
 def _take(stream, epoch, n):
@@ -69,7 +71,7 @@ def test_patch_free_batch_has_hr_shape_and_derived_inputs(workspace):
 def test_patch_based_batch_and_foreground_oversampling(workspace):
     plans = _plans(workspace)
     plans.patch_based.foreground_oversampling = 1.0
-    batches = _take(_batches(workspace, patch_free=False, augment=False, plans=plans), 0, 6)
+    batches = _take(_batches(workspace, network="resunet3d", augment=False, plans=plans), 0, 6)
     for batch in batches:
         assert batch["image"].shape == (2, 2, *plans.patch_based.patch_shape_zyx)
         assert "lr_image" not in batch
@@ -91,7 +93,7 @@ def test_augmentation_never_modifies_the_cache(workspace):
     plans = _plans(workspace)
     loader = CachedCaseLoader(cases, IDS, plans.hr_shape_zyx, 1, whole_volume=True, random_placement=False)
     first = loader.sample("case_00")[0].copy()
-    transform = training_transforms(plans, plans.hr_shape_zyx, True, True)
+    transform = training_transforms(plans, plans.hr_shape_zyx, TrainingInputs.for_network("pfseg"))
     np.random.seed(0)
     for _ in range(4):  # in-process, so an in-place write into a shared array would show
         image, seg = loader.sample("case_00")
@@ -119,13 +121,15 @@ def test_every_random_draw_is_seeded(workspace):
     import random
 
     plans = _plans(workspace)
-    config = AugmentationConfig(p_rotation=1, p_scale=1, p_gamma=1, p_noise=1, p_brightness=1, p_contrast=1)
+    config = dataclasses.replace(plans.training.augmentation, p_rotation=1, p_scale=1, p_gamma=1, p_noise=1,
+                                 p_brightness=1, p_contrast=1)
 
     def run(python_seed):
         random.seed(python_seed)
         loader = CachedCaseLoader(workspace.cases_dir(NAME), IDS, plans.hr_shape_zyx, 2, whole_volume=True)
-        stream = BackgroundBatches(loader, training_transforms(plans, plans.hr_shape_zyx, True, True, config),
-                                   0, seed=5)
+        inputs = TrainingInputs.for_network("pfseg")
+        transform = training_transforms(plans, plans.hr_shape_zyx, inputs, config)
+        stream = BackgroundBatches(loader, transform, 0, seed=5)
         return [hashlib.sha256(b["image"].tobytes()).hexdigest() for b in _take(stream, 0, 2)]
 
     assert run(1) == run(2)
@@ -159,9 +163,9 @@ def test_corrupt_cache_file_is_a_user_error_from_the_worker(workspace):
 
 def test_paper_preset_shifts_in_plane_only(workspace):
     plans = _plans(workspace)
-    plans.preset = "paper"
-    config = AugmentationConfig.for_plans(plans)
-    assert config.mirror_axes == (1, 2) and config.rotation_deg_zyx[1:] == (0.0, 0.0)
+    plans.training.augmentation = preset_training("paper").augmentation
+    config = plans.training.augmentation
+    assert config.mirror_axes == [1, 2] and config.rotation_deg_zyx[1:] == [0.0, 0.0]
     assert config.p_gamma == config.p_noise == config.p_scale == 0.0
     stream = _batches(workspace, plans=plans)
     loader = stream.loader

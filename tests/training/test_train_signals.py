@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from pfseg_pipeline.checkpoints import read_checkpoint as load_checkpoint
 from pfseg_pipeline.cli.common import run
 from pfseg_pipeline.cli.train import main
-from pfseg_pipeline.training.checkpoints import load_checkpoint
 
 
 @pytest.mark.parametrize("sig, to_group, code", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)])

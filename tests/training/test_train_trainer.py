@@ -5,14 +5,16 @@ import csv
 import pytest
 import torch
 
+from pfseg_pipeline.checkpoints import read_checkpoint as load_checkpoint
 from pfseg_pipeline.cli.common import run
 from pfseg_pipeline.cli.train import main
-from pfseg_pipeline.networks.registry import NETWORKS, PATCH_FREE, build_network
+from pfseg_pipeline.networks.losses import PFSegLoss, SegmentationLoss
+from pfseg_pipeline.networks.registry import NETWORKS, build_network, network_spec
 from pfseg_pipeline.plans import load_plans
-from pfseg_pipeline.training.checkpoints import load_checkpoint
 from pfseg_pipeline.training.data_loader import build_training_batches
-from pfseg_pipeline.training.losses import PFSegLoss, SegmentationLoss
-from pfseg_pipeline.training.trainer import Trainer, TrainOptions, make_scheduler
+from pfseg_pipeline.training.schedules import make_scheduler
+from pfseg_pipeline.training.trainer import Trainer, TrainOptions
+from pfseg_pipeline.training.transforms import TrainingInputs
 
 NAME = "Tiny"
 
@@ -37,18 +39,22 @@ class FixedBatches:
 def test_a_few_iterations_reduce_the_loss(tmp_path, make_plans, make_workspace, network):
     plans = make_plans(hr=(8, 16, 16), patch=(8, 16, 16))
     ws = make_workspace(tmp_path / "ws", plans, n_cases=2)
-    patch_free = network in PATCH_FREE
-    stream = build_training_batches(plans, ws.cases_dir(NAME), ["case_01"], patch_free, network == "pfseg",
-                                    1, 0, seed=0, augment=False)
+    inputs = TrainingInputs.for_network(network)
+    stream = build_training_batches(plans, ws.cases_dir(NAME), ["case_01"], inputs, 1, 0, seed=0,
+                                    augment=False)
     batch = next(stream)
     stream.close()
     torch.manual_seed(0)
     net = build_network(network, plans)
-    loss = PFSegLoss(plans.training.loss_weights) if network == "pfseg" else SegmentationLoss()
+    t = plans.training
+    loss = network_spec(network).make_loss(plans, "full")
+    assert isinstance(loss, PFSegLoss if network == "pfseg" else SegmentationLoss)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    options = TrainOptions(epochs=2, iterations_per_epoch=4, progress_bar=False, plot=False)
-    trainer = Trainer(net, loss, FixedBatches(batch), None, optimizer, make_scheduler(optimizer, False, 2),
-                      torch.device("cpu"), tmp_path / "out", plans, options, {"network": network})
+    options = TrainOptions(epochs=2, iterations_per_epoch=4, grad_clip=t.grad_clip, progress_bar=False,
+                           plot=False)
+    scheduler = make_scheduler(optimizer, "poly", 2, False)
+    trainer = Trainer(net, loss, FixedBatches(batch), None, optimizer, scheduler, torch.device("cpu"),
+                      tmp_path / "out", plans, options, {"network": network})
     assert trainer.fit() is None
     first, second = (row["loss"] for row in trainer.history)
     assert second < first
@@ -142,3 +148,36 @@ def test_training_starts_the_seg_head_at_the_planned_region_prior(tmp_path, make
     prior = torch.tensor([0.3, 0.02, 0.005])
     torch.testing.assert_close(net.output_head().bias.detach(), torch.log(prior / (1 - prior)),
                                rtol=0, atol=1e-5)
+
+
+class _Validation:
+    """A validation callable as the trainer takes it: Dice rising epoch by epoch."""
+
+    regions = ["WT", "TC"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, network, device, amp):
+        self.calls += 1
+        return [0.1 * self.calls, 0.2]
+
+
+def test_the_trainer_takes_validation_as_a_callable(tmp_path, make_plans):
+    from pfseg_pipeline.networks.step import build_step
+
+    plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
+    step = build_step("unet3d", plans, 1)
+    assert isinstance(step.loss, SegmentationLoss)
+
+    validation = _Validation()
+    scheduler = make_scheduler(step.optimizer, "plateau", 2, True)
+    options = TrainOptions(epochs=2, iterations_per_epoch=1, grad_clip=12.0, progress_bar=False, plot=False)
+    trainer = Trainer(step.model, step.loss, FixedBatches(step.batch), validation, step.optimizer, scheduler,
+                      torch.device("cpu"), tmp_path, plans, options, {"network": "unet3d"})
+    assert trainer.fit() is None
+    assert validation.calls == 2
+    assert [row["val_dice_WT"] for row in trainer.history] == [0.1, 0.2]
+    assert trainer.history[-1]["val_dice_mean"] == pytest.approx(0.2)
+    assert trainer.best == {"dice": pytest.approx(0.2), "epoch": 1}
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 2

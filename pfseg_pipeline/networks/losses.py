@@ -1,4 +1,7 @@
-"""The PFSeg losses, with the original code's defects fixed (PFSEG_METHOD.md, "Losses").
+"""Each network's training objective: the PFSeg losses (with the original code's defects fixed,
+PFSEG_METHOD.md, "Losses"), the baselines' Dice + BCE, and the rows of the paper's ablation.
+They live beside the networks, so the registry, the memory model and training reach them
+without a lower layer importing training/.
 
 Notation: s = segmentation probability (sigmoid of the logits), r = SR image, y = HR target,
 x = HR image, m = guidance-region mask; tensors are (B, C, Z, Y, X).
@@ -16,7 +19,8 @@ x = HR image, m = guidance-region mask; tensors are (B, C, Z, Y, X).
   g = flatten(P(y_WT x_c)), A_f = f f^T, A_g = g g^T, SSL = sum|A_g - A_f| / (H_p W_p)^2 with the
   pooled in-plane sizes; averaged over channels and then MEANED over the batch (the original
   summed over the batch).
-- Total = seg + 0.5 (SR + guidance) + 0.5 (TEL + SSL), weights from `plans.training.loss_weights`.
+- Total = seg + w_sr SR + w_g guidance + w_tel TEL + w_ssl SSL, the weights from
+  `plans.training.loss_weights` (the paper's 1, 0.5, 0.5, 0.5, 0.5).
 
 Losses run in float32 with autocast off, whatever precision the network ran in.
 """
@@ -31,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 TERMS = ("seg", "sr", "guidance", "tel", "ssl")
-DEFAULT_WEIGHTS = {"seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5}
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
@@ -106,12 +109,13 @@ class Ablation:
         return {"use_sr": self.use_sr, "use_sgm": self.use_sgm}
 
 
+FULL = "full"  # the whole method: every term, SR decoder and SGM
 ABLATIONS: dict[str, Ablation] = {
     "us": Ablation(frozenset({"seg"}), use_sr=False, use_sgm=False),
     "sr": Ablation(frozenset({"seg", "sr"}), use_sr=True, use_sgm=False),
     "tel": Ablation(frozenset({"seg", "sr", "tel"}), use_sr=True, use_sgm=False),
     "ssl": Ablation(frozenset({"seg", "sr", "tel", "ssl"}), use_sr=True, use_sgm=False),
-    "full": Ablation(frozenset(TERMS), use_sr=True, use_sgm=True),
+    FULL: Ablation(frozenset(TERMS), use_sr=True, use_sgm=True),
 }
 
 
@@ -141,17 +145,25 @@ class PFSegLoss(_TermsLoss):
     `forward(outputs, batch) -> (total, {term: float})`; the dict holds every computed term
     (seg, dice, bce, sr, guidance, tel, ssl) and `total`, for logging. Terms needing the SR
     output (or the guidance mask) are skipped when the network did not return it.
+
+    Parameters
+    ----------
+    weights : one weight per term of `TERMS` (`plans.training.loss_weights`).
+    ablation : the row of `ABLATIONS` whose terms are on.
+    ssl_pool : the SSL pooling factor k (`plans.training.ssl_pool`).
     """
 
-    def __init__(self, weights: Mapping[str, float] | None = None, ablation: str = "full",
-                 ssl_pool: int = 10):
+    def __init__(self, weights: Mapping[str, float], ablation: str, ssl_pool: int):
         super().__init__()
         self.ablation_name = ablation
         self.ablation = _check_ablation(ablation)
-        self.weights = {**DEFAULT_WEIGHTS, **dict(weights or {})}
+        self.weights = {str(k): float(v) for k, v in weights.items()}
         unknown = set(self.weights) - set(TERMS)
         if unknown:
             raise ValueError(f"unknown loss weight(s) {sorted(unknown)} (terms: {', '.join(TERMS)})")
+        missing = [t for t in TERMS if t not in self.weights]
+        if missing:
+            raise ValueError(f"missing loss weight(s) {missing} (plans.json training.loss_weights)")
         self.ssl_pool = int(ssl_pool)
 
     def compute(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]

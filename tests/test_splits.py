@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.training.splits import fold_label, held_out_cases, make_splits, select_split
+from pfseg_pipeline.splits import fold_label, held_out_cases, make_splits, select_split
 
 IDS = [f"BraTS20_Training_{i:03d}" for i in range(1, 24)]
 
@@ -26,11 +26,11 @@ def test_folds_are_deterministic_disjoint_and_cover_every_case():
 
 def test_named_splits_follow_sorted_order():
     ids = [f"c{i}" for i in (5, 3, 9, 1, 7, 0, 2, 8, 6, 4)]
-    s = make_splits(ids)
+    s = make_splits(ids, seed=12345)
     ordered = sorted(ids)
     assert s["paper"] == {"train": ordered[:8], "val": [], "test": ordered[8:]}
     assert s["paper622"] == {"train": ordered[:6], "val": ordered[6:8], "test": ordered[8:]}
-    big = make_splits([f"x{i:03d}" for i in range(369)])
+    big = make_splits([f"x{i:03d}" for i in range(369)], seed=12345)
     assert [len(big["paper"][k]) for k in ("train", "test")] == [295, 74]
     assert [len(big["paper622"][k]) for k in ("train", "val", "test")] == [221, 74, 74]
 
@@ -38,17 +38,17 @@ def test_named_splits_follow_sorted_order():
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_few_cases_still_give_usable_folds(n):
     ids = [f"c{i}" for i in range(n)]
-    s = make_splits(ids)
+    s = make_splits(ids, seed=12345)
     for fold in s["folds"]:
         assert fold["train"], "every fold trains on something"
         assert len(fold["val"]) == (0 if n == 1 else 1)
     assert s["paper"]["train"]
     with pytest.raises(UserError):
-        make_splits([])
+        make_splits([], seed=12345)
 
 
 def test_select_split():
-    s = make_splits(IDS)
+    s = make_splits(IDS, seed=12345)
     train, val = select_split(s, "folds", 2)
     assert (train, val) == (s["folds"][2]["train"], s["folds"][2]["val"])
     assert select_split(s, "folds", "all") == (sorted(IDS), [])
@@ -65,3 +65,23 @@ def test_select_split():
     with pytest.raises(UserError, match="malformed"):
         select_split({"folds": [{"train": []}]}, "folds", 0)
 
+
+
+def test_read_splits_reads_the_file_or_makes_it_from_the_cache(tmp_path, caplog):
+    import json
+
+    from pfseg_pipeline.splits import read_splits, write_splits
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for case in IDS[:6]:
+        (cases / f"{case}.npz").write_bytes(b"")
+    (cases / ".tmp-half-written.npz").write_bytes(b"")  # an interrupted write is not a case
+    path = tmp_path / "splits.json"
+    made = read_splits(path, cases, seed=7, write=False)
+    assert made == make_splits(IDS[:6], seed=7) and not path.exists()
+    assert "was missing" in caplog.text
+    made = read_splits(path, cases, seed=7)
+    assert json.loads(path.read_text()) == made
+    write_splits(path, IDS, seed=3)  # an existing file is read as it is, whatever the seed asked
+    assert read_splits(path, cases, seed=7) == make_splits(IDS, seed=3)

@@ -1,6 +1,7 @@
-"""Deterministic train/validation/test splits of a dataset's case ids.
+"""Deterministic train/validation/test splits of a dataset's case ids: a shared contract.
 
-Three families live in one `splits.json` (written by the preprocessor with `make_splits`):
+Preprocessing writes `splits.json` (`write_splits`); training reads it (`read_splits`). The
+seed is the plans' `training.split_seed`. Three families live in one `splits.json`:
 
 - `folds`: 5 folds for cross-validation. Cases are ordered by a hash of (seed, case id) and
   dealt round-robin, so a case's fold depends only on its id and the seed, never on which
@@ -16,9 +17,15 @@ Three families live in one `splits.json` (written by the preprocessor with `make
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 N_FOLDS = 5
 SPLIT_NAMES = ("folds", "paper", "paper622")
@@ -49,13 +56,13 @@ def _counts(n: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def make_splits(case_ids: Iterable[str], seed: int = 12345) -> dict:
+def make_splits(case_ids: Iterable[str], seed: int) -> dict:
     """The splits of a dataset: 5 hashed folds plus the sorted-order `paper` and `paper622` splits.
 
     With fewer than 5 cases each fold still validates on one case (folds then share validation
     cases); with a single case every fold trains on it and has no validation.
 
-    >>> s = make_splits([f"case_{i:03d}" for i in range(10)])
+    >>> s = make_splits([f"case_{i:03d}" for i in range(10)], seed=12345)
     >>> s["paper622"]["val"], s["paper622"]["test"]
     (['case_006', 'case_007'], ['case_008', 'case_009'])
     """
@@ -128,3 +135,23 @@ def held_out_cases(splits: dict, split_name: str) -> list[str]:
 def fold_label(split_name: str, fold: int | str) -> str:
     """The results folder suffix: `fold_{0..4|all}` for folds, `fold_paper`/`fold_paper622` else."""
     return str(fold) if split_name == "folds" else split_name
+
+
+def write_splits(path: str | os.PathLike, case_ids: Sequence[str], seed: int) -> dict:
+    """Make the splits of `case_ids` and write them to `path` (splits.json), atomically."""
+    splits = make_splits(case_ids, seed)
+    write_json(path, splits)
+    return splits
+
+
+def read_splits(path: str | os.PathLike, cases_dir: str | os.PathLike, seed: int, write: bool = True) -> dict:
+    """splits.json at `path`; when it is missing, made from the cases cached in `cases_dir`
+    (and written there when `write`, e.g. by the first of several training processes)."""
+    path = Path(path)
+    if path.is_file():
+        return read_json(path)
+    # hidden names are temporary files of interrupted writes (fileio.atomic_path), not cases
+    ids = sorted(p.stem for p in Path(cases_dir).glob("*.npz") if not p.name.startswith("."))
+    splits = write_splits(path, ids, seed) if write else make_splits(ids, seed)
+    log.warning("%s was missing: made it from the %d cached cases", path, len(ids))
+    return splits

@@ -1,5 +1,8 @@
 """verify -> fingerprint -> plan -> preprocess: what `pfseg_plan_and_preprocess` runs.
 
+The preprocessing stage from a raw dataset: it calls the planners (fingerprint, plan) and then
+this package's cache writer; the splits (splits.py) are written here, with the plans' seed.
+
 Writes into `preprocessed/NAME/` of the workspace: fingerprint.json, plans.json, dataset.json,
 splits.json, cases/, and plan_and_preprocess.log (the log of this run, appended). Nothing is
 written when verification finds a problem.
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pfseg_pipeline import presets
 from pfseg_pipeline.data.labels import LabelScheme
 from pfseg_pipeline.data.layouts import MODALITIES
 from pfseg_pipeline.errors import UserError
@@ -25,11 +29,11 @@ from pfseg_pipeline.plans import save_plans
 log = logging.getLogger(__name__)
 
 LOG_FILE = "plan_and_preprocess.log"
-SPLITS_SEED = 12345
 
 
 def default_modalities(preset: str) -> tuple[str, ...]:
-    return ("t2",) if preset == "paper" else MODALITIES
+    """The modalities a preset reads when none are asked for: the paper's T2, else all four."""
+    return tuple(presets.PAPER_MODALITIES) if preset == "paper" else MODALITIES
 
 
 def plan_and_preprocess(raw: str | os.PathLike, name: str,
@@ -57,12 +61,8 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
     from pfseg_pipeline.data.verify import verify_dataset
     from pfseg_pipeline.planners.fingerprint import compute_fingerprint, save_fingerprint
     from pfseg_pipeline.planners.planner import plan, plan_summary
-    from pfseg_pipeline.preprocessing.cache import (
-        default_workers,
-        preprocess_dataset,
-        write_dataset_json,
-        write_splits_json,
-    )
+    from pfseg_pipeline.preprocessing.cache import default_workers, preprocess_dataset, write_dataset_json
+    from pfseg_pipeline.splits import write_splits
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     out = ws.preprocessed(name)
@@ -115,7 +115,7 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
 
         write_dataset_json(out / "dataset.json", name, report.cases, list(modalities), scheme, report.layout,
                            plans.target, Path(raw).absolute())
-        write_splits_json(out / "splits.json", [c.case_id for c in report.cases], SPLITS_SEED)
+        write_splits(out / "splits.json", [c.case_id for c in report.cases], plans.training.split_seed)
 
         t0 = time.perf_counter()
         n_workers = default_workers(fingerprint["dataset"]["max_source_voxels"], len(modalities),

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pfseg_pipeline.training.losses import (
+from pfseg_pipeline.networks.losses import (
     ABLATIONS,
     PFSegLoss,
     SegmentationLoss,
@@ -15,6 +15,9 @@ from pfseg_pipeline.training.losses import (
     sr_loss,
     target_enhanced_loss,
 )
+from pfseg_pipeline.plans import TrainingPlan
+
+WEIGHTS = TrainingPlan().loss_weights  # the paper's: seg 1, sr 0.5, guidance 0.5, tel 0.5, ssl 0.5
 
 
 def _logits_for(probabilities):
@@ -144,7 +147,7 @@ def _outputs_and_batch(with_sr=True, with_mask=True):
 
 def test_pfseg_loss_full_combines_every_term():
     outputs, batch = _outputs_and_batch()
-    total, terms = PFSegLoss(None, "full", ssl_pool=2)(outputs, batch)
+    total, terms = PFSegLoss(WEIGHTS, "full", ssl_pool=2)(outputs, batch)
     logits, sr, image, target = outputs["seg_logits"], outputs["sr"], batch["image"], batch["target"]
     s_wt, y_wt = torch.sigmoid(logits[:, :1]), target[:, :1]
     dice, bce = segmentation_loss(logits, target)
@@ -171,7 +174,7 @@ def test_pfseg_loss_full_combines_every_term():
 ])
 def test_ablation_rows_switch_terms(ablation, terms):
     outputs, batch = _outputs_and_batch()
-    _, logged = PFSegLoss(None, ablation, ssl_pool=2)(outputs, batch)
+    _, logged = PFSegLoss(WEIGHTS, ablation, ssl_pool=2)(outputs, batch)
     assert set(logged) - {"dice", "bce", "total"} == terms
     assert ABLATIONS[ablation].terms == terms
 
@@ -185,20 +188,22 @@ def test_ablation_builder_options():
 
 def test_terms_needing_sr_are_skipped_when_absent():
     outputs, batch = _outputs_and_batch(with_sr=False, with_mask=False)
-    total, logged = PFSegLoss(None, "full", ssl_pool=2)(outputs, batch)
+    total, logged = PFSegLoss(WEIGHTS, "full", ssl_pool=2)(outputs, batch)
     assert set(logged) == {"dice", "bce", "seg", "total"}
     assert total.item() == pytest.approx(logged["seg"])
 
 
 def test_loss_weights_and_bad_names():
     outputs, batch = _outputs_and_batch()
-    _, base = PFSegLoss(None, "sr")(outputs, batch)
-    total, _ = PFSegLoss({"sr": 2.0}, "sr")(outputs, batch)
+    _, base = PFSegLoss(WEIGHTS, "sr", ssl_pool=10)(outputs, batch)
+    total, _ = PFSegLoss({**WEIGHTS, "sr": 2.0}, "sr", ssl_pool=10)(outputs, batch)
     assert total.item() == pytest.approx(base["seg"] + 2.0 * base["sr"], rel=1e-5)
     with pytest.raises(ValueError, match="ablation"):
-        PFSegLoss(None, "sgm")
+        PFSegLoss(WEIGHTS, "sgm", ssl_pool=10)
     with pytest.raises(ValueError, match="weight"):
-        PFSegLoss({"dice": 1.0})
+        PFSegLoss({**WEIGHTS, "dice": 1.0}, "full", ssl_pool=10)
+    with pytest.raises(ValueError, match="missing loss weight"):
+        PFSegLoss({"seg": 1.0}, "full", ssl_pool=10)
 
 
 def test_segmentation_loss_prefers_the_network_target():

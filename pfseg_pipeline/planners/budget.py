@@ -1,0 +1,235 @@
+"""The budget search: what fits a GPU memory budget, by the memory model's figure.
+
+`Budget` answers "does this network's training step fit" for candidate plans (one traced step
+per candidate, cached), and searches with it: the largest batch, the smallest LR scale whose
+step fits, the largest baseline patch that fits. It writes the reasons and warnings of what it
+decided into the planner's, and the predicted peaks into `plans.memory`. The presets
+(planners/planner.py, presets.py) decide what to search over; this module only measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.networks.registry import NETWORKS, network_spec
+from pfseg_pipeline.planners.memory import GiB
+from pfseg_pipeline.plans import Plans
+
+MAX_LR_SCALE = 8                    # beyond this the LR input no longer shows the tumour
+MIN_BOTTLENECK = 2                  # voxels per axis at the deepest level (InstanceNorm statistics)
+AMP = True                          # the trainer uses mixed precision on CUDA
+# every network, patch-free first (the table order of plans.memory)
+TABLE_ORDER = tuple(sorted(NETWORKS, key=lambda n: not NETWORKS[n].patch_free))
+PATCH_BASED = tuple(n for n in TABLE_ORDER if not NETWORKS[n].patch_free)
+
+# (network, plans, batch) -> a MemoryEstimate (or plain predicted bytes)
+PeakFn = Callable[[str, Plans, int], Any]
+
+
+def default_peak_fn(network: str, plans: Plans, batch_size: int):
+    from pfseg_pipeline.planners.memory import predict_peak_bytes
+
+    return predict_peak_bytes(network, plans, batch_size, amp=AMP)
+
+
+def gib(n: int) -> str:
+    return f"{n / GiB:.2f}"
+
+
+class Budget:
+    """The memory budget of one planning run and the searches against it.
+
+    Parameters
+    ----------
+    gpu_memory_gb : the budget in GiB for one training step.
+    peak_fn : (network, plans, batch) -> predicted peak bytes (default: the memory model).
+    reasons, warnings : the planner's; the searches add their lines to them.
+    """
+
+    def __init__(self, gpu_memory_gb: float, peak_fn: PeakFn | None, reasons: dict[str, str],
+                 warnings: list[str]):
+        self.gpu_memory_gb = gpu_memory_gb
+        self.bytes = int(gpu_memory_gb * GiB)
+        self.peak_fn = peak_fn or default_peak_fn
+        self.reasons, self.warnings = reasons, warnings
+        self.peaks: dict[tuple, tuple[int, int | None]] = {}
+
+    # ---- one candidate ----------------------------------------------------------------------------
+    def estimate(self, network: str, plans: Plans, batch: int) -> tuple[int, int | None]:
+        """(predicted bytes, batch-independent tensor bytes or None), cached per candidate."""
+        if not network_spec(network).patch_free:  # only the patch matters to them
+            key = (network, batch, tuple(plans.patch_based.patch_shape_zyx))
+        else:
+            key = (network, batch, tuple(plans.hr_shape_zyx), tuple(plans.lr_scale_zyx),
+                   tuple(plans.guidance.patch_shape_zyx))
+        if key not in self.peaks:
+            result = self.peak_fn(network, plans, batch)
+            if isinstance(result, (int, np.integer)):
+                self.peaks[key] = (int(result), None)
+            else:
+                self.peaks[key] = (int(result.bytes), _static_bytes(result.detail))
+        return self.peaks[key]
+
+    def peak(self, network: str, plans: Plans, batch: int) -> int:
+        return self.estimate(network, plans, batch)[0]
+
+    def fits(self, network: str, plans: Plans, batch: int) -> bool:
+        return self.peak(network, plans, batch) <= self.bytes
+
+    # ---- searches ---------------------------------------------------------------------------------
+    def largest_batch(self, network: str, plans: Plans, cap: int) -> int:
+        """The largest batch <= cap that fits (0 when batch 1 does not).
+
+        The peak grows linearly with the batch (activations scale, weights and optimiser state
+        do not). From the batch-1 trace, a lower bound of the batch-2 peak rules batch 2 out
+        without a second trace when it clearly cannot fit; otherwise batch 2 is traced, the
+        slope gives the candidate, and the candidate is checked by its own trace.
+        """
+        from pfseg_pipeline.planners.memory import with_allowance
+
+        p1, static = self.estimate(network, plans, 1)
+        if p1 > self.bytes:
+            return 0
+        if cap == 1:
+            return 1
+        if static is not None:
+            lower_2 = with_allowance(2 * _tensor_bytes(p1) - static)
+            if lower_2 > self.bytes:
+                return 1
+        p2 = self.peak(network, plans, 2)
+        if p2 > self.bytes:
+            return 1
+        slope = max(p2 - p1, 1)
+        batch = min(cap, 1 + int((self.bytes - p1) // slope))
+        while batch > 2 and not self.fits(network, plans, batch):
+            batch -= 1
+        return max(batch, 2)
+
+    def lr_scale(self, network: str, start: list[int], candidate: Callable[[list[int]], Plans],
+                 forced: bool) -> Plans:
+        """The plan of the smallest LR scale from `start`, raised on the largest LR axis, whose
+        `network` step fits at batch 1 (`forced`: `start` as asked, with a warning if over)."""
+        lr = list(start)
+        plans = candidate(lr)
+        tried = []
+        while not self.fits(network, plans, 1):
+            tried.append((list(lr), self.peak(network, plans, 1)))
+            if forced:
+                self.warnings.append(
+                    f"--lr-scale {lr}: the PFSeg step at batch 1 needs {gib(tried[-1][1])} GiB, more "
+                    f"than the {self.gpu_memory_gb:g} GiB budget (kept because it was asked for)")
+                break
+            lr_shape = [h / s for h, s in zip(plans.hr_shape_zyx, lr)]
+            axis = int(np.argmax(lr_shape))  # the largest LR axis gives the most memory back
+            if lr[axis] >= MAX_LR_SCALE:
+                raise UserError(
+                    f"PFSeg does not fit in {self.gpu_memory_gb:g} GiB even at LR scale {lr} (batch 1 needs "
+                    f"{gib(tried[-1][1])} GiB): use --gpu-memory-gb with a larger card or the demo preset")
+            lr[axis] += 1
+            plans = candidate(lr)
+        if forced:
+            self.reasons["lr_scale_zyx"] = "as requested (--lr-scale)"
+        elif tried:
+            steps = "; ".join(f"{t[0]} needs {gib(t[1])} GiB" for t in tried)
+            self.reasons["lr_scale_zyx"] = (f"raised on the largest LR axis until batch 1 fits the "
+                                            f"{self.gpu_memory_gb:g} GiB budget ({steps})")
+        else:
+            self.reasons["lr_scale_zyx"] = (f"2 per axis (the method's point): batch 1 fits the "
+                                            f"{self.gpu_memory_gb:g} GiB budget")
+        return plans
+
+    def patch_plan(self, plans: Plans, patch: list[int], batch: int, fixed: bool = False) -> None:
+        """The baselines' patch: as planned, shrunk (largest axis first) until every one fits."""
+        step = 2 ** plans.network.n_pool
+        original = list(patch)
+        shrunk = False
+        while True:
+            plans.patch_based = dataclasses.replace(plans.patch_based, patch_shape_zyx=list(patch),
+                                                    batch_size=batch)
+            if fixed or all(self.fits(n, plans, batch) for n in PATCH_BASED):
+                break
+            axis = int(np.argmax(patch))
+            if patch[axis] <= MIN_BOTTLENECK * step:
+                if batch > 1:
+                    batch -= 1
+                    patch = list(original)
+                    continue
+                self.warnings.append("the patch-based baselines do not fit the budget even at the "
+                                     f"smallest patch {patch}")
+                break
+            patch[axis] -= step
+            shrunk = True
+        if fixed:
+            why = "the paper's baseline patch (HR / 2 per axis; 27 windows at step 0.5)"
+        elif shrunk:
+            why = (f"HR / 2 per axis ({original}) shrunk, largest axis first, until the baselines fit "
+                   "the budget")
+        else:
+            why = f"HR / 2 per axis (the paper's fraction), a multiple of 2**{plans.network.n_pool}"
+        self.reasons["patch_based.patch_shape_zyx"] = why
+        self.reasons["patch_based.batch_size"] = ("the PFSeg batch, so every method sees as many cases "
+                                                  "per step")
+        self.reasons["patch_based.step"] = (f"sliding-window step {plans.patch_based.step:g} of the patch "
+                                            "(the paper's 50 % overlap)")
+
+    def memory_record(self, plans: Plans, warn: bool = True) -> None:
+        """`plans.memory`: every network's predicted peak at its planned batch, and the budget."""
+        from pfseg_pipeline.planners import memory
+
+        peaks, batches = {}, {}
+        for network in TABLE_ORDER:
+            batch = network_spec(network).batch_size(plans)
+            peaks[network] = self.peak(network, plans, batch)
+            batches[network] = batch
+        over = [n for n, p in peaks.items() if p > self.bytes]
+        if over and warn:
+            self.warnings.append(f"predicted peak above the {self.gpu_memory_gb:g} GiB budget for "
+                                 f"{', '.join(over)}")
+        plans.memory = {
+            "budget_gb": float(self.gpu_memory_gb),
+            "budget_bytes": self.bytes,
+            "amp": AMP,
+            "allowance": {"factor": memory.ALLOWANCE_FACTOR, "context_bytes": memory.ALLOWANCE_CONTEXT_BYTES},
+            "predicted_peak_bytes": peaks,
+            "predicted_peak_gb": {n: round(p / GiB, 3) for n, p in peaks.items()},
+            "batch_size": batches,
+            "over_budget": over,
+        }
+        self.reasons["memory"] = ("predicted peak of one training step per network (memory model: traced "
+                                  "step under FakeTensorMode, mixed precision, plus the allocator/cuDNN/"
+                                  "context allowance)")
+
+
+def _tensor_bytes(predicted: int) -> int:
+    """Invert the allowance: predicted device bytes -> traced tensor bytes."""
+    from pfseg_pipeline.planners.memory import ALLOWANCE_CONTEXT_BYTES, ALLOWANCE_FACTOR
+
+    return int((predicted - ALLOWANCE_CONTEXT_BYTES) / ALLOWANCE_FACTOR)
+
+
+def _static_bytes(detail: dict) -> int | None:
+    """Upper bound of the batch-independent bytes of a traced step: parameters, buffers, Adam's
+    state and one full set of gradients (the breakdown is taken at the peak, where gradients
+    may be partly allocated, so the parameters' size stands in for them)."""
+    breakdown = (detail or {}).get("breakdown") or {}
+    try:
+        params = breakdown["Parameter"]
+        return int(params + breakdown.get("Buffer", 0) + breakdown.get("Optstate", 0) + params)
+    except KeyError:
+        return None
+
+
+def round_up(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple - 1e-9) * multiple)
+
+
+def half_patch(hr: Sequence[int], n_pool: int) -> list[int]:
+    """HR / 2 per axis, rounded down to a multiple of 2**n_pool (at least MIN_BOTTLENECK of them)."""
+    step = 2 ** n_pool
+    return [max(MIN_BOTTLENECK * step, (h // 2) // step * step) for h in hr]

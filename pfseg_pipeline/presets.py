@@ -1,0 +1,95 @@
+"""The presets' fixed decisions, as plain data: the one place each is written.
+
+- `default`: self-configured (the planner decides shapes, LR scale and batch from the data and
+  the memory budget); trains with the recipe that `TrainingPlan`'s defaults in plans.py hold.
+- `paper`: the paper's protocol (PFSEG_METHOD.md, "Data protocol"): T2 alone, whole tumour,
+  the 128x192x192 grid, the paper's augmentation.
+- `demo`: `default` with narrow networks and a short training, so `make demo` runs on a CPU.
+
+Each preset's training recipe is `TrainingPlan`'s defaults (plans.py) changed by `TRAINING`
+below, and every field of it has a one-line reason in `TRAINING_REASONS`; the planner writes
+both into plans.json, and an older plans.json without a field gets it from here on load.
+This module imports nothing of the package, so plans.py (below the planners) can read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS = ("default", "paper", "demo")
+
+# ---- the paper's protocol --------------------------------------------------------------------------
+# BraTS' 155x240x240 (z y x) cropped in-plane to 192 and resampled to 128 slices: the paper's HR
+# grid, written once here (planner, evaluation on the paper grid, benchmarks, the plans' defaults)
+PAPER_GRID_ZYX = (128, 192, 192)
+PAPER_MODALITIES = ("t2",)
+PAPER_TARGET = "wt"                                          # the binary whole tumour
+PAPER_GUIDANCE_ZYX = tuple(n // 4 for n in PAPER_GRID_ZYX)   # 32x48x48: the SGM's centre patch
+PAPER_PATCH_ZYX = tuple(n // 2 for n in PAPER_GRID_ZYX)      # 64x96x96: the baselines' patch
+PAPER_BATCH_SIZE = 1
+
+# ---- the demo's sizes (small widths, a short training: minutes on a CPU) --------------------------
+DEMO_WIDTHS = (8, 16, 32, 64)
+DEMO_SGM_WIDTHS = (8, 16, 32)        # 2 poolings: guidance = HR / 4 matches the bottleneck
+DEMO_HEAD_WIDTH = 8
+DEMO_BATCH_SIZE = 2                  # a CPU step costs time in proportion to the batch
+
+# ---- the training recipe ----------------------------------------------------------------------------
+# The paper's augmentation: in-plane flips, shifts and rotations only.
+PAPER_AUGMENTATION = {
+    "rotation_deg_zyx": [15.0, 0.0, 0.0], "p_scale": 0.0, "mirror_axes": [1, 2], "p_gamma": 0.0,
+    "p_noise": 0.0, "p_brightness": 0.0, "p_contrast": 0.0, "max_shift_zyx": [0.0, 0.1, 0.1],
+}
+# per preset, the TrainingPlan fields that differ from its defaults (a nested dict changes only
+# the keys it names)
+TRAINING: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"augmentation": PAPER_AUGMENTATION},
+    "demo": {"epochs": 50, "iterations_per_epoch": 10, "lr": 3e-3},
+}
+
+_COMMON_REASONS = {
+    "training.epochs": "100 epochs, as in the paper",
+    "training.optimizer": "Adam, lr 1e-4, as in the paper",
+    "training.lr": "1e-4, the paper's",
+    "training.weight_decay": "none: the paper's Adam has no weight decay",
+    "training.grad_clip": "the global gradient norm clipped at 12 (nnU-Net's value): one bad batch cannot "
+                          "throw the weights far",
+    "training.scheduler": "ReduceLROnPlateau on validation Dice (the paper); the trainer uses poly decay "
+                          "when a split has no validation cases",
+    "training.ssl_pool": "the paper's SSL pooling factor k = 10",
+    "training.loss_weights": "the paper's: segmentation 1, SR and guidance 0.5, TEL and SSL 0.5",
+    "training.seed": "one fixed seed: initial weights, sampling and augmentation repeat from run to run",
+    "training.split_seed": "folds dealt by a hash of (seed, case id): a case keeps its fold whatever other "
+                           "cases are present",
+    "training.augmentation": "rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
+                             "axis, gamma, noise, brightness and contrast; no elastic deformation",
+    "training.augmentation.mirror_axes": "every axis may flip in training, so test-time augmentation "
+                                         "averages over the same flips",
+}
+TRAINING_REASONS: dict[str, dict[str, str]] = {
+    "default": dict(_COMMON_REASONS),
+    "paper": {**_COMMON_REASONS,
+              "training.augmentation": "the paper's: in-plane flips, shifts (+-10 % in-plane) and rotations "
+                                       "(+-15 deg about z) only",
+              "training.augmentation.mirror_axes": "the paper flips in-plane (y, x) only, so test-time "
+                                                   "augmentation averages over those flips"},
+    "demo": {**_COMMON_REASONS,
+             "training.epochs": "demo preset: 50 epochs of 10 iterations",
+             "training.iterations_per_epoch": "demo preset: 10 iterations per epoch, a fixed short run",
+             "training.optimizer": "Adam, lr 0.003: the demo's short run needs a faster start",
+             "training.lr": "3e-3: a few hundred steps need a faster start than the paper's 1e-4"},
+}
+
+
+def training_overrides(preset: str) -> dict[str, Any]:
+    """The TrainingPlan fields `preset` sets (the rest are TrainingPlan's defaults)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return TRAINING[preset]
+
+
+def training_reasons(preset: str) -> dict[str, str]:
+    """`training.<field>` -> the one-line reason of the preset's value."""
+    training_overrides(preset)
+    return dict(TRAINING_REASONS[preset])

@@ -1,0 +1,222 @@
+"""The training recipe: plans + overrides -> network, loss, optimiser, schedule, loader, Trainer.
+
+`train_fold` is the whole of what `pfseg_train` runs, as a library function a notebook can call:
+
+    from pfseg_pipeline.paths import Workspace
+    from pfseg_pipeline.training.recipe import Overrides, train_fold
+    train_fold(Workspace.resolve("pfseg_data"), "Demo", "resunet3d", "0", overrides=Overrides(epochs=2))
+
+It reads the fold's cases from splits.json, builds every part from plans.json through the
+network's spec (`networks.registry`) and the small factories (`networks.step.OPTIMIZERS`,
+`training.schedules.SCHEDULERS`), trains (`Trainer.fit`), and scores the held-out cases on
+their native grid (`training.validation.evaluate_held_out`). `build_trainer` is the recipe
+alone, for callers that bring their own cases and folder. Every value comes from plans.json;
+an override is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pfseg_pipeline.checkpoints import checkpoint_path
+from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import write_bytes
+from pfseg_pipeline.networks.losses import FULL
+from pfseg_pipeline.networks.registry import build_network, network_spec
+from pfseg_pipeline.networks.step import make_optimizer
+from pfseg_pipeline.paths import Workspace
+from pfseg_pipeline.plans import Plans, load_plans
+from pfseg_pipeline.splits import held_out_cases, read_splits, select_split
+from pfseg_pipeline.training import distributed as ddp
+from pfseg_pipeline.training.rng import seed_everything
+from pfseg_pipeline.training.schedules import make_scheduler
+from pfseg_pipeline.training.trainer import Trainer, TrainOptions
+
+log = logging.getLogger(__name__)
+
+MAX_LOADER_WORKERS = 8   # background augmentation processes: more rarely feed a step faster
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What one run changes of plans.json (None: as planned), and how it runs."""
+
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    batch_size: int | None = None        # per process
+    lr: float | None = None
+    seed: int | None = None
+    grad_clip: float | None = None       # 0: no clipping
+    num_workers: int | None = None       # loader processes (0: in the training process)
+    amp: bool = True                     # mixed precision (used on CUDA only)
+    use_best: bool = False               # report the best-validation checkpoint
+    progress_bar: bool = True
+
+
+def _setting(name: str, given, planned):
+    if given is None:
+        return planned
+    if given != planned:
+        log.info("override: %s %s -> %s", name, planned, given)
+    return given
+
+
+def default_workers(world_size: int = 1) -> int:
+    """Loader processes per training process: the cores left after one for each trainer."""
+    return max(1, min(MAX_LOADER_WORKERS, (os.cpu_count() or 2) // world_size - 1))
+
+
+def training_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' -> this process's CUDA device when there is one, else the CPU."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: list[str], network: str,
+                  output_dir: Path, device: torch.device, ablation: str = FULL,
+                  overrides: Overrides = Overrides(), dist: ddp.DistContext | None = None,
+                  run_info: dict | None = None) -> Trainer:
+    """The Trainer of `network` (an ablation row for pfseg) on these cases, as the plans say.
+
+    Seeds every generator with the plans' seed (or the override) before the weights are drawn,
+    so every rank starts from the same weights; the seg head starts at the planned region prior.
+    """
+    from pfseg_pipeline.training.data_loader import build_training_batches
+    from pfseg_pipeline.training.transforms import TrainingInputs
+    from pfseg_pipeline.training.validation import ValidationCases
+
+    dist = dist or ddp.DistContext()
+    spec = network_spec(network)
+    options = spec.options(ablation)
+    t = plans.training
+    training = dataclasses.replace(
+        t, epochs=_setting("epochs", overrides.epochs, t.epochs),
+        iterations_per_epoch=_setting("iterations per epoch", overrides.iterations_per_epoch,
+                                      t.iterations_per_epoch),
+        lr=_setting("learning rate", overrides.lr, t.lr), seed=_setting("seed", overrides.seed, t.seed),
+        grad_clip=_setting("gradient clipping", overrides.grad_clip, t.grad_clip))
+    batch_size = _setting("batch size", overrides.batch_size, spec.batch_size(plans))
+    workers = _setting("worker processes", overrides.num_workers, default_workers(dist.world_size))
+    for name, value in (("--epochs", training.epochs), ("--batch-size", batch_size),
+                        ("--iterations-per-epoch", training.iterations_per_epoch)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if workers < 0 or not training.lr > 0 or training.grad_clip < 0:
+        raise UserError("--num-workers must be >= 0, --lr positive and --grad-clip >= 0")
+    iterations = training.iterations_per_epoch
+    if dist.enabled:
+        iterations = math.ceil(iterations / dist.world_size)
+        log.info("DDP over %d processes: %d iterations per epoch per process, batch %d per process",
+                 dist.world_size, iterations, batch_size)
+
+    seed_everything(training.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_network(network, plans, **options)
+    if training.region_prior:
+        model.init_output_prior(training.region_prior)   # a resumed run loads its own weights over it
+    loss = spec.make_loss(plans, ablation)
+    optimizer = make_optimizer(model.parameters(), training)
+    scheduler = make_scheduler(optimizer, training.scheduler, training.epochs, bool(val_ids))
+    inputs = TrainingInputs.for_network(network, options)
+    batches = build_training_batches(plans, cases_dir, train_ids, inputs, batch_size, workers, training.seed,
+                                     dist.rank)
+    validation = ValidationCases(cases_dir, val_ids, plans) if val_ids else None
+    info = {"network": network, "network_options": options, "ablation": ablation, **(run_info or {}),
+            "train_cases": len(train_ids), "val_cases": len(val_ids), "batch_size": batch_size,
+            "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size}
+    trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
+                                   grad_clip=training.grad_clip or None, amp=overrides.amp,
+                                   use_best=overrides.use_best, progress_bar=overrides.progress_bar)
+    return Trainer(model, loss, batches, validation, optimizer, scheduler, device, output_dir, plans,
+                   trainer_options, info, dist)
+
+
+def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: str = "folds",
+               ablation: str = FULL, overrides: Overrides = Overrides(), device: torch.device | None = None,
+               dist: ddp.DistContext | None = None, resume: bool = False) -> int | None:
+    """Train `network` on one fold of the preprocessed dataset `name`, then score its held-out cases.
+
+    Parameters
+    ----------
+    workspace, name : where `preprocessed/NAME` is; results go to
+        `results/NAME/NETWORK[__ABLATION]/fold_FOLD`.
+    fold : "0".."4" or "all" for the `folds` split; the split's name for `paper` / `paper622`.
+    split : "folds", "paper" or "paper622".
+    ablation : a row of `networks.losses.ABLATIONS` (pfseg only); "full" is the network as specified.
+    overrides : what this run changes of plans.json.
+    device : default: CUDA when there is one (`training_device`).
+    dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
+    resume : continue from checkpoint_latest.pt when there is one.
+
+    Returns None when training finished, or the number of the signal that stopped it.
+    """
+    dist = dist or ddp.DistContext()
+    device = device or training_device("auto", dist.local_rank)
+    check_preprocessed(workspace, name)
+    network_spec(network).options(ablation)  # an ablation row the network does not take is a UserError
+    plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
+    plans = load_plans(plans_file)
+    fold_dir = fold_directory(workspace, name, network, fold, ablation)
+    preprocessed, cases_dir = workspace.preprocessed(name), workspace.cases_dir(name)
+    splits = read_splits(preprocessed / "splits.json", cases_dir, plans.training.split_seed,
+                         write=dist.is_main)
+    train_ids, val_ids = select_split(splits, split, fold, str(preprocessed / "splits.json"))
+    test_ids = held_out_cases(splits, split)
+    missing = [c for c in {*train_ids, *val_ids, *test_ids} if not (cases_dir / f"{c}.npz").is_file()]
+    if missing:
+        raise UserError(f"{cases_dir}: {len(missing)} case(s) of the split are not cached, e.g. "
+                        f"{sorted(missing)[0]}.npz (re-run pfseg_plan_and_preprocess)")
+    if not train_ids:
+        raise UserError(f"{preprocessed / 'splits.json'}: split {split} fold {fold} has no training cases")
+    if device.type == "cpu" and dist.enabled:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    trainer = build_trainer(plans, cases_dir, train_ids, val_ids, network, fold_dir, device, ablation,
+                            overrides, dist, {"dataset": name, "split": split, "fold": fold})
+    if dist.is_main:  # plans.json and dataset.json beside the folds: a copied results folder predicts alone
+        for source in (plans_file, dataset_file):
+            write_bytes(fold_dir.parent / source.name, source.read_bytes())
+    log.info("training %s on %s %s (%d train, %d validation cases) on %s -> %s", network, split, fold,
+             len(train_ids), len(val_ids), device, fold_dir)
+    latest = checkpoint_path(fold_dir, "latest")
+    if resume and latest.is_file():
+        trainer.resume(latest)
+    elif resume:
+        log.warning("--continue: no %s yet; starting from scratch", latest)
+    elif latest.is_file():
+        log.warning("starting over: the checkpoints in %s will be replaced (--continue resumes)", fold_dir)
+    stopped = trainer.fit()
+    if stopped:
+        return int(stopped)
+    if dist.is_main:
+        from pfseg_pipeline.training.validation import evaluate_held_out
+
+        held_out, cases_from = (val_ids, "validation") if split == "folds" else (test_ids, "test")
+        evaluate_held_out(trainer, held_out, cases_from, split, dataset_file, overrides.use_best)
+    ddp.barrier(dist)
+    return None
+
+
+def check_preprocessed(workspace: Workspace, name: str) -> None:
+    """A UserError naming the file unless `name` is preprocessed (plans.json and dataset.json)."""
+    if not workspace.plans_file(name).is_file():
+        raise UserError(f"{workspace.plans_file(name)}: preprocessed dataset not found "
+                        f"(run pfseg_plan_and_preprocess -d {name} first)")
+    if not workspace.dataset_file(name).is_file():
+        raise UserError(f"{workspace.dataset_file(name)}: not found (re-run pfseg_plan_and_preprocess)")
+
+
+def fold_directory(workspace: Workspace, name: str, network: str, fold: str, ablation: str = FULL) -> Path:
+    """results/NAME/NETWORK[__ABLATION]/fold_FOLD (the full method has no suffix)."""
+    return workspace.fold_dir(name, network, fold, ablation if ablation != FULL else None)

@@ -1,0 +1,118 @@
+"""The one training step: the trainer, the memory model and the GPU check run the same step, and
+it clips, scales and steps as networks/step.py says."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pfseg_pipeline.networks.registry import build_network, example_batch, network_spec
+from pfseg_pipeline.networks.step import build_step, make_optimizer, train_step
+from pfseg_pipeline.planners import memory
+from pfseg_pipeline.training.trainer import Trainer, TrainOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `bench` is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.mark.parametrize("network", ["pfseg", "resunet3d"])
+def test_trainer_memory_model_and_gpu_check_update_the_weights_bit_for_bit_alike(tmp_path, make_plans,
+                                                                                 network):
+    """From the same seed (weights, then batch), two steps of each, AMP off on the CPU. The
+    memory model creates the optimiser's state before its step (its warm-up), so the other two
+    get the same warm-up; it is asked for the trainer's optimiser implementation (`fused=False`:
+    its trace uses the fused one, whose update differs in the last bits)."""
+    from bench.gpu_check import training_step
+
+    plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
+    plans.training.grad_clip = 0.05  # small enough that clipping acts on these steps
+    cpu = torch.device("cpu")
+
+    torch.manual_seed(3)
+    traced = memory.traced_step(network, plans, 2, amp=False, fused=False)
+
+    gpu = training_step(network, plans, 2, cpu, amp=False, seed=3)
+    memory.init_optimizer_state(gpu.model, gpu.optimizer)
+
+    torch.manual_seed(3)
+    model = build_network(network, plans)
+    batch = example_batch(network, plans, 2)
+    optimizer = make_optimizer(model.parameters(), plans.training)
+    memory.init_optimizer_state(model, optimizer)
+    trainer = Trainer(model, network_spec(network).make_loss(plans, "full"), None, None, optimizer, None, cpu,
+                      tmp_path, plans, TrainOptions(epochs=1, iterations_per_epoch=1,
+                                                    grad_clip=plans.training.grad_clip),
+                      {"network": network})
+
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):
+        a, _ = traced()
+        b, _ = gpu()
+        c, _ = trainer._step(batch)
+        assert torch.equal(a, b) and torch.equal(a, c)
+    for (name, x), y, z in zip(traced.model.named_parameters(), gpu.model.parameters(), model.parameters()):
+        assert torch.equal(x, y) and torch.equal(x, z), name
+    assert any(not torch.equal(p, w) for p, w in zip(model.parameters(), before))  # the weights moved
+
+
+def test_the_step_clips_the_gradient_norm(make_plans):
+    plans = make_plans()
+    step = build_step("unet3d", plans, 1)
+    step.grad_clip = None
+    step()
+    unclipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in step.model.parameters()]))
+    assert unclipped > 1e-3
+    step.grad_clip = float(unclipped) / 10
+    step()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in step.model.parameters()]))
+    assert norm <= step.grad_clip * (1 + 1e-5)
+
+
+def test_scaler_and_fp16_autocast_run_on_the_cpu_and_under_fake_tensors(make_plans):
+    """What the memory model relies on: an enabled GradScaler with CPU float16 autocast, for real
+    and under FakeTensorMode (where only a fused optimiser can take the scaler's overflow flag)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    plans = make_plans()
+    step = build_step("pfseg", plans, 1, amp=True, fused=True)
+    total, terms = step()
+    assert step.scaler.is_enabled() and step.scaler.get_scale() > 1
+    assert torch.isfinite(total) and {"seg", "sr", "guidance", "tel", "ssl"} <= set(terms)
+    with FakeTensorMode():
+        fake = build_step("pfseg", plans, 1, amp=True, fused=True)
+        memory.init_optimizer_state(fake.model, fake.optimizer)
+        fake()
+        default = build_step("pfseg", plans, 1, amp=True, fused=None)
+        memory.init_optimizer_state(default.model, default.optimizer)
+        with pytest.raises(Exception, match="local_scalar_dense"):
+            default()  # the scaler's .item() on the overflow flag: why the trace uses a fused Adam
+
+
+def test_outputs_go_to_float32_through_lists(make_plans):
+    """Deep-supervision outputs (a list of logits) reach the loss in float32, like the others."""
+    seen = {}
+
+    class Loss(torch.nn.Module):
+        def compute(self, outputs, batch):
+            seen.update(outputs)
+            return outputs["seg_logits"].mean() + sum(o.mean() for o in outputs["deep"]), {}
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 1, 1)
+
+        def forward(self, batch):
+            x = self.conv(batch["image"]).half()
+            return {"seg_logits": x, "deep": [x[:, :, ::2], x[:, :, ::4]]}
+
+    net = Net()
+    batch = {"image": torch.rand(1, 1, 4, 4, 4)}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    train_step(net, batch, Loss(), optimizer, torch.amp.GradScaler("cpu", enabled=False), None, False)
+    assert seen["seg_logits"].dtype == torch.float32
+    assert [o.dtype for o in seen["deep"]] == [torch.float32, torch.float32]

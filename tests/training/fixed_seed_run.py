@@ -1,0 +1,91 @@
+"""A 2-epoch fixed-seed CPU training of pfseg and resunet3d on a tiny blob dataset (the demo preset).
+
+Run as a script (`python tests/training/fixed_seed_run.py OUT_JSON`) in a fresh process: it
+writes 6 synthetic cases of 32x32x24 voxels (x y z, seed 1), plans them with the demo preset,
+preprocesses them, trains both networks on fold 0 for 2 epochs with no loader workers (all
+through the commands' `main` functions), and writes what the runs wrote that does not depend on
+the clock: the rows of metrics.csv without the timing columns, the validation Dice of
+summary.json, the sha256 of the generated images and of the cached arrays, and the plans.
+
+tests/training/test_fixed_seed_run.py reruns it and compares with
+tests/fixtures/fixed_seed_run.json, recorded before the refactor of issue 13 (so a pure refactor
+keeps every loss and Dice). `--record` writes the fixture and a copy of the plans.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CASES, SHAPE_XYZ, SEED = 6, ("32", "32", "24"), "1"
+NETWORKS = ("pfseg", "resunet3d")
+EPOCHS = "2"
+NAME = "Blob"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in row.items() if v != "" and not k.endswith("_seconds")} for row in rows]
+
+
+def run(root: Path) -> dict:
+    from pfseg_pipeline.cli import make_synthetic, plan_and_preprocess, train
+
+    torch.set_num_threads(1)  # reductions in one fixed order, whatever the machine's cores
+    raw, ws = root / "raw", root / "ws"
+    assert make_synthetic.main([str(raw), "--cases", str(CASES), "--shape", *SHAPE_XYZ, "--seed", SEED]) == 0
+    assert plan_and_preprocess.main(["-i", str(raw), "-d", NAME, "--preset", "demo", "-np", "1",
+                                     "--workspace", str(ws)]) == 0
+    out = {"raw_sha256": {str(p.relative_to(raw)): _sha256(p) for p in sorted(raw.rglob("*.nii.gz"))}}
+    cases = ws / "preprocessed" / NAME / "cases"
+    out["cache_sha256"] = {}
+    for p in sorted(cases.glob("*.npz")):
+        with np.load(p, allow_pickle=False) as arrays:
+            out["cache_sha256"][p.name] = {k: hashlib.sha256(np.ascontiguousarray(arrays[k]).tobytes()
+                                                              ).hexdigest() for k in arrays.files}
+    out["plans"] = json.loads((ws / "preprocessed" / NAME / "plans.json").read_text())
+    out["runs"] = {}
+    for network in NETWORKS:
+        code = train.main([NAME, "0", "--network", network, "--device", "cpu", "--epochs", EPOCHS,
+                           "--num-workers", "0", "--no-progress", "--workspace", str(ws)])
+        assert code == 0, f"pfseg_train {network} exited {code}"
+        fold = ws / "results" / NAME / network / "fold_0"
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        out["runs"][network] = {
+            "metrics": _metrics(fold / "metrics.csv"),
+            "validation_dice": {c["case"]: {r: c[r]["dice"] for r in ("WT", "TC", "ET")}
+                                for c in summary["per_case"]},
+        }
+    return out
+
+
+def main(argv: list[str]) -> int:
+    record = "--record" in argv
+    args = [a for a in argv if a != "--record"]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(Path(tmp))
+        if record:
+            plans = Path(tmp) / "ws" / "preprocessed" / NAME / "plans.json"
+            (FIXTURES / "plans_main_demo.json").write_bytes(plans.read_bytes())
+    text = json.dumps(result, indent=1, sort_keys=True) + "\n"
+    target = FIXTURES / "fixed_seed_run.json" if record else Path(args[0])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""A pure refactor keeps every loss and Dice: the 2-epoch fixed-seed run of pfseg and resunet3d
+(tests/training/fixed_seed_run.py) against the figures recorded from main before issue 13's
+refactor (tests/fixtures/fixed_seed_run.json). Timings aside, every value of metrics.csv and
+every validation Dice agrees to a relative 1e-5 (CI runs on the same machine kind and torch)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FIXTURE = HERE.parent / "fixtures" / "fixed_seed_run.json"
+REL = 1e-5
+
+
+@pytest.mark.slow
+def test_fixed_seed_training_writes_the_recorded_losses_and_dice(tmp_path):
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, str(HERE / "fixed_seed_run.py"), str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    now, then = json.loads(out.read_text()), json.loads(FIXTURE.read_text())
+    # the inputs first, so a changed generator or preprocessor is named as such
+    assert now["raw_sha256"] == then["raw_sha256"], "the blob generator's output changed"
+    assert now["cache_sha256"] == then["cache_sha256"], "preprocessing wrote other arrays"
+    for key, value in then["plans"].items():  # every planned decision of then, unchanged
+        if key in ("memory", "reasons"):       # the memory model's figures and the prose may change
+            continue
+        if key == "training":
+            assert {k: now["plans"]["training"][k] for k in value} == value
+        else:
+            assert now["plans"][key] == value, key
+    assert set(now["runs"]) == set(then["runs"])
+    for network, run in then["runs"].items():
+        rows = now["runs"][network]["metrics"]
+        assert len(rows) == len(run["metrics"]), network
+        for got, want in zip(rows, run["metrics"]):
+            assert set(got) == set(want), (network, sorted(set(got) ^ set(want)))
+            for column, value in want.items():
+                assert got[column] == pytest.approx(value, rel=REL, abs=1e-9), (network, got["epoch"], column)
+        dice = now["runs"][network]["validation_dice"]
+        assert set(dice) == set(run["validation_dice"])
+        for case, regions in run["validation_dice"].items():
+            for region, value in regions.items():
+                assert dice[case][region] == pytest.approx(value, rel=REL, abs=1e-9), (network, case, region)
