@@ -2,7 +2,7 @@
 
 Resolution order: `--workspace DIR`, else `$PFSEG_HOME`, else `./pfseg_data`.
 Downloaded reference files (the MNI152 template's wheel) live in the cache:
-`$PFSEG_CACHE`, else `$XDG_CACHE_HOME/pfseg`, else `~/.cache/pfseg`.
+`$PFSEG_CACHE`, else `$XDG_CACHE_HOME/pfseg_pipeline`, else `~/.cache/pfseg_pipeline`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 ENV_VAR = "PFSEG_HOME"
 CACHE_ENV_VAR = "PFSEG_CACHE"
+CACHE_FOLDER = __name__.split(".")[0]   # the package's name: ~/.cache/pfseg_pipeline
 
 
 def template_cache_dir() -> Path:
@@ -22,7 +23,7 @@ def template_cache_dir() -> Path:
         return Path(env).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return (base / "pfseg").absolute()
+    return (base / CACHE_FOLDER).absolute()
 
 
 @dataclass(frozen=True)

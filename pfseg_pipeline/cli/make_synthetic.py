@@ -23,7 +23,7 @@ Two anatomies:
   mni152  the MNI152 2009 brain template, warped per case, gliomas grown along white matter,
           on the BraTS grid (240 x 240 x 155 mm) at --spacing 1, 2 or 4 mm. The template ships
           in the nilearn wheel on PyPI: fetched once (pip download, 11.5 MB, sha256 pinned) into
-          $PFSEG_CACHE (default ~/.cache/pfseg); nilearn itself is never installed.
+          $PFSEG_CACHE (default ~/.cache/pfseg_pipeline); nilearn itself is never installed.
 
 examples:
   pfseg_make_synthetic raw/brain --anatomy mni152 --spacing 4 --cases 20 -np 2   # ~0.15 s a case
