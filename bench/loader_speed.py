@@ -62,14 +62,14 @@ def _trainer(network_name, plans, stream, out_dir: Path, seed: int = 0):
 
     from pfseg_pipeline.networks.registry import build_network, network_spec
     from pfseg_pipeline.networks.step import make_optimizer
-    from pfseg_pipeline.training.schedules import make_scheduler
+    from pfseg_pipeline.training.schedules import PolyDecay
     from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 
     torch.manual_seed(seed)
     network = build_network(network_name, plans)
     optimizer = make_optimizer(network.parameters(), plans.training)
     loss = network_spec(network_name).make_loss(plans, "full")
-    return Trainer(network, loss, stream, None, optimizer, make_scheduler(optimizer, "poly", 1, False),
+    return Trainer(network, loss, stream, None, optimizer, PolyDecay(optimizer, 1, 0.9),
                    torch.device("cpu"), out_dir, plans,
                    TrainOptions(epochs=1, iterations_per_epoch=1, grad_clip=plans.training.grad_clip,
                                 progress_bar=False, plot=False),

@@ -107,6 +107,13 @@ class TrainingPlan:
     weight_decay: float = 0.0
     grad_clip: float = 12.0        # max global gradient norm; 0: no clipping
     scheduler: str = "plateau"     # training/schedules.py SCHEDULERS
+    poly_exponent: float = 0.9     # poly: lr * (1 - t / T) ** exponent, t the global iteration
+    plateau_factor: float = 0.1    # plateau: the rate times this when the monitor Dice stalls ...
+    plateau_patience: int = 20     # ... for this many epochs
+    # share of a fold's training cases held out (not trained on) as MONITOR cases: the only cases
+    # whose Dice may steer training (plateau, early stopping, best checkpoint); 0: none
+    monitor_fraction: float = 0.0
+    early_stopping_patience: int = 0   # epochs without a better monitor Dice; 0: never stop early
     ssl_pool: int = 10             # SSL pooling factor k
     # per output region, the fraction of the HR volume it fills in the training data: the seg
     # head's bias starts at logit(prior) (empty: PyTorch's default init, as the paper's code)
@@ -259,6 +266,12 @@ class Plans:
             raise bad("training.lr", "must be positive")
         if t.grad_clip < 0:
             raise bad("training.grad_clip", "must be 0 (no clipping) or positive")
+        if not 0 <= t.monitor_fraction < 1:
+            raise bad("training.monitor_fraction", f"must be in [0, 1), got {t.monitor_fraction}")
+        if not 0 < t.plateau_factor < 1 or t.plateau_patience < 0 or t.early_stopping_patience < 0 \
+                or t.poly_exponent <= 0:
+            raise bad("training.plateau_factor", "must be in (0, 1), plateau_patience and "
+                      "early_stopping_patience >= 0, poly_exponent > 0")
         _validate_augmentation(t.augmentation, bad)
         if t.ssl_pool < 1:
             raise bad("training.ssl_pool", "must be at least 1")

@@ -55,8 +55,15 @@ _COMMON_REASONS = {
     "training.weight_decay": "none: the paper's Adam has no weight decay",
     "training.grad_clip": "the global gradient norm clipped at 12 (nnU-Net's value): one bad batch cannot "
                           "throw the weights far",
-    "training.scheduler": "ReduceLROnPlateau on validation Dice (the paper); the trainer uses poly decay "
-                          "when a split has no validation cases",
+    "training.scheduler": "ReduceLROnPlateau (the paper), on the monitor cases' Dice only: the cases a fold "
+                          "reports never steer its training, so without monitor cases poly decay stands in",
+    "training.poly_exponent": "0.9, nnU-Net's poly decay, stepped per iteration",
+    "training.plateau_factor": "0.1, the authors' code (ReduceLROnPlateau factor)",
+    "training.plateau_patience": "20 epochs, the authors' code",
+    "training.monitor_fraction": "0: no monitor cases, every training case trains; the fold's validation "
+                                 "Dice is logged as a progress curve and steers nothing",
+    "training.early_stopping_patience": "0: a run trains for its planned epochs (early stopping would "
+                                        "need monitor cases)",
     "training.ssl_pool": "the paper's SSL pooling factor k = 10",
     "training.loss_weights": "the paper's: segmentation 1, SR and guidance 0.5, TEL and SSL 0.5",
     "training.seed": "one fixed seed: initial weights, sampling and augmentation repeat from run to run",

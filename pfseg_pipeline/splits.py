@@ -11,7 +11,8 @@ seed is the plans' `training.split_seed`. Three families live in one `splits.jso
 - `paper622`: 6/2/2 by sorted order; validation is the middle 20 %, test the last 20 %.
 
 `select_split(splits, name, fold)` turns a family and a fold into (train ids, validation ids);
-`held_out_cases(splits, name)` gives the held-out test set of a named split.
+`held_out_cases(splits, name)` gives the held-out test set of a named split;
+`monitor_split(train_ids, fraction, seed)` carves a fold's monitor cases from its training cases.
 """
 
 from __future__ import annotations
@@ -130,6 +131,26 @@ def held_out_cases(splits: dict, split_name: str) -> list[str]:
         return []
     entry = splits.get(split_name) or {}
     return list(entry.get("test", []))
+
+
+def monitor_split(train_ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(cases that train, monitor cases): `fraction` of a fold's training cases held out.
+
+    The monitor cases are the only ones whose Dice may steer a fold's training (plateau, early
+    stopping, best checkpoint); they are not trained on. Chosen by a hash of (seed, case id),
+    like the folds, so the choice is deterministic and independent of the input order; at least
+    one monitor case when `fraction` > 0 and at least one case left to train on.
+
+    >>> monitor_split([f"c{i}" for i in range(10)], 0.0, 1)[1]
+    []
+    """
+    ids = sorted({str(c) for c in train_ids})
+    n = 0
+    if fraction > 0 and len(ids) >= 2:
+        n = min(max(round(len(ids) * fraction), 1), len(ids) - 1)
+    ordered = sorted(ids, key=lambda c: _hash_key(seed, f"monitor\x00{c}"))
+    monitor = sorted(ordered[:n])
+    return [c for c in train_ids if c not in monitor], monitor
 
 
 def fold_label(split_name: str, fold: int | str) -> str:

@@ -85,3 +85,21 @@ def test_read_splits_reads_the_file_or_makes_it_from_the_cache(tmp_path, caplog)
     assert json.loads(path.read_text()) == made
     write_splits(path, IDS, seed=3)  # an existing file is read as it is, whatever the seed asked
     assert read_splits(path, cases, seed=7) == make_splits(IDS, seed=3)
+
+
+def test_the_monitor_cases_are_deterministic_disjoint_and_independent_of_order():
+    from pfseg_pipeline.splits import monitor_split
+
+    ids = [f"case_{i:03d}" for i in range(20)]
+    train, monitor = monitor_split(ids, 0.2, seed=12345)
+    assert len(monitor) == 4 and len(train) == 16 and not set(train) & set(monitor)
+    assert set(train) | set(monitor) == set(ids)
+    assert train == [c for c in ids if c not in monitor]                         # order kept
+    assert monitor_split(list(reversed(ids)), 0.2, seed=12345)[1] == monitor    # input order is irrelevant
+    assert monitor_split(ids, 0.2, seed=7)[1] != monitor                         # the seed chooses
+    assert monitor != sorted(ids)[:4] and monitor != sorted(ids)[-4:]            # hashed, not sorted order
+    # a case keeps its role when the fold has one case more (hash order, not position)
+    assert set(monitor_split(ids + ["case_999"], 0.2, seed=12345)[1]) & set(monitor)
+    assert monitor_split(ids, 0.0, seed=1) == (ids, [])
+    assert monitor_split(ids[:2], 0.01, seed=1)[1] != [] and len(monitor_split(ids[:2], 0.99, seed=1)[0]) == 1
+    assert monitor_split(ids[:1], 0.5, seed=1) == (ids[:1], [])                  # nothing left to train on

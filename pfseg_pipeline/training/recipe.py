@@ -33,7 +33,7 @@ from pfseg_pipeline.networks.registry import build_network, network_spec
 from pfseg_pipeline.networks.step import make_optimizer
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import Plans, load_plans
-from pfseg_pipeline.splits import held_out_cases, read_splits, select_split
+from pfseg_pipeline.splits import held_out_cases, monitor_split, read_splits, select_split
 from pfseg_pipeline.training import distributed as ddp
 from pfseg_pipeline.training.rng import seed_everything
 from pfseg_pipeline.training.schedules import make_scheduler
@@ -88,8 +88,12 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
                   run_info: dict | None = None) -> Trainer:
     """The Trainer of `network` (an ablation row for pfseg) on these cases, as the plans say.
 
-    Seeds every generator with the plans' seed (or the override) before the weights are drawn,
-    so every rank starts from the same weights; the seg head starts at the planned region prior.
+    `val_ids` are the cases the run reports: their per-epoch Dice is only logged. With
+    `plans.training.monitor_fraction` > 0, monitor cases are carved from `train_ids` (and not
+    trained on): only their Dice steers the plateau schedule, early stopping and the best
+    checkpoint. Seeds every generator with the plans' seed (or the override) before the weights
+    are drawn, so every rank starts from the same weights; the seg head starts at the planned
+    region prior.
     """
     from pfseg_pipeline.training.data_loader import build_training_batches
     from pfseg_pipeline.training.transforms import TrainingInputs
@@ -119,25 +123,34 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
         log.info("DDP over %d processes: %d iterations per epoch per process, batch %d per process",
                  dist.world_size, iterations, batch_size)
 
+    train_ids, monitor_ids = monitor_split(train_ids, training.monitor_fraction, training.split_seed)
+    if monitor_ids:
+        log.info("monitor cases (steer the schedule, early stopping and the best checkpoint; not trained "
+                 "on): %s", ", ".join(monitor_ids))
+    elif training.early_stopping_patience:
+        log.warning("training.early_stopping_patience is set but there are no monitor cases: no early stop")
     seed_everything(training.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_network(network, plans, **options)
     if training.region_prior:
         model.init_output_prior(training.region_prior)   # a resumed run loads its own weights over it
     loss = spec.make_loss(plans, ablation)
     optimizer = make_optimizer(model.parameters(), training)
-    scheduler = make_scheduler(optimizer, training.scheduler, training.epochs, bool(val_ids))
+    scheduler = make_scheduler(optimizer, training, iterations, bool(monitor_ids))
     inputs = TrainingInputs.for_network(network, options)
     batches = build_training_batches(plans, cases_dir, train_ids, inputs, batch_size, workers, training.seed,
                                      dist.rank)
     validation = ValidationCases(cases_dir, val_ids, plans) if val_ids else None
+    monitor = ValidationCases(cases_dir, monitor_ids, plans) if monitor_ids else None
     info = {"network": network, "network_options": options, "ablation": ablation, **(run_info or {}),
-            "train_cases": len(train_ids), "val_cases": len(val_ids), "batch_size": batch_size,
+            "train_cases": len(train_ids), "val_cases": len(val_ids), "monitor_cases": monitor_ids,
+            "batch_size": batch_size,
             "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size}
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
                                    grad_clip=training.grad_clip or None, amp=overrides.amp,
-                                   use_best=overrides.use_best, progress_bar=overrides.progress_bar)
+                                   use_best=overrides.use_best, progress_bar=overrides.progress_bar,
+                                   early_stopping_patience=training.early_stopping_patience)
     return Trainer(model, loss, batches, validation, optimizer, scheduler, device, output_dir, plans,
-                   trainer_options, info, dist)
+                   trainer_options, info, dist, monitor=monitor)
 
 
 def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: str = "folds",

@@ -2,10 +2,17 @@
 scheduler) and only runs them: `training.recipe.build_training` builds them from the plans.
 
 Per epoch: `iterations_per_epoch` steps (`networks.step.train_step`: mixed precision on CUDA
-only, gradient clipping), the validation Dice per region when there is a validation callable
-(whole volumes of the split's validation cases, `training.validation.Validation`), a scheduler
-step (ReduceLROnPlateau on the mean validation Dice, or an epoch-wise schedule), a row of
-metrics.csv, progress.png, checkpoint_latest.pt, and checkpoint_best.pt on a new best mean Dice.
+only, gradient clipping; a per-iteration schedule sets the rate before each), then the Dice per
+region of two kinds of held-out cases, each a callable (`training.validation.ValidationCases`):
+
+- `validation`: the cases the fold REPORTS (its validation cases). Their Dice is logged
+  (`val_dice_*`, the progress curve) and steers nothing, with one explicit exception: with
+  `use_best` and no monitor cases, checkpoint_best.pt is chosen on them (labelled so).
+- `monitor`: cases carved from the fold's training cases (`plans.training.monitor_fraction`),
+  never trained on. Their Dice (`monitor_dice_*`) is the only metric that steers training:
+  the plateau schedule, early stopping and checkpoint_best.pt.
+
+Then an epoch-wise scheduler step, a row of metrics.csv, progress.png and checkpoint_latest.pt.
 At the end: checkpoint_final.pt and train_summary.json.
 
 The validation comes in as a callable so that importing this module pulls in neither the data
@@ -62,13 +69,22 @@ class TrainOptions:
     iterations_per_epoch: int
     grad_clip: float | None           # max gradient norm (plans.json training.grad_clip); None: none
     amp: bool = True                  # used on CUDA only
-    use_best: bool = False            # report the best checkpoint (only where validation chose it)
+    use_best: bool = False            # report the best checkpoint (monitor cases, else explicitly validation)
     progress_bar: bool = True
     plot: bool = True
+    early_stopping_patience: int = 0  # epochs without a better monitor Dice before stopping; 0: never
+
+
+# what train_summary.json says chose checkpoint_best.pt
+_SELECTION_LABELS = {
+    "monitor": "monitor cases (carved from the fold's training cases, not trained on)",
+    "validation": "the fold's reported validation cases (--use-best, an explicit choice)",
+    None: None,
+}
 
 
 class Validation(Protocol):
-    """What the trainer calls after each epoch: the mean Dice per region of the validation cases."""
+    """What the trainer calls after each epoch: the mean Dice per region of some held-out cases."""
 
     regions: Sequence[str]
 
@@ -83,28 +99,40 @@ class Trainer:
     ----------
     network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
     train_batches : an endless batch iterator with `set_epoch(epoch)` and `close()`.
-    validation : the per-epoch validation callable, or None (no validation cases).
+    validation : the per-epoch Dice of the fold's reported cases (logged only), or None.
     optimizer, scheduler : built from the plans (`training.recipe`).
     device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
         options and what train_summary.json records about the run (`network`, its options, ...).
     dist : the process group under torchrun (default: one process).
+    monitor : the per-epoch Dice of the monitor cases (steers plateau, early stop, best), or None.
     """
 
     def __init__(self, network: torch.nn.Module, loss, train_batches, validation: Validation | None,
                  optimizer: torch.optim.Optimizer, scheduler, device: torch.device, output_dir: Path,
-                 plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None):
+                 plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None,
+                 monitor: Validation | None = None):
         self.network = network.to(device)
         self.dist = dist or ddp.DistContext()
         self.model = ddp.wrap_model(self.network, self.dist, device)
         self.loss, self.train_batches = loss, train_batches
-        self.validation = validation
+        self.validation, self.monitor = validation, monitor
         self.optimizer, self.scheduler, self.device = optimizer, scheduler, device
         self.output_dir, self.plans, self.options, self.run_info = Path(output_dir), plans, options, run_info
         self.amp = options.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.start_epoch, self.history = 0, []
-        self.best: dict = {"dice": None, "epoch": None}
+        self.best: dict = {"dice": None, "epoch": None, "on": self._selection_cases()}
+        self.stopped_early: int | None = None   # the epoch after which early stopping ended the run
         self._stop: int | None = None
+
+    def _selection_cases(self) -> str | None:
+        """Which cases choose checkpoint_best.pt: the monitor cases; the reported validation cases
+        only when `use_best` asks for it explicitly and there are no monitor cases; else none."""
+        if self.monitor is not None:
+            return "monitor"
+        if self.options.use_best and self.validation is not None:
+            return "validation"
+        return None
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _state(self, epochs_done: int, interrupted: dict | None = None) -> dict:
@@ -113,7 +141,7 @@ class Trainer:
                  "model": self.network.state_dict(), "plans": self.plans.to_json(), "epoch": epochs_done,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": rng_state(), "history": self.history,
-                 "best": dict(self.best), "run_info": self.run_info}
+                 "best": dict(self.best), "stopped_early": self.stopped_early, "run_info": self.run_info}
         if interrupted:
             state["interrupted"] = interrupted
         return state
@@ -136,7 +164,8 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.start_epoch, self.history = int(ckpt["epoch"]), list(ckpt.get("history", []))
-        self.best = dict(ckpt.get("best", self.best))
+        self.best = {**self.best, **ckpt.get("best", {})}
+        self.stopped_early = ckpt.get("stopped_early")
         note = (" (interrupted mid-epoch: that epoch restarts from its beginning)"
                 if "interrupted" in ckpt else "")
         log.info("resuming from %s at epoch %d%s", path, self.start_epoch, note)
@@ -147,6 +176,8 @@ class Trainer:
         handlers = self._install_signal_handlers()
         try:
             for epoch in range(self.start_epoch, self.options.epochs):
+                if self.stopped_early is not None:
+                    break
                 start = time.perf_counter()
                 losses = self._train_epoch(epoch)
                 if losses is None:
@@ -155,10 +186,13 @@ class Trainer:
                 if epoch + 1 < self.options.epochs:
                     self.train_batches.set_epoch(epoch + 1)  # workers prefetch during validation
                 self._end_epoch(epoch, losses, train_seconds, start)
+                if self.stopped_early is not None:
+                    log.info("early stop after epoch %d: no better monitor Dice for %d epochs", epoch,
+                             self.options.early_stopping_patience)
                 if self._stop is not None:
                     log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
                     return self._stop
-            self.save("final", self.options.epochs)
+            self.save("final", self._epochs_done())
             if self.dist.is_main:
                 self._write_summary()
             return None
@@ -172,6 +206,10 @@ class Trainer:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         n = self.options.iterations_per_epoch
+        per_iteration = getattr(self.scheduler, "per_iteration", False)
+        if per_iteration:
+            self.scheduler.set_iteration(epoch * n)
+        self._epoch_lr = self.optimizer.param_groups[0]["lr"]   # the rate of the epoch's first step
         bar = tqdm(range(n), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=not (self.options.progress_bar and self.dist.is_main))
         for iteration in bar:
@@ -186,6 +224,8 @@ class Trainer:
                 if self._stop is None:  # a worker killed by the same signal is not an error
                     raise
                 continue
+            if per_iteration:
+                self.scheduler.set_iteration(epoch * n + iteration)
             total, terms = self._step(self._to_device(batch))
             # sums on the device (no host sync per step); a non-finite step (fp16 overflow, which
             # the scaler skips) is left out of the means and counted
@@ -215,30 +255,43 @@ class Trainer:
         return train_step(self.model, batch, self.loss, self.optimizer, self.scaler, self.options.grad_clip,
                           self.amp, parameters=self.network.parameters())
 
+    def _dice_columns(self, prefix: str, cases: Validation) -> dict[str, float]:
+        """`{prefix}_dice_<region>` and `{prefix}_dice_mean` of `cases` (computed on rank 0)."""
+        dice = None
+        if self.dist.is_main:
+            dice = cases(self.network, self.device, self.amp)
+        dice = ddp.broadcast_floats(dice, len(cases.regions), self.dist)
+        row = {f"{prefix}_dice_{r}": d for r, d in zip(cases.regions, dice)}
+        row[f"{prefix}_dice_mean"] = sum(dice) / len(dice)
+        return row
+
     def _end_epoch(self, epoch: int, losses: dict, train_seconds: float, start: float) -> None:
         row = {"epoch": epoch, **losses}
         val_start = time.perf_counter()
         if self.validation is not None:
-            regions = self.validation.regions
-            dice = None
-            if self.dist.is_main:
-                dice = self.validation(self.network, self.device, self.amp)
-            dice = ddp.broadcast_floats(dice, len(regions), self.dist)
-            row.update({f"val_dice_{r}": d for r, d in zip(regions, dice)})
-            row["val_dice_mean"] = sum(dice) / len(dice)
-        row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row.update(self._dice_columns("val", self.validation))      # logged: steers nothing
+        if self.monitor is not None:
+            row.update(self._dice_columns("monitor", self.monitor))
+        row["lr"] = self._epoch_lr
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(row["val_dice_mean"])
-        else:
+            if self.monitor is None:
+                raise RuntimeError("a plateau schedule needs monitor cases (training.schedules)")
+            self.scheduler.step(row["monitor_dice_mean"])
+        elif not getattr(self.scheduler, "per_iteration", False):
             self.scheduler.step()
         row.update({f"train{TIMING_SUFFIX}": train_seconds,
                     f"val{TIMING_SUFFIX}": time.perf_counter() - val_start,
                     f"epoch{TIMING_SUFFIX}": time.perf_counter() - start})
         self.history.append(row)
-        improved = "val_dice_mean" in row and (self.best["dice"] is None
-                                               or row["val_dice_mean"] > self.best["dice"])
-        if improved:
-            self.best = {"dice": row["val_dice_mean"], "epoch": epoch}
+        improved = False
+        key = {"monitor": "monitor_dice_mean", "validation": "val_dice_mean"}.get(self.best["on"])
+        if key is not None:
+            improved = self.best["dice"] is None or row[key] > self.best["dice"]
+            if improved:
+                self.best.update(dice=row[key], epoch=epoch)
+        patience = self.options.early_stopping_patience
+        if self.monitor is not None and patience and epoch - self.best["epoch"] >= patience:
+            self.stopped_early = epoch
         if self.dist.is_main:
             write_metrics_csv(self.output_dir / "metrics.csv", self.history)
             if self.options.plot:
@@ -247,8 +300,10 @@ class Trainer:
         if improved:
             self.save("best", epoch + 1)
         log.info("epoch %d/%d: %s, lr %.3g, %.1f s%s", epoch, self.options.epochs - 1,
-                 ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val_dice"))),
-                 row["lr"], row[f"epoch{TIMING_SUFFIX}"], " (new best)" if improved else "")
+                 ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                           if k.startswith(("loss", "val_dice", "monitor_dice"))),
+                 row["lr"], row[f"epoch{TIMING_SUFFIX}"],
+                 f" (new best on the {self.best['on']} cases)" if improved else "")
 
     # ---- summary and signals --------------------------------------------------------------------
     def _write_summary(self) -> None:
@@ -263,9 +318,14 @@ class Trainer:
             "seconds_per_iteration": sum(steady) / len(steady) if steady else None,
             "peak_memory": memory, **headline_memory(memory, self.run_info.get("network")),
             "options": dataclasses.asdict(self.options),
-            "epochs": self.options.epochs, "final_epoch": self.options.epochs - 1,
-            "best_epoch": self.best["epoch"], "best_val_dice_mean": self.best["dice"],
+            "epochs": self.options.epochs, "final_epoch": self._epochs_done() - 1,
+            "stopped_early_after_epoch": self.stopped_early,
+            "best_epoch": self.best["epoch"], "best_dice_mean": self.best["dice"],
+            "best_selected_on": _SELECTION_LABELS[self.best["on"]],
             "reported_checkpoint": reported, "device": str(self.device)})
+
+    def _epochs_done(self) -> int:
+        return self.options.epochs if self.stopped_early is None else self.stopped_early + 1
 
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():

@@ -5,8 +5,9 @@ Gaussian sliding window as `pfseg_predict`, and a patch-free network with the sa
 whole-volume padding (never a crop).
 
 - Per epoch (`ValidationCases`, the callable the trainer gets, through `validation_dice`): mean
-  Dice per region on the cached (preprocessed) grid; it only selects `checkpoint_best.pt` and
-  drives the plateau scheduler.
+  Dice per region on the cached (preprocessed) grid. On the fold's reported cases it is a
+  progress curve only; on the monitor cases (carved from the training cases) it drives the
+  plateau schedule, early stopping and `checkpoint_best.pt` (training/trainer.py).
 - After the last epoch (`evaluate_cases`): the held-out cases are predicted from their SOURCE
   files, exported to their native grid exactly as `pfseg_predict` does, and scored by
   `evaluation` against their native label files (Dice, HD95 in mm, ...). It writes
@@ -121,11 +122,14 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
         log.info("no held-out cases in this split: no validation/summary.json")
         return None
     which = "final"
+    extra = {}
     if use_best:
         if trainer.best["epoch"] is None:
-            log.warning("--use-best: no validation cases chose a best checkpoint; reporting the final one")
+            log.warning("--use-best: no monitor or validation cases chose a best checkpoint; reporting the "
+                        "final one")
         else:
             which = "best"
+            extra["best_selected_on"] = trainer.best["on"]
     path = checkpoint_path(trainer.output_dir, which)
     load_weights(trainer.network, read_checkpoint(path, trainer.device)["model"], path, "this run's plans")
     sources = {c["case"]: Case.from_json(c) for c in read_json(dataset_file).get("cases", [])}
@@ -135,7 +139,7 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
                         "pfseg_plan_and_preprocess)")
     summary = evaluate_cases(trainer.network, trainer.plans, [sources[c] for c in case_ids], trainer.device,
                              trainer.output_dir / "validation", trainer.amp,
-                             extra={"checkpoint": which, "cases_from": cases_from, "split": split})
+                             extra={"checkpoint": which, "cases_from": cases_from, "split": split, **extra})
     for region, metrics in summary["summary"].items():
         log.info("%s (%s cases, %s checkpoint): Dice %.4f", region, cases_from, which,
                  metrics["dice"]["mean"])

@@ -19,7 +19,7 @@ from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.training import distributed as ddp
 from pfseg_pipeline.training.data_loader import build_training_batches
 from pfseg_pipeline.training.rng import seed_everything
-from pfseg_pipeline.training.schedules import make_scheduler
+from pfseg_pipeline.training.schedules import PolyDecay
 from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 from pfseg_pipeline.training.transforms import TrainingInputs
 
@@ -56,7 +56,7 @@ def main(workspace: Path, out: Path) -> None:
     options = TrainOptions(epochs=1, iterations_per_epoch=2, grad_clip=plans.training.grad_clip,
                            progress_bar=False, plot=False)
     loss = network_spec("pfseg").make_loss(plans, "full")
-    trainer = Trainer(network, loss, stream, None, optimizer, make_scheduler(optimizer, "poly", 1, False),
+    trainer = Trainer(network, loss, stream, None, optimizer, PolyDecay(optimizer, 2, 0.9),
                       torch.device("cpu"), out / "fold", plans, options, {"network": "pfseg"}, ctx)
     trainer.fit()
     torch.save(network.state_dict(), out / f"rank{rank}.pt")

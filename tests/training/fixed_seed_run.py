@@ -9,7 +9,11 @@ summary.json, the sha256 of the generated images and of the cached arrays, and t
 
 tests/training/test_fixed_seed_run.py reruns it and compares with
 tests/fixtures/fixed_seed_run.json, recorded before the refactor of issue 13 (so a pure refactor
-keeps every loss and Dice). `--record` writes the fixture and a copy of the plans.json.
+keeps every loss and Dice), and re-recorded once for issue 14, where the default fold run stopped
+feeding the validation Dice to the plateau schedule (without monitor cases poly decay by iteration
+stands in): the inputs and plans are unchanged, the rate of every step after the first differs.
+Every recipe option added since is off by default and keeps this fixture. `--record` writes the
+fixture and a copy of the plans.json.
 """
 
 from __future__ import annotations

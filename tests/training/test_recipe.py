@@ -12,6 +12,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import PFSegLoss
 from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.training.recipe import Overrides, build_trainer, train_fold
+from pfseg_pipeline.training.schedules import PolyDecay
 
 NAME = "Tiny"
 
@@ -34,7 +35,9 @@ def test_build_trainer_takes_every_value_from_the_plans_and_logs_overrides(tmp_p
         assert group["lr"] == 5e-3 and group["weight_decay"] == 1e-5           # override, plans
         assert trainer.options.grad_clip == 3.0 and trainer.options.epochs == 4
         assert trainer.options.iterations_per_epoch == plans.training.iterations_per_epoch
-        assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)  # validation
+        # plateau, but no monitor cases: the validation cases may not steer it, so poly decay stands in
+        assert plans.training.scheduler == "plateau" and isinstance(trainer.scheduler, PolyDecay)
+        assert trainer.monitor is None and trainer.validation.case_ids == ["case_02"]
         assert list(trainer.validation.regions) == ["WT", "TC", "ET"]
         batch = next(trainer.train_batches)
         assert "lr_image" in batch and "guidance_patch" not in batch  # the sr row has no SGM

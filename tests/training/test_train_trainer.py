@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from pfseg_pipeline.networks.losses import PFSegLoss, SegmentationLoss
 from pfseg_pipeline.networks.registry import NETWORKS, build_network, network_spec
 from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.training.data_loader import build_training_batches
-from pfseg_pipeline.training.schedules import make_scheduler
+from pfseg_pipeline.training.schedules import PolyDecay, make_scheduler
 from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 from pfseg_pipeline.training.transforms import TrainingInputs
 
@@ -52,7 +53,7 @@ def test_a_few_iterations_reduce_the_loss(tmp_path, make_plans, make_workspace, 
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     options = TrainOptions(epochs=2, iterations_per_epoch=4, grad_clip=t.grad_clip, progress_bar=False,
                            plot=False)
-    scheduler = make_scheduler(optimizer, "poly", 2, False)
+    scheduler = PolyDecay(optimizer, 8, 0.9)
     trainer = Trainer(net, loss, FixedBatches(batch), None, optimizer, scheduler, torch.device("cpu"),
                       tmp_path / "out", plans, options, {"network": network})
     assert trainer.fit() is None
@@ -73,7 +74,10 @@ def _train(ws, *extra):
 
 
 def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspace, make_plans):
+    """With monitor cases (plateau on their Dice): a schedule that does not depend on the run's
+    length, so a 2-epoch run continued to 3 epochs is the 3-epoch run."""
     plans = make_plans(hr=(8, 16, 16))
+    plans.training.monitor_fraction = 0.4
     straight = make_workspace(tmp_path / "a", plans)
     assert _train(straight, "--epochs", "3", "--num-workers", "1") == 0
     resumed = make_workspace(tmp_path / "b", plans)
@@ -82,6 +86,7 @@ def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspa
     fold = ("results", NAME, "pfseg", "fold_0")
     expected = _rows(straight.root.joinpath(*fold, "metrics.csv"))
     assert len(expected) == 3 and "val_dice_WT" in expected[0] and "loss_ssl" in expected[0]
+    assert "monitor_dice_WT" in expected[0]
     assert _rows(resumed.root.joinpath(*fold, "metrics.csv")) == expected
     a = load_checkpoint(straight.root.joinpath(*fold, "checkpoint_final.pt"))
     b = load_checkpoint(resumed.root.joinpath(*fold, "checkpoint_final.pt"))
@@ -150,34 +155,66 @@ def test_training_starts_the_seg_head_at_the_planned_region_prior(tmp_path, make
                                rtol=0, atol=1e-5)
 
 
-class _Validation:
-    """A validation callable as the trainer takes it: Dice rising epoch by epoch."""
+class _Dice:
+    """A per-epoch Dice callable as the trainer takes it: the given mean Dice, epoch by epoch."""
 
     regions = ["WT", "TC"]
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, means):
+        self.means, self.calls = list(means), 0
 
     def __call__(self, network, device, amp):
         self.calls += 1
-        return [0.1 * self.calls, 0.2]
+        return [self.means[self.calls - 1]] * 2
 
 
-def test_the_trainer_takes_validation_as_a_callable(tmp_path, make_plans):
+def _fixed_step_trainer(tmp_path, make_plans, validation, monitor, epochs, **options):
     from pfseg_pipeline.networks.step import build_step
 
     plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
+    plans.training.plateau_patience, plans.training.plateau_factor = 0, 0.5
     step = build_step("unet3d", plans, 1)
     assert isinstance(step.loss, SegmentationLoss)
+    scheduler = make_scheduler(step.optimizer, plans.training, 1, monitored=monitor is not None)
+    options = TrainOptions(epochs=epochs, iterations_per_epoch=1, grad_clip=12.0, progress_bar=False,
+                           plot=False, **options)
+    return Trainer(step.model, step.loss, FixedBatches(step.batch), validation, step.optimizer, scheduler,
+                   torch.device("cpu"), tmp_path, plans, options, {"network": "unet3d"}, monitor=monitor)
 
-    validation = _Validation()
-    scheduler = make_scheduler(step.optimizer, "plateau", 2, True)
-    options = TrainOptions(epochs=2, iterations_per_epoch=1, grad_clip=12.0, progress_bar=False, plot=False)
-    trainer = Trainer(step.model, step.loss, FixedBatches(step.batch), validation, step.optimizer, scheduler,
-                      torch.device("cpu"), tmp_path, plans, options, {"network": "unet3d"})
+
+def test_only_the_monitor_cases_steer_the_schedule_early_stop_and_best_checkpoint(tmp_path, make_plans):
+    """The reported cases' Dice rises every epoch, the monitor cases' falls: the rate halves after
+    each monitor drop (plateau, patience 0, factor 0.5), the run stops 2 epochs after the monitor's best
+    (epoch 0), and checkpoint_best.pt is that epoch; the rising validation Dice is only logged."""
+    validation, monitor = _Dice([0.1, 0.2, 0.3, 0.4, 0.5]), _Dice([0.5, 0.4, 0.3, 0.2, 0.1])
+    trainer = _fixed_step_trainer(tmp_path, make_plans, validation, monitor, epochs=5,
+                                  early_stopping_patience=2)
+    lr = trainer.optimizer.param_groups[0]["lr"]
     assert trainer.fit() is None
-    assert validation.calls == 2
-    assert [row["val_dice_WT"] for row in trainer.history] == [0.1, 0.2]
-    assert trainer.history[-1]["val_dice_mean"] == pytest.approx(0.2)
-    assert trainer.best == {"dice": pytest.approx(0.2), "epoch": 1}
-    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 2
+    assert trainer.stopped_early == 2 and validation.calls == monitor.calls == 3
+    assert [row["val_dice_WT"] for row in trainer.history] == [0.1, 0.2, 0.3]
+    assert [row["monitor_dice_mean"] for row in trainer.history] == pytest.approx([0.5, 0.4, 0.3])
+    # epoch 1's drop halves the rate of epoch 2 (the scheduler steps after each epoch)
+    assert [row["lr"] for row in trainer.history] == pytest.approx([lr, lr, lr / 2])
+    assert trainer.best == {"dice": pytest.approx(0.5), "epoch": 0, "on": "monitor"}
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "checkpoint_final.pt")["epoch"] == 3
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["stopped_early_after_epoch"] == 2 and summary["final_epoch"] == 2
+    assert summary["best_selected_on"].startswith("monitor cases")
+
+
+@pytest.mark.parametrize("use_best", [False, True])
+def test_the_reported_cases_choose_a_best_checkpoint_only_when_asked(tmp_path, make_plans, use_best):
+    validation = _Dice([0.3, 0.1])
+    trainer = _fixed_step_trainer(tmp_path, make_plans, validation, None, epochs=2, use_best=use_best)
+    assert isinstance(trainer.scheduler, PolyDecay)   # plateau without monitor cases
+    assert trainer.fit() is None
+    assert [row["val_dice_mean"] for row in trainer.history] == pytest.approx([0.3, 0.1])
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    if use_best:   # an explicit, labelled choice
+        assert trainer.best["epoch"] == 0 and load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 1
+        assert "reported validation cases (--use-best" in summary["best_selected_on"]
+    else:
+        assert trainer.best["epoch"] is None and not (tmp_path / "checkpoint_best.pt").exists()
+        assert summary["best_selected_on"] is None and summary["reported_checkpoint"] == "final"

@@ -19,7 +19,7 @@ def test_the_trainer_imports_and_trains_without_the_data_stack(tmp_path):
         from pfseg_pipeline.data.labels import BRATS2020
         from pfseg_pipeline.networks.step import build_step
         from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans
-        from pfseg_pipeline.training.schedules import make_scheduler
+        from pfseg_pipeline.training.schedules import PolyDecay
 
         class Batches:  # a fixed batch, as a data loader would hand it over
             def __init__(self, batch): self.batch = batch
@@ -33,7 +33,7 @@ def test_the_trainer_imports_and_trains_without_the_data_stack(tmp_path):
         step = build_step("pfseg", plans, 1)
         options = trainer_module.TrainOptions(epochs=1, iterations_per_epoch=2, grad_clip=12.0,
                                               progress_bar=False, plot=False)
-        schedule = make_scheduler(step.optimizer, "poly", 1, False)
+        schedule = PolyDecay(step.optimizer, 2, 0.9)
         trainer = trainer_module.Trainer(step.model, step.loss, Batches(step.batch), None, step.optimizer,
                                          schedule, torch.device("cpu"), {str(tmp_path)!r}, plans, options,
                                          {{"network": "pfseg"}})
