@@ -27,6 +27,7 @@ from pfseg_pipeline.data.labels import TARGETS, LabelScheme, region_names
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json, write_json
 from pfseg_pipeline.presets import (
+    AUGMENTATIONS,
     PAPER_GUIDANCE_ZYX,
     PAPER_PATCH_ZYX,
     PRESETS,
@@ -129,6 +130,12 @@ def preset_training(preset: str) -> TrainingPlan:
     """The training recipe of `preset`: TrainingPlan's defaults changed as presets.py says."""
     values = _merged(dataclasses.asdict(TrainingPlan()), training_overrides(preset))
     return build_dataclass(TrainingPlan, values, f"the {preset} preset", "training.")
+
+
+def named_augmentation(name: str) -> AugmentationPlan:
+    """The augmentation plan presets.AUGMENTATIONS names (AugmentationPlan's defaults changed)."""
+    values = _merged(dataclasses.asdict(AugmentationPlan()), AUGMENTATIONS[name])
+    return build_dataclass(AugmentationPlan, values, f"the {name} augmentation", "training.augmentation.")
 
 
 def _merged(base: dict, changes: dict) -> dict:

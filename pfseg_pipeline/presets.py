@@ -40,6 +40,9 @@ PAPER_AUGMENTATION = {
     "rotation_deg_zyx": [15.0, 0.0, 0.0], "p_scale": 0.0, "mirror_axes": [1, 2], "p_gamma": 0.0,
     "p_noise": 0.0, "p_brightness": 0.0, "p_contrast": 0.0, "max_shift_zyx": [0.0, 0.1, 0.1],
 }
+# the augmentation plans by name (`pfseg_train --set training.augmentation=NAME`): what each
+# changes of AugmentationPlan's defaults
+AUGMENTATIONS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER_AUGMENTATION}
 # per preset, the TrainingPlan fields that differ from its defaults (a nested dict changes only
 # the keys it names)
 TRAINING: dict[str, dict[str, Any]] = {

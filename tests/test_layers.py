@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pfseg_pipeline"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"__init__", "errors", "fileio", "paths", "parallel", "typed_json", "presets"}),
     ("data", {"data"}),
-    ("contracts", {"plans", "splits", "checkpoints"}),
+    ("contracts", {"plans", "plans_settings", "splits", "checkpoints"}),
     ("networks", {"networks"}),
     ("planners", {"planners"}),
     ("preprocessing", {"preprocessing"}),

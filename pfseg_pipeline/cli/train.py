@@ -17,6 +17,8 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, NETWORKS
 from pfseg_pipeline.paths import Workspace
+from pfseg_pipeline.plans import load_plans
+from pfseg_pipeline.plans_settings import apply_settings, parse_setting
 from pfseg_pipeline.splits import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,16 @@ examples:
   pfseg_train Brats paper --epochs 100                # the paper's 8/2 split (final checkpoint)
   pfseg_train Brats 0 --ablation us                   # the US row of the ablation (results: pfseg__us)
   pfseg_train Brats 0 --continue                      # resume from checkpoint_latest.pt
+  pfseg_train Brats 0 --set training.optimizer=sgd --set training.lr=0.01 --variant sgd
+                                                      # a recipe change (results: pfseg__sgd)
   pfseg_train Demo 0 --device cpu --epochs 2 --iterations-per-epoch 5 --num-workers 0
   torchrun --nproc_per_node 2 -m pfseg_pipeline.cli.train Brats 0    # DDP, one process per GPU
 
 FOLD: 0-4 (5 folds seeded by case id), all (every case trains, no validation), or paper /
 paper622 (same as --split paper / paper622). Results go to
-WORKSPACE/results/NAME/NETWORK[__ABLATION]/fold_FOLD. --batch-size is per process; under DDP
+WORKSPACE/results/NAME/NETWORK[__ABLATION][_VARIANT]/fold_FOLD. --set FIELD=VALUE changes any
+field of plans.json for this run (dotted path; the value as JSON, else as text; validated as the
+file is), recorded in the results folder's plans.json. --batch-size is per process; under DDP
 an epoch has ceil(iterations / processes) steps per process. Ctrl-C or SIGTERM saves
 checkpoint_latest.pt at the next iteration (exit 130 / 143); --continue restarts that epoch.
 """
@@ -67,6 +73,10 @@ def build_parser() -> ArgumentParser:
                    help="report the best-validation checkpoint instead of the final one")
     p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
                    help="max gradient norm, 0 for none (default: plans.json)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change a plans.json field for this run, e.g. training.optimizer=sgd (repeatable)")
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help="results in NETWORK__NAME (NETWORK__ABLATION_NAME with --ablation)")
     p.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_workspace_arg(p)
@@ -102,7 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_preprocessed(ws, args.name)  # before the log file: a user error leaves nothing behind
     NETWORKS[args.network].options(args.ablation)  # e.g. --ablation us with a baseline: one clear line
     split, fold = _split_and_fold(args)
-    setup_logging(fold_directory(ws, args.name, args.network, fold, args.ablation) / "training_log.txt"
+    settings = tuple(parse_setting(s) for s in args.settings)
+    apply_settings(load_plans(ws.plans_file(args.name)), settings)  # a bad one: one line, no log file yet
+    setup_logging(fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant)
+                  / "training_log.txt"
                   if rank == 0 else None, args.verbose)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
@@ -112,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = Overrides(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, grad_clip=args.grad_clip,
                           num_workers=args.num_workers, amp=not args.no_amp, use_best=args.use_best,
-                          progress_bar=not args.no_progress)
+                          progress_bar=not args.no_progress, settings=settings, variant=args.variant)
     device = training_device(args.device, local_rank)
     dist = ddp.init_distributed(rank, world, local_rank, device.type)
     try:

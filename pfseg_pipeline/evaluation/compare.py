@@ -25,6 +25,7 @@ mean(std) over cases, population std, like the paper's table (DSC 4 decimals, HD
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -58,6 +59,7 @@ class MethodResult:
     units: str | None = None
     seconds_per_case: float | None = None
     seconds_per_iteration: float | None = None
+    settings: dict = field(default_factory=dict)        # plans fields a variant changed (--set)
     peak_memory_gb: float | None = None
     peak_memory_kind: str | None = None
     parameters: int | None = None
@@ -119,6 +121,8 @@ def render_markdown(methods: Sequence[MethodResult], title: str = "") -> str:
             details.append(f"peak memory: {m.peak_memory_kind}")
         if m.seconds_per_iteration is not None:
             details.append(f"{m.seconds_per_iteration:.3g} s/iteration")
+        if m.settings:
+            details.append("set: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in m.settings.items()))
         lines.append(f"- {m.name}: " + "; ".join(details))
     return "\n".join(lines) + "\n"
 
@@ -238,6 +242,7 @@ def _read_method(name: str, fold_dirs: list[tuple[str, Path]]) -> MethodResult:
         train = _optional_json(fold_dir / "train_summary.json")
         if isinstance(train, dict):
             method.parameters = method.parameters or _parameter_count(train.get("parameters"))
+            method.settings = method.settings or dict(train.get("settings") or {})
             if _is_number(train.get("seconds_per_iteration")):
                 iteration_times.append(float(train["seconds_per_iteration"]))
             if _is_number(train.get("peak_memory_gb")):

@@ -20,19 +20,22 @@ import dataclasses
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pfseg_pipeline.checkpoints import checkpoint_path
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
-from pfseg_pipeline.networks.losses import FULL
+from pfseg_pipeline.networks.losses import ABLATIONS, FULL
 from pfseg_pipeline.networks.registry import build_network, network_spec
 from pfseg_pipeline.networks.step import make_optimizer
 from pfseg_pipeline.paths import Workspace
-from pfseg_pipeline.plans import Plans, load_plans
+from pfseg_pipeline.plans import Plans, load_plans, save_plans
+from pfseg_pipeline.plans_settings import apply_settings
 from pfseg_pipeline.splits import held_out_cases, monitor_split, read_splits, select_split
 from pfseg_pipeline.training import distributed as ddp
 from pfseg_pipeline.training.rng import seed_everything
@@ -56,8 +59,11 @@ class Overrides:
     grad_clip: float | None = None       # 0: no clipping
     num_workers: int | None = None       # loader processes (0: in the training process)
     amp: bool = True                     # mixed precision (used on CUDA only)
-    use_best: bool = False               # report the best-validation checkpoint
+    use_best: bool = False               # report the best checkpoint (monitor cases, else validation)
     progress_bar: bool = True
+    # plans.json fields changed for this run, (dotted field, value) in order (`plans_settings`)
+    settings: tuple[tuple[str, Any], ...] = ()
+    variant: str | None = None           # results in NETWORK__VARIANT (NETWORK__ABLATION_VARIANT)
 
 
 def _setting(name: str, given, planned):
@@ -102,6 +108,8 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     dist = dist or ddp.DistContext()
     spec = network_spec(network)
     options = spec.options(ablation)
+    plans = apply_settings(plans, overrides.settings,
+                           f"variant {overrides.variant}" if overrides.variant else "")
     t = plans.training
     training = dataclasses.replace(
         t, epochs=_setting("epochs", overrides.epochs, t.epochs),
@@ -144,7 +152,8 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     info = {"network": network, "network_options": options, "ablation": ablation, **(run_info or {}),
             "train_cases": len(train_ids), "val_cases": len(val_ids), "monitor_cases": monitor_ids,
             "batch_size": batch_size,
-            "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size}
+            "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size,
+            "variant": overrides.variant, "settings": {k: v for k, v in overrides.settings}}
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
                                    grad_clip=training.grad_clip or None, amp=overrides.amp,
                                    use_best=overrides.use_best, progress_bar=overrides.progress_bar,
@@ -178,7 +187,7 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     network_spec(network).options(ablation)  # an ablation row the network does not take is a UserError
     plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
     plans = load_plans(plans_file)
-    fold_dir = fold_directory(workspace, name, network, fold, ablation)
+    fold_dir = fold_directory(workspace, name, network, fold, ablation, overrides.variant)
     preprocessed, cases_dir = workspace.preprocessed(name), workspace.cases_dir(name)
     splits = read_splits(preprocessed / "splits.json", cases_dir, plans.training.split_seed,
                          write=dist.is_main)
@@ -198,8 +207,11 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     trainer = build_trainer(plans, cases_dir, train_ids, val_ids, network, fold_dir, device, ablation,
                             overrides, dist, {"dataset": name, "split": split, "fold": fold})
     if dist.is_main:  # plans.json and dataset.json beside the folds: a copied results folder predicts alone
-        for source in (plans_file, dataset_file):
-            write_bytes(fold_dir.parent / source.name, source.read_bytes())
+        write_bytes(fold_dir.parent / dataset_file.name, dataset_file.read_bytes())
+        if overrides.settings:   # the plans this run trained with, its settings recorded in `reasons`
+            save_plans(trainer.plans, fold_dir.parent / plans_file.name)
+        else:
+            write_bytes(fold_dir.parent / plans_file.name, plans_file.read_bytes())
     log.info("training %s on %s %s (%d train, %d validation cases) on %s -> %s", network, split, fold,
              len(train_ids), len(val_ids), device, fold_dir)
     latest = checkpoint_path(fold_dir, "latest")
@@ -230,6 +242,15 @@ def check_preprocessed(workspace: Workspace, name: str) -> None:
         raise UserError(f"{workspace.dataset_file(name)}: not found (re-run pfseg_plan_and_preprocess)")
 
 
-def fold_directory(workspace: Workspace, name: str, network: str, fold: str, ablation: str = FULL) -> Path:
-    """results/NAME/NETWORK[__ABLATION]/fold_FOLD (the full method has no suffix)."""
-    return workspace.fold_dir(name, network, fold, ablation if ablation != FULL else None)
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+
+
+def fold_directory(workspace: Workspace, name: str, network: str, fold: str, ablation: str = FULL,
+                   variant: str | None = None) -> Path:
+    """results/NAME/NETWORK[__ABLATION][_VARIANT]/fold_FOLD: `pfseg__us`, `pfseg__sgd`,
+    `pfseg__us_sgd` (the full method has no ablation suffix)."""
+    if variant is not None and (not VARIANT_NAME.fullmatch(variant) or variant in ABLATIONS):
+        raise UserError(f"--variant {variant!r}: use letters, digits, '.' and '-' (not an ablation row's "
+                        f"name: {', '.join(ABLATIONS)})")
+    parts = [p for p in (ablation if ablation != FULL else None, variant) if p]
+    return workspace.fold_dir(name, network, fold, "_".join(parts) or None)
