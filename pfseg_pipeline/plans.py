@@ -106,6 +106,7 @@ class TrainingPlan:
     optimizer: str = "adam"        # networks/step.py OPTIMIZERS
     lr: float = 1e-4
     weight_decay: float = 0.0
+    momentum: float = 0.99         # SGD's (Nesterov) momentum; Adam ignores it
     grad_clip: float = 12.0        # max global gradient norm; 0: no clipping
     scheduler: str = "plateau"     # training/schedules.py SCHEDULERS
     poly_exponent: float = 0.9     # poly: lr * (1 - t / T) ** exponent, t the global iteration
@@ -273,6 +274,8 @@ class Plans:
             raise bad("training.lr", "must be positive")
         if t.grad_clip < 0:
             raise bad("training.grad_clip", "must be 0 (no clipping) or positive")
+        if not 0 <= t.momentum < 1 or t.weight_decay < 0:
+            raise bad("training.momentum", "must be in [0, 1) and training.weight_decay >= 0")
         if not 0 <= t.monitor_fraction < 1:
             raise bad("training.monitor_fraction", f"must be in [0, 1), got {t.monitor_fraction}")
         if not 0 < t.plateau_factor < 1 or t.plateau_patience < 0 or t.early_stopping_patience < 0 \

@@ -56,6 +56,7 @@ _COMMON_REASONS = {
     "training.optimizer": "Adam, lr 1e-4, as in the paper",
     "training.lr": "1e-4, the paper's",
     "training.weight_decay": "none: the paper's Adam has no weight decay",
+    "training.momentum": "0.99, nnU-Net's Nesterov momentum; used by optimizer sgd only",
     "training.grad_clip": "the global gradient norm clipped at 12 (nnU-Net's value): one bad batch cannot "
                           "throw the weights far",
     "training.scheduler": "ReduceLROnPlateau (the paper), on the monitor cases' Dice only: the cases a fold "

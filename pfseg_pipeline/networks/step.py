@@ -11,8 +11,8 @@ FakeTensorMode and what the GPU check times on CUDA:
 It imports nothing beyond torch and the networks, so the GPU machine (torch and numpy only)
 runs it, and no copy of it exists anywhere else.
 
-The optimiser comes from `plans.training` (`optimizer`, `lr`, `weight_decay`) through
-`OPTIMIZERS`, one factory per name.
+The optimiser comes from `plans.training` (`optimizer`, `lr`, `weight_decay`, and `momentum` for
+SGD, always with Nesterov momentum) through `OPTIMIZERS`, one factory per name.
 """
 
 from __future__ import annotations
@@ -33,9 +33,15 @@ def _adam(parameters: Iterable[Tensor], training, fused: bool | None) -> torch.o
     return torch.optim.Adam(parameters, lr=training.lr, weight_decay=training.weight_decay, fused=fused)
 
 
+def _sgd(parameters: Iterable[Tensor], training, fused: bool | None) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (nnU-Net's: lr 1e-2, momentum 0.99, weight decay 3e-5)."""
+    return torch.optim.SGD(parameters, lr=training.lr, momentum=training.momentum, nesterov=True,
+                           weight_decay=training.weight_decay, fused=fused)
+
+
 # plans.training.optimizer -> (parameters, training plan, fused) -> optimiser. `fused`: None for
 # torch's default implementation; True for one fused kernel per step (the memory model's choice).
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": _adam}
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": _adam, "sgd": _sgd}
 
 
 def make_optimizer(parameters: Iterable[Tensor], training,

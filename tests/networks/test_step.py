@@ -116,3 +116,36 @@ def test_outputs_go_to_float32_through_lists(make_plans):
     train_step(net, batch, Loss(), optimizer, torch.amp.GradScaler("cpu", enabled=False), None, False)
     assert seen["seg_logits"].dtype == torch.float32
     assert [o.dtype for o in seen["deep"]] == [torch.float32, torch.float32]
+
+
+def test_sgd_is_nesterov_with_the_planned_momentum_and_weight_decay():
+    """Two steps on f(w) = sum(w * g) by hand: v <- mu v + (grad + wd w); w <- w - lr (grad + wd w
+    + mu v), PyTorch's Nesterov form (nnU-Net's optimiser: lr 1e-2, momentum 0.99, wd 3e-5)."""
+    import dataclasses
+
+    from pfseg_pipeline.plans import TrainingPlan
+
+    training = dataclasses.replace(TrainingPlan(), optimizer="sgd", lr=1e-2, momentum=0.99, weight_decay=3e-5)
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    g = torch.tensor([0.3, 0.1, -0.7], dtype=torch.float64)
+    optimizer = make_optimizer([w], training)
+    group = optimizer.param_groups[0]
+    assert type(optimizer) is torch.optim.SGD and group["nesterov"] is True
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-2, 0.99, 3e-5)
+    assert group["dampening"] == 0
+    expected, velocity = w.detach().clone(), torch.zeros(3, dtype=torch.float64)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (w * g).sum().backward()
+        optimizer.step()
+        d = g + 3e-5 * expected
+        velocity = 0.99 * velocity + d
+        expected = expected - 1e-2 * (d + 0.99 * velocity)
+    torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(optimizer.state[w]["momentum_buffer"], velocity, rtol=0, atol=1e-15)
+    # Adam ignores the momentum field; an unknown name is one clear line
+    assert type(make_optimizer([w], dataclasses.replace(training, optimizer="adam"))) is torch.optim.Adam
+    from pfseg_pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="training.optimizer' must be one of adam, sgd"):
+        make_optimizer([w], dataclasses.replace(training, optimizer="rmsprop"))
