@@ -42,6 +42,7 @@ PLANS_VERSION = 1
 NORMALISATIONS = ("zscore", "minmax")
 LR_OPERATORS = ("avgpool", "trilinear")
 GUIDANCE_LOCATIONS = ("center", "textured")
+AUX_INTENSITIES = ("as_is", "bounded")
 
 
 @dataclass
@@ -122,6 +123,10 @@ class TrainingPlan:
     region_prior: list[float] = field(default_factory=list)
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
+    # the intensity scale of the SR, guidance, TEL and SSL terms: "as_is" (the network's: z-scores
+    # by default) or "bounded" (per modality, aux_intensity_range [low, high] mapped to [0, 1])
+    aux_intensity: str = "as_is"
+    aux_intensity_range: dict[str, list[float]] = field(default_factory=dict)   # planned from the data
     seed: int = 12345              # weights, sampling, augmentation
     split_seed: int = 12345        # the 5 folds of splits.json
     augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
@@ -283,6 +288,13 @@ class Plans:
             raise bad("training.plateau_factor", "must be in (0, 1), plateau_patience and "
                       "early_stopping_patience >= 0, poly_exponent > 0")
         _validate_augmentation(t.augmentation, bad)
+        if t.aux_intensity not in AUX_INTENSITIES:
+            raise bad("training.aux_intensity", f"must be one of {AUX_INTENSITIES}, got {t.aux_intensity!r}")
+        if t.aux_intensity == "bounded" and any(
+                len(t.aux_intensity_range.get(m, ())) != 2 or not t.aux_intensity_range[m][1] >
+                t.aux_intensity_range[m][0] for m in self.modalities):
+            raise bad("training.aux_intensity_range", f"must give [low, high] with high > low for every "
+                      f"modality {self.modalities} when aux_intensity is 'bounded' (re-run planning)")
         if t.ssl_pool < 1:
             raise bad("training.ssl_pool", "must be at least 1")
         if t.region_prior and (len(t.region_prior) != self.out_channels

@@ -67,6 +67,13 @@ def _convert(type_name: str, value: Any, source: str, name: str, module) -> Any:
                                               for v in value.values()):
             raise bad("an object of numbers")
         return {str(k): float(v) for k, v in value.items()}
+    if type_name == "dict[str, list[float]]":
+        def numbers(v) -> bool:
+            return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                               for x in v)
+        if not isinstance(value, dict) or not all(numbers(v) for v in value.values()):
+            raise bad("an object of lists of numbers")
+        return {str(k): [float(x) for x in v] for k, v in value.items()}
     if type_name in ("dict[str, Any]", "dict[str, str]"):
         if not isinstance(value, dict):
             raise bad("an object")

@@ -21,13 +21,19 @@ x = HR image, m = guidance-region mask; tensors are (B, C, Z, Y, X).
   summed over the batch).
 - Total = seg + w_sr SR + w_g guidance + w_tel TEL + w_ssl SSL, the weights from
   `plans.training.loss_weights` (the paper's 1, 0.5, 0.5, 0.5, 0.5).
+- Intensity scale of the auxiliary terms: SR, guidance, TEL and SSL grow with the square of the
+  image intensity, and the paper's 0.5 weights were meant for T2 min-maxed to [0, 1]. With an
+  `intensity_range` (per channel [low, high], `plans.training.aux_intensity` "bounded": the
+  dataset's normalised brain p0.5..p99.5) x and r both go through the same affine map
+  (v - low) / (high - low) inside those terms, so the brain spans about [0, 1] as in the paper
+  and SR stays an identity task; without one ("as_is") they see the network's scale (z-scores).
 
 Losses run in float32 with autocast off, whatever precision the network ran in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -151,9 +157,12 @@ class PFSegLoss(_TermsLoss):
     weights : one weight per term of `TERMS` (`plans.training.loss_weights`).
     ablation : the row of `ABLATIONS` whose terms are on.
     ssl_pool : the SSL pooling factor k (`plans.training.ssl_pool`).
+    intensity_range : per image channel (low, high): x and r map to (v - low) / (high - low)
+        inside the SR, guidance, TEL and SSL terms; None: as they are.
     """
 
-    def __init__(self, weights: Mapping[str, float], ablation: str, ssl_pool: int):
+    def __init__(self, weights: Mapping[str, float], ablation: str, ssl_pool: int,
+                 intensity_range: Sequence[Sequence[float]] | None = None):
         super().__init__()
         self.ablation_name = ablation
         self.ablation = _check_ablation(ablation)
@@ -165,6 +174,23 @@ class PFSegLoss(_TermsLoss):
         if missing:
             raise ValueError(f"missing loss weight(s) {missing} (plans.json training.loss_weights)")
         self.ssl_pool = int(ssl_pool)
+        self.intensity_range = None
+        if intensity_range is not None:
+            self.intensity_range = [(float(lo), float(hi)) for lo, hi in intensity_range]
+            if any(not hi > lo for lo, hi in self.intensity_range):
+                raise ValueError(f"intensity range must have high > low per channel, got {intensity_range}")
+
+    def _bounded(self, *volumes: Tensor) -> tuple[Tensor, ...]:
+        """Each (B, C, ...) volume through (v - low_c) / (high_c - low_c), or unchanged."""
+        if self.intensity_range is None:
+            return volumes
+        ref = volumes[0]
+        low = torch.tensor([lo for lo, _ in self.intensity_range], dtype=torch.float32, device=ref.device)
+        span = torch.tensor([hi - lo for lo, hi in self.intensity_range], dtype=torch.float32,
+                            device=ref.device)
+        shape = (1, -1) + (1,) * (ref.dim() - 2)
+        low, span = low.view(shape), span.view(shape)
+        return tuple((v.float() - low) / span for v in volumes)
 
     def compute(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]
                 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -176,6 +202,7 @@ class PFSegLoss(_TermsLoss):
             values = {"dice": dice, "bce": bce, "seg": dice + bce}
             sr = outputs.get("sr")
             if sr is not None:
+                sr, image = self._bounded(sr, image)
                 if "sr" in terms:
                     values["sr"] = sr_loss(sr, image)
                 mask = outputs.get("guidance_mask", outputs.get("sr_guidance_mask"))

@@ -37,7 +37,9 @@ from pfseg_pipeline.networks.pfseg import build_pfseg
 
 def _pfseg_loss(plans, ablation: str) -> PFSegLoss:
     t = plans.training
-    return PFSegLoss(t.loss_weights, ablation, t.ssl_pool)
+    bounded = t.aux_intensity == "bounded"   # plans.validate: then every modality has its range
+    return PFSegLoss(t.loss_weights, ablation, t.ssl_pool,
+                     [t.aux_intensity_range[m] for m in plans.modalities] if bounded else None)
 
 
 def _segmentation_loss(plans, ablation: str) -> SegmentationLoss:

@@ -35,6 +35,8 @@ from pfseg_pipeline.planners.budget import (
     half_patch,
     round_up,
 )
+from pfseg_pipeline.planners.intensity_range import REASON as INTENSITY_RANGE_REASON
+from pfseg_pipeline.planners.intensity_range import normalised_brain_range
 from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, Plans, preset_training
 
 log = logging.getLogger(__name__)
@@ -255,6 +257,8 @@ class _Planner:
             self.reasons["training.iterations_per_epoch"] = (
                 f"one pass over the ~{self.n_train} training cases of a fold at batch {plans.batch_size}")
         plans.training = training
+        training.aux_intensity_range = normalised_brain_range(self.fp, plans.modalities, plans.normalization)
+        self.reasons["training.aux_intensity_range"] = INTENSITY_RANGE_REASON
         if self.preset == "paper":
             self.reasons["training.region_prior"] = ("empty: the seg head keeps PyTorch's default init, as "
                                                      "the paper's code")

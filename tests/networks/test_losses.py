@@ -214,3 +214,63 @@ def test_segmentation_loss_prefers_the_network_target():
     assert logged["dice"] == pytest.approx(0, abs=1e-6) and logged["bce"] == pytest.approx(0, abs=1e-6)
     _, logged = SegmentationLoss()({"seg_logits": torch.full((1, 1, 4, 4, 4), 40.0)}, batch)
     assert logged["total"] == pytest.approx(0, abs=1e-6)
+
+
+# ---- the auxiliary terms' intensity scale ------------------------------------------------------
+def test_bounded_intensity_maps_x_and_r_alike_on_known_values():
+    """Two channels with ranges [-2, 4] and [0, 2]: x = 1 everywhere, r = x + 0.6. SR and
+    guidance see the difference / span (the shift cancels); TEL and SSL see the mapped values
+    themselves. With y = 0 and s = 1 (WT), TEL = mean(r'^2): channel 0 r' = (1.6 + 2) / 6 = 0.6,
+    channel 1 r' = 1.6 / 2 = 0.8."""
+    shape = (1, 2, 4, 4, 4)
+    image = torch.ones(shape)
+    sr = image + 0.6
+    target = torch.zeros(1, 3, 4, 4, 4)
+    logits = torch.full((1, 3, 4, 4, 4), 30.0)           # s = sigmoid(30) = 1 to float precision
+    mask = torch.zeros(1, 1, 4, 4, 4)
+    mask[..., :2, :, :] = 1                               # half the volume is the guidance region
+    outputs = {"seg_logits": logits, "sr": sr, "guidance_mask": mask}
+    batch = {"image": image, "target": target}
+    as_is = PFSegLoss(WEIGHTS, "full", ssl_pool=2).compute(outputs, batch)[1]
+    bounded = PFSegLoss(WEIGHTS, "full", ssl_pool=2, intensity_range=[(-2.0, 4.0), (0.0, 2.0)]
+                        ).compute(outputs, batch)[1]
+    assert as_is["sr"].item() == pytest.approx(0.36)
+    assert bounded["sr"].item() == pytest.approx((0.1 ** 2 + 0.3 ** 2) / 2)        # (0.6/6)^2, (0.6/2)^2
+    assert bounded["guidance"].item() == pytest.approx(0.5 * (0.1 ** 2 + 0.3 ** 2) / 2)
+    assert as_is["tel"].item() == pytest.approx(1.6 ** 2)
+    assert bounded["tel"].item() == pytest.approx((0.6 ** 2 + 0.8 ** 2) / 2)
+    # SSL with y = 0: sum over the Gram matrix of f = pooled s * pooled r' (8 positions, 2x2 pooled
+    # in-plane) = 64 r'^2 / (2 * 2)^2 per channel
+    assert bounded["ssl"].item() == pytest.approx((64 * 0.6 ** 2 + 64 * 0.8 ** 2) / 16 / 2, rel=1e-5)
+    assert bounded["seg"].item() == pytest.approx(as_is["seg"].item())              # untouched
+    # SR stays an identity task: r = x costs nothing under the map
+    same = PFSegLoss(WEIGHTS, "full", 2, [(-2.0, 4.0), (0.0, 2.0)]).compute(
+        {**outputs, "sr": image.clone()}, batch)[1]
+    assert same["sr"].item() == same["guidance"].item() == 0.0
+
+
+def test_the_registry_builds_the_bounded_loss_from_the_plans(make_plans):
+    from pfseg_pipeline.errors import UserError
+    from pfseg_pipeline.networks.registry import network_spec
+
+    plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))      # modalities t1, t2
+    plans.training.aux_intensity_range = {"t2": [-1.5, 5.0], "t1": [-2.0, 3.0], "flair": [0.0, 1.0]}
+    assert network_spec("pfseg").make_loss(plans, "full").intensity_range is None       # as_is
+    plans.training.aux_intensity = "bounded"
+    plans.validate()
+    assert network_spec("pfseg").make_loss(plans, "full").intensity_range == [(-2.0, 3.0), (-1.5, 5.0)]
+    del plans.training.aux_intensity_range["t1"]
+    with pytest.raises(UserError, match="aux_intensity_range' must give"):
+        plans.validate()
+
+
+def test_the_planned_range_is_the_median_normalised_brain_percentile():
+    from pfseg_pipeline.planners.intensity_range import normalised_brain_range
+
+    def case(p05, p995, mean, std):
+        return {"intensity": {"t1": {"p0.5": p05, "p99.5": p995, "mean": mean, "std": std}}}
+
+    fp = {"cases": [case(10, 90, 50, 20), case(0, 100, 40, 10), case(5, 50, 20, 5)]}
+    # z-scored p0.5: -2, -4, -3 -> median -3; p99.5: 2, 6, 6 -> 6
+    assert normalised_brain_range(fp, ["t1"], "zscore") == {"t1": [-3.0, 6.0]}
+    assert normalised_brain_range(fp, ["t1"], "minmax") == {"t1": [0.0, 1.0]}

@@ -186,3 +186,13 @@ def test_hand_edited_region_prior_is_checked(tmp_path, brats_fingerprint, prior)
     path.write_text(json.dumps(data))
     with pytest.raises(UserError, match=r"plans.json: field 'training.region_prior' must be empty or 3"):
         load_plans(path)
+
+
+def test_the_planned_aux_intensity_range_is_the_normalised_brain_p05_to_p995():
+    """fake_fingerprint's brain: p0.5 10, p99.5 1500, mean 520, std 200 -> z-scores -2.55..4.9."""
+    plans = plan(fake_fingerprint(n_cases=6), "X", peak_fn=lambda n, p, b: GiB)
+    assert plans.training.aux_intensity == "as_is"     # planned, not used: the study decides
+    assert plans.training.aux_intensity_range == {m: [-2.55, 4.9] for m in plans.modalities}
+    assert "p0.5 and p99.5" in plans.reasons["training.aux_intensity_range"]
+    paper = plan(fake_fingerprint(n_cases=6), "P", preset="paper", peak_fn=lambda n, p, b: GiB)
+    assert paper.training.aux_intensity_range == {"t2": [0.0, 1.0]}   # min-max images are [0, 1] already
