@@ -125,6 +125,7 @@ class TrainingPlan:
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
     # the intensity scale of the SR, guidance, TEL and SSL terms: "as_is" (the network's: z-scores
     # by default) or "bounded" (per modality, aux_intensity_range [low, high] mapped to [0, 1])
+    deep_supervision: bool = False     # extra seg heads on the coarser decoder stages (nnU-Net's)
     aux_intensity: str = "as_is"
     aux_intensity_range: dict[str, list[float]] = field(default_factory=dict)   # planned from the data
     seed: int = 12345              # weights, sampling, augmentation

@@ -37,6 +37,10 @@ def _convert(type_name: str, value: Any, source: str, name: str, module) -> Any:
         if not isinstance(value, dict):
             raise bad("an object")
         return build_dataclass(nested, value, source, f"{name}.")
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
     if type_name == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")

@@ -44,18 +44,24 @@ class SegmentationNetwork(nn.Module):
 
     def init_output_prior(self, prior: Sequence[float]) -> None:
         """Start the logits at logit(prior[k]) for region k: the head's bias is set to it (the
-        weights are left as they are). A prior of the share of tumour in the volume makes the
-        first steps learn where the tumour is, not that it is rare."""
-        bias = self.output_head().bias
-        per_region = bias.numel() // len(prior)
-        if per_region * len(prior) != bias.numel():
-            raise ValueError(f"{len(prior)} priors for a head of {bias.numel()} channels")
+        weights are left as they are), and so are the deep-supervision heads'. A prior of the
+        share of tumour in the volume makes the first steps learn where the tumour is, not that it
+        is rare."""
+        from pfseg_pipeline.networks.deep_supervision import DeepSupervisionHeads
+
+        heads = [self.output_head()] + [h for m in self.modules() if isinstance(m, DeepSupervisionHeads)
+                                        for h in m.heads]
         p = torch.as_tensor([float(v) for v in prior], dtype=torch.float64)
         if not bool(((p > 0) & (p < 1)).all()):
             raise ValueError(f"priors must be in (0, 1), got {list(prior)}")
-        logits = (torch.log(p) - torch.log1p(-p)).repeat_interleave(per_region)
-        with torch.no_grad():
-            bias.copy_(logits.to(bias.dtype))
+        for head in heads:
+            bias = head.bias
+            per_region = bias.numel() // len(prior)
+            if per_region * len(prior) != bias.numel():
+                raise ValueError(f"{len(prior)} priors for a head of {bias.numel()} channels")
+            logits = (torch.log(p) - torch.log1p(-p)).repeat_interleave(per_region)
+            with torch.no_grad():
+                bias.copy_(logits.to(bias.dtype))
 
     def check_input(self, image: Tensor) -> None:
         """Raise a ValueError unless `image` is (B, C, Z, Y, X) with a valid spatial shape."""

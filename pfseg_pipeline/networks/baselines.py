@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from pfseg_pipeline.networks.base import SegmentationNetwork
 from pfseg_pipeline.networks.blocks import norm3d
+from pfseg_pipeline.networks.deep_supervision import DeepSupervisionHeads, supervised_levels
 from pfseg_pipeline.networks.inputs import lr_from_hr
 from pfseg_pipeline.networks.unet import UNet
 
@@ -35,19 +36,31 @@ from pfseg_pipeline.networks.unet import UNet
 PROBABILITY_EPS = 1e-6
 
 
+def _options(deep_supervision: bool) -> dict:
+    """The builder options a checkpoint records: `deep_supervision` only when on, so a network
+    without it has the options (and checkpoints) it had before the option existed."""
+    return {"deep_supervision": True} if deep_supervision else {}
+
+
+def _outputs(logits: Tensor, deep_logits: list[Tensor]) -> dict:
+    """forward_train's outputs: `seg_logits`, and `seg_logits_ds` (finest first) when supervised."""
+    return {"seg_logits": logits, "seg_logits_ds": deep_logits} if deep_logits else {"seg_logits": logits}
+
+
 class PatchUNet(SegmentationNetwork):
     """A full-resolution U-Net (double-conv or residual blocks) for patch-based training."""
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int], norm: str = "instance",
-                 block: str = "residual"):
-        super().__init__([2 ** (len(widths) - 1)] * 3)
-        self.unet = UNet(in_channels, out_channels, widths, norm, block)
+                 block: str = "residual", deep_supervision: bool = False):
+        super().__init__([2 ** (len(widths) - 1)] * 3, _options(deep_supervision))
+        self.unet = UNet(in_channels, out_channels, widths, norm, block, deep_supervision)
 
     def output_head(self) -> nn.Conv3d:
         return self.unet.head
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"seg_logits": self.forward_infer(batch["image"])}
+        self.check_input(batch["image"])
+        return _outputs(*self.unet.forward_train(batch["image"]))
 
     def forward_infer(self, image: Tensor) -> Tensor:
         self.check_input(image)
@@ -82,8 +95,9 @@ def _vnet_convs(level: int) -> int:
 
 
 class VNet(SegmentationNetwork):
-    def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int], norm: str = "instance"):
-        super().__init__([2 ** (len(widths) - 1)] * 3)
+    def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int], norm: str = "instance",
+                 deep_supervision: bool = False):
+        super().__init__([2 ** (len(widths) - 1)] * 3, _options(deep_supervision))
         widths = list(widths)
         self.input = _ConvNormPReLU(in_channels, widths[0], 3, norm=norm)
         self.down_stages = nn.ModuleList([VNetStage(widths[0], _vnet_convs(0), norm)])
@@ -98,24 +112,36 @@ class VNet(SegmentationNetwork):
             current = 2 * widths[level]           # up-sampled features + skip
             self.up_stages.append(VNetStage(current, _vnet_convs(level), norm))
         self.head = nn.Conv3d(current, out_channels, 1)
+        self.ds_heads = None
+        if deep_supervision:   # heads on the up-stages (2 * width channels at each level)
+            self.ds_heads = DeepSupervisionHeads([2 * w for w in widths],
+                                                 supervised_levels(len(widths) - 1, False), out_channels)
 
     def output_head(self) -> nn.Conv3d:
         return self.head
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"seg_logits": self.forward_infer(batch["image"])}
+        self.check_input(batch["image"])
+        stages = self._stages(batch["image"])
+        return _outputs(self.head(stages[-1]), self.ds_heads(stages) if self.ds_heads is not None else [])
 
     def forward_infer(self, image: Tensor) -> Tensor:
         self.check_input(image)
+        return self.head(self._stages(image, keep=False)[-1])
+
+    def _stages(self, image: Tensor, keep: bool = True) -> list[Tensor]:
+        """The output of every up-stage, coarsest first (`keep=False`: the last only)."""
         x = self.down_stages[0](self.input(image))
         skips = [x]
         for down, stage in zip(self.downs, self.down_stages[1:]):
             x = stage(down(x))
             skips.append(x)
         skips.pop()                               # the bottleneck is not a skip
+        out = []
         for up, stage in zip(self.ups, self.up_stages):
             x = stage(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+            out = [*out, x] if keep else [x]
+        return out
 
 
 # ---- patch-free baselines --------------------------------------------------------------------
@@ -129,23 +155,25 @@ class ResUNet3DUp(SegmentationNetwork):
     """ResUNet3D on the LR input; its LR probabilities are interpolated to HR at inference."""
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int],
-                 lr_scale_zyx: Sequence[int], lr_operator: str, norm: str = "instance"):
-        super().__init__([s * 2 ** (len(widths) - 1) for s in lr_scale_zyx])
+                 lr_scale_zyx: Sequence[int], lr_operator: str, norm: str = "instance",
+                 deep_supervision: bool = False):
+        super().__init__([s * 2 ** (len(widths) - 1) for s in lr_scale_zyx], _options(deep_supervision))
         self.lr_scale_zyx = tuple(int(s) for s in lr_scale_zyx)
         self.lr_operator = lr_operator
-        self.unet = UNet(in_channels, out_channels, widths, norm, "residual")
+        self.unet = UNet(in_channels, out_channels, widths, norm, "residual", deep_supervision)
 
     def output_head(self) -> nn.Conv3d:
         return self.unet.head
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """`seg_logits` (B, K, LR) and `target` (B, K, LR): the area-down-sampled soft target."""
+        """`seg_logits` (B, K, LR) and `target` (B, K, LR): the area-down-sampled soft target (deep
+        supervision: coarser logits against it, pooled further)."""
         image = batch["image"]
         self.check_input(image)
         lr_image = batch.get("lr_image")
         if lr_image is None:
             lr_image = lr_from_hr(image, self.lr_scale_zyx, self.lr_operator)
-        outputs = {"seg_logits": self.unet(lr_image)}
+        outputs = _outputs(*self.unet.forward_train(lr_image))
         if "target" in batch:
             outputs["target"] = lr_from_hr(batch["target"].float(), self.lr_scale_zyx, "avgpool")
         return outputs
@@ -184,17 +212,22 @@ class HDC(SegmentationNetwork):
     """Holistic decomposition: ResUNet3D at LR on the space-to-depth of the HR input."""
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int],
-                 lr_scale_zyx: Sequence[int], norm: str = "instance"):
-        super().__init__([s * 2 ** (len(widths) - 1) for s in lr_scale_zyx])
+                 lr_scale_zyx: Sequence[int], norm: str = "instance", deep_supervision: bool = False):
+        super().__init__([s * 2 ** (len(widths) - 1) for s in lr_scale_zyx], _options(deep_supervision))
         self.lr_scale_zyx = tuple(int(s) for s in lr_scale_zyx)
         factor = self.lr_scale_zyx[0] * self.lr_scale_zyx[1] * self.lr_scale_zyx[2]
-        self.unet = UNet(in_channels * factor, out_channels * factor, widths, norm, "residual")
+        self.unet = UNet(in_channels * factor, out_channels * factor, widths, norm, "residual",
+                         deep_supervision)
 
     def output_head(self) -> nn.Conv3d:
         return self.unet.head   # channel ((k * sz + i) * sy + j) * sx + l: region k, region-major
 
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"seg_logits": self.forward_infer(batch["image"])}
+        """Deep supervision: each coarser head's output goes back through depth-to-space too."""
+        self.check_input(batch["image"])
+        logits, deep = self.unet.forward_train(space_to_depth(batch["image"], self.lr_scale_zyx))
+        return _outputs(depth_to_space(logits, self.lr_scale_zyx),
+                        [depth_to_space(x, self.lr_scale_zyx) for x in deep])
 
     def forward_infer(self, image: Tensor) -> Tensor:
         self.check_input(image)
@@ -202,26 +235,31 @@ class HDC(SegmentationNetwork):
 
 
 # ---- builders (plans -> module) ----------------------------------------------------------------
-def build_unet3d(plans) -> PatchUNet:
+# `deep_supervision`: extra training-only heads on the coarser decoder stages (deep_supervision.py)
+def build_unet3d(plans, deep_supervision: bool = False) -> PatchUNet:
     net = plans.network
-    return PatchUNet(plans.in_channels, plans.out_channels, list(net.widths), net.norm, "double_conv")
+    return PatchUNet(plans.in_channels, plans.out_channels, list(net.widths), net.norm, "double_conv",
+                     deep_supervision)
 
 
-def build_resunet3d(plans) -> PatchUNet:
+def build_resunet3d(plans, deep_supervision: bool = False) -> PatchUNet:
     net = plans.network
-    return PatchUNet(plans.in_channels, plans.out_channels, list(net.widths), net.norm, "residual")
+    return PatchUNet(plans.in_channels, plans.out_channels, list(net.widths), net.norm, "residual",
+                     deep_supervision)
 
 
-def build_vnet(plans) -> VNet:
-    return VNet(plans.in_channels, plans.out_channels, list(plans.network.widths), plans.network.norm)
+def build_vnet(plans, deep_supervision: bool = False) -> VNet:
+    return VNet(plans.in_channels, plans.out_channels, list(plans.network.widths), plans.network.norm,
+                deep_supervision)
 
 
-def build_resunet3d_up(plans) -> ResUNet3DUp:
+def build_resunet3d_up(plans, deep_supervision: bool = False) -> ResUNet3DUp:
     net = plans.network
     return ResUNet3DUp(plans.in_channels, plans.out_channels, list(net.widths), list(plans.lr_scale_zyx),
-                       plans.lr_operator, net.norm)
+                       plans.lr_operator, net.norm, deep_supervision)
 
 
-def build_hdc(plans) -> HDC:
+def build_hdc(plans, deep_supervision: bool = False) -> HDC:
     net = plans.network
-    return HDC(plans.in_channels, plans.out_channels, list(net.widths), list(plans.lr_scale_zyx), net.norm)
+    return HDC(plans.in_channels, plans.out_channels, list(net.widths), list(plans.lr_scale_zyx), net.norm,
+               deep_supervision)

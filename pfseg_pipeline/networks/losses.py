@@ -6,8 +6,9 @@ without a lower layer importing training/.
 Notation: s = segmentation probability (sigmoid of the logits), r = SR image, y = HR target,
 x = HR image, m = guidance-region mask; tensors are (B, C, Z, Y, X).
 
-- Segmentation: soft Dice + BCE-with-logits over the region channels. The Dice is the standard
-  one WITH the factor 2 (the original lacked it, so its minimum was 0.5):
+- Segmentation: soft Dice + BCE-with-logits over the region channels (with deep supervision,
+  `seg_logits_ds`, nnU-Net's weighted sum over the outputs: networks/deep_supervision.py). The
+  Dice is the standard one WITH the factor 2 (the original lacked it, so its minimum was 0.5):
   1 - (2 sum(s y) + 1) / (sum(s) + sum(y) + 1), computed per sample and per channel, then
   averaged (not the squared-denominator form).
 - SR: MSE(r, x) over the whole volume.
@@ -40,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pfseg_pipeline.networks.deep_supervision import deep_supervision_weights, pool_target
+
 TERMS = ("seg", "sr", "guidance", "tel", "ssl")
 
 
@@ -60,6 +63,22 @@ def segmentation_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     dice = soft_dice_loss(logits, target)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return dice, bce
+
+
+def supervised_segmentation_loss(logits: Tensor, target: Tensor, deep_logits: Sequence[Tensor] = ()
+                                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """(seg, Dice, BCE): seg = Dice + BCE of the final logits; with deep-supervision logits
+    (coarser, finest first) the weighted sum over every output (`deep_supervision_weights`), each
+    against the target area-pooled to its grid. Dice and BCE are the final output's (the log's)."""
+    dice, bce = segmentation_loss(logits, target)
+    if not deep_logits:
+        return dice + bce, dice, bce
+    weights = deep_supervision_weights(1 + len(deep_logits))
+    total = weights[0] * (dice + bce)
+    for weight, coarse in zip(weights[1:], deep_logits):
+        coarse_dice, coarse_bce = segmentation_loss(coarse, pool_target(target, coarse.shape[2:]))
+        total = total + weight * (coarse_dice + coarse_bce)
+    return total, dice, bce
 
 
 def sr_loss(sr: Tensor, image: Tensor) -> Tensor:
@@ -198,8 +217,8 @@ class PFSegLoss(_TermsLoss):
         terms = self.ablation.terms
         logits, target, image = outputs["seg_logits"], batch["target"], batch["image"]
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            dice, bce = segmentation_loss(logits, target)
-            values = {"dice": dice, "bce": bce, "seg": dice + bce}
+            seg, dice, bce = supervised_segmentation_loss(logits, target, outputs.get("seg_logits_ds", ()))
+            values = {"dice": dice, "bce": bce, "seg": seg}
             sr = outputs.get("sr")
             if sr is not None:
                 sr, image = self._bounded(sr, image)
@@ -229,8 +248,7 @@ class SegmentationLoss(_TermsLoss):
         logits = outputs["seg_logits"]
         target = outputs["target"] if "target" in outputs else batch["target"]
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            dice, bce = segmentation_loss(logits, target)
-            total = dice + bce
+            total, dice, bce = supervised_segmentation_loss(logits, target, outputs.get("seg_logits_ds", ()))
         return total, {"dice": dice, "bce": bce, "seg": total}
 
 

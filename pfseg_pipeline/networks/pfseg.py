@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from pfseg_pipeline.networks.base import SegmentationNetwork
 from pfseg_pipeline.networks.blocks import ResidualBlock, make_up_stage
+from pfseg_pipeline.networks.deep_supervision import DeepSupervisionHeads, supervised_levels
 from pfseg_pipeline.networks.inputs import cut_guidance, guidance_mask, guidance_origin, lr_from_hr
 from pfseg_pipeline.networks.unet import Encoder, SkipDecoder
 
@@ -48,11 +49,18 @@ class PFSegDecoder(nn.Module):
         self.activation = activation
 
     def forward(self, skips: Sequence[Tensor], bottleneck: Tensor) -> Tensor:
-        x = self.skip_decoder(skips, bottleneck)
+        return self.forward_with_stages(skips, bottleneck, keep=False)[0]
+
+    def forward_with_stages(self, skips: Sequence[Tensor], bottleneck: Tensor, keep: bool = True
+                            ) -> tuple[Tensor, list[Tensor]]:
+        """(output at HR, the skip decoder's stage outputs coarsest first: deep supervision's
+        input; `keep=False`: only the last, so inference frees the others)."""
+        stages = self.skip_decoder.stages(skips, bottleneck, keep)
+        x = stages.pop() if not keep else stages[-1]
         if self.to_hr is not None:
             x = self.to_hr(x)
         x = self.head(self.refine(x))
-        return torch.relu(x) if self.activation == "relu" else x
+        return (torch.relu(x) if self.activation == "relu" else x), stages
 
 
 def resize_to(features: Tensor, spatial: Sequence[int]) -> Tensor:
@@ -66,10 +74,13 @@ class PFSeg(SegmentationNetwork):
     def __init__(self, in_channels: int, out_channels: int, *, widths: Sequence[int],
                  sgm_widths: Sequence[int], head_width: int, lr_scale_zyx: Sequence[int], lr_operator: str,
                  guidance_patch_zyx: Sequence[int], guidance_location: str, norm: str = "instance",
-                 sr_activation: str = "linear", use_sr: bool = True, use_sgm: bool = True):
+                 sr_activation: str = "linear", use_sr: bool = True, use_sgm: bool = True,
+                 deep_supervision: bool = False):
         n_pool = len(widths) - 1
-        super().__init__([s * 2 ** n_pool for s in lr_scale_zyx],
-                         {"use_sr": bool(use_sr), "use_sgm": bool(use_sgm)})
+        options = {"use_sr": bool(use_sr), "use_sgm": bool(use_sgm)}
+        if deep_supervision:   # recorded only when on: older checkpoints hold the two options above
+            options["deep_supervision"] = True
+        super().__init__([s * 2 ** n_pool for s in lr_scale_zyx], options)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.lr_scale_zyx = tuple(int(s) for s in lr_scale_zyx)
         self.lr_operator = lr_operator
@@ -88,6 +99,10 @@ class PFSeg(SegmentationNetwork):
         if self.use_sr:
             self.sr_decoder = PFSegDecoder(widths, bottleneck, head_width, in_channels, self.lr_scale_zyx,
                                            norm, activation=sr_activation)
+        self.ds_heads = None
+        if deep_supervision:   # on the seg decoder's stages; the LR stage too when an LR -> HR stage follows
+            levels = supervised_levels(n_pool, final_finer_than_level0=self.seg_decoder.to_hr is not None)
+            self.ds_heads = DeepSupervisionHeads(widths, levels, out_channels)
 
     def output_head(self) -> nn.Conv3d:
         return self.seg_decoder.head
@@ -115,7 +130,8 @@ class PFSeg(SegmentationNetwork):
     # ---- interface ------------------------------------------------------------------------------
     def forward_train(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Outputs: `seg_logits` (B, K, HR); `sr` (B, C, HR) with the SR decoder;
-        `guidance_mask` (B, 1, HR) with the SGM (also under the name `sr_guidance_mask`)."""
+        `guidance_mask` (B, 1, HR) with the SGM (also under the name `sr_guidance_mask`);
+        `seg_logits_ds` (coarser logits, finest first) with deep supervision."""
         image = batch["image"]
         self.check_input(image)
         lr_image = batch.get("lr_image")
@@ -126,7 +142,10 @@ class PFSeg(SegmentationNetwork):
             origin, patch = self._guidance(image, batch)
         features = self.encoder(lr_image)
         bottleneck = self._bottleneck(features, patch)
-        outputs = {"seg_logits": self.seg_decoder(features[:-1], bottleneck)}
+        seg_logits, stages = self.seg_decoder.forward_with_stages(features[:-1], bottleneck)
+        outputs = {"seg_logits": seg_logits}
+        if self.ds_heads is not None:
+            outputs["seg_logits_ds"] = self.ds_heads(stages)
         if self.sr_decoder is not None:
             outputs["sr"] = self.sr_decoder(features[:-1], bottleneck)
         if self.use_sgm:
@@ -145,13 +164,14 @@ class PFSeg(SegmentationNetwork):
         return self.seg_decoder(features[:-1], self._bottleneck(features, patch))
 
 
-def build_pfseg(plans, use_sr: bool = True, use_sgm: bool = True) -> PFSeg:
+def build_pfseg(plans, use_sr: bool = True, use_sgm: bool = True, deep_supervision: bool = False) -> PFSeg:
     """PFSeg from the plans. Ablation rows: US = (use_sr=False, use_sgm=False); +SR/+TEL/+SSL =
-    (True, False); +SGM (the full method) = (True, True)."""
+    (True, False); +SGM (the full method) = (True, True). `deep_supervision`: training-only heads
+    on the seg decoder's coarser stages."""
     net = plans.network
     return PFSeg(plans.in_channels, plans.out_channels, widths=list(net.widths),
                  sgm_widths=list(net.sgm_widths), head_width=net.head_width,
                  lr_scale_zyx=list(plans.lr_scale_zyx), lr_operator=plans.lr_operator,
                  guidance_patch_zyx=list(plans.guidance.patch_shape_zyx),
                  guidance_location=plans.guidance.location, norm=net.norm, sr_activation=plans.sr_activation,
-                 use_sr=use_sr, use_sgm=use_sgm)
+                 use_sr=use_sr, use_sgm=use_sgm, deep_supervision=deep_supervision)

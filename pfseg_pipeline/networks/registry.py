@@ -59,8 +59,9 @@ class NetworkSpec:
     make_loss : `(plans, ablation) -> loss` with `compute(outputs, batch) -> (total, terms)`.
     ablations : the ablation rows (name -> loss terms and builder options) the network accepts;
         empty: only `full`, the network as specified.
-    training_only : attributes of the built network that `forward_infer` never runs (left out
-        of the inference parameter count); None-valued ones are skipped.
+    training_only : attributes (dotted paths) of the built network that `forward_infer` never
+        runs (left out of the inference parameter count); None-valued ones are skipped. Every
+        network has its deep-supervision heads among them (`deep_supervision` builder option).
     """
 
     name: str
@@ -97,21 +98,41 @@ class NetworkSpec:
         return plans.batch_size if self.patch_free else plans.patch_based.batch_size
 
     def training_only_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [m for m in (getattr(model, a, None) for a in self.training_only) if m is not None]
+        def find(path: str) -> nn.Module | None:
+            module = model
+            for name in path.split("."):
+                module = getattr(module, name, None)
+            return module
+
+        return [m for m in (find(a) for a in self.training_only) if m is not None]
 
 
 NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
     NetworkSpec("pfseg", build_pfseg, patch_free=True, make_loss=_pfseg_loss, derives_lr_image=True,
-                guidance_option="use_sgm", ablations=ABLATIONS, training_only=("sr_decoder",)),
-    NetworkSpec("unet3d", build_unet3d, patch_free=False, make_loss=_segmentation_loss),
-    NetworkSpec("resunet3d", build_resunet3d, patch_free=False, make_loss=_segmentation_loss),
-    NetworkSpec("vnet", build_vnet, patch_free=False, make_loss=_segmentation_loss),
+                guidance_option="use_sgm", ablations=ABLATIONS, training_only=("sr_decoder", "ds_heads")),
+    NetworkSpec("unet3d", build_unet3d, patch_free=False, make_loss=_segmentation_loss,
+                training_only=("unet.ds_heads",)),
+    NetworkSpec("resunet3d", build_resunet3d, patch_free=False, make_loss=_segmentation_loss,
+                training_only=("unet.ds_heads",)),
+    NetworkSpec("vnet", build_vnet, patch_free=False, make_loss=_segmentation_loss,
+                training_only=("ds_heads",)),
     NetworkSpec("resunet3d_up", build_resunet3d_up, patch_free=True, make_loss=_segmentation_loss,
-                derives_lr_image=True),
-    NetworkSpec("hdc", build_hdc, patch_free=True, make_loss=_segmentation_loss),
+                derives_lr_image=True, training_only=("unet.ds_heads",)),
+    NetworkSpec("hdc", build_hdc, patch_free=True, make_loss=_segmentation_loss,
+                training_only=("unet.ds_heads",)),
 )}
 # what `pfseg_train` and `pfseg_predict` use when no --network is given: the method itself
 DEFAULT_NETWORK = "pfseg"
+
+
+def training_options(name: str, plans, ablation: str = FULL) -> dict[str, Any]:
+    """The builder options a training run of `name` uses: the ablation row's, plus
+    `deep_supervision` when `plans.training.deep_supervision` asks for it. The trainer records
+    them in its checkpoints, so inference rebuilds the same modules."""
+    options = network_spec(name).options(ablation)
+    if plans.training.deep_supervision:
+        options["deep_supervision"] = True
+    return options
 
 
 def network_spec(name: str) -> NetworkSpec:

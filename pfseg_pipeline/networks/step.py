@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import FULL
-from pfseg_pipeline.networks.registry import build_network, example_batch, network_spec
+from pfseg_pipeline.networks.registry import build_network, example_batch, network_spec, training_options
 
 
 def _adam(parameters: Iterable[Tensor], training, fused: bool | None) -> torch.optim.Optimizer:
@@ -122,7 +122,7 @@ def build_step(network: str, plans, batch_size: int, *, ablation: str = FULL, am
     implementation (see `OPTIMIZERS`). Tensor operations only: it builds under FakeTensorMode.
     """
     spec = network_spec(network)
-    options = spec.options(ablation)
+    options = training_options(network, plans, ablation)
     model = build_network(network, plans, **options).train()
     if device is not None:
         model = model.to(device)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pfseg_pipeline.networks.blocks import BLOCKS, UpStage
+from pfseg_pipeline.networks.deep_supervision import DeepSupervisionHeads, supervised_levels
 
 
 class Encoder(nn.Module):
@@ -64,22 +65,44 @@ class SkipDecoder(nn.Module):
 
     def forward(self, skips: Sequence[Tensor], bottleneck: Tensor) -> Tensor:
         """`skips`: encoder features of levels 0..n-1 (the bottleneck excluded)."""
-        x = bottleneck
+        return self.stages(skips, bottleneck, keep=False)[-1]
+
+    def stages(self, skips: Sequence[Tensor], bottleneck: Tensor, keep: bool = True) -> list[Tensor]:
+        """The output of every stage, coarsest (level n-1) first; the last is `forward`'s.
+        `keep=False` holds only the current one (inference: the coarser ones are freed)."""
+        x, out = bottleneck, []
         for up, block, skip in zip(self.ups, self.blocks, reversed(list(skips))):
             x = block(torch.cat([up(x), skip], dim=1))
-        return x
+            out = [*out, x] if keep else [x]
+        return out
 
 
 class UNet(nn.Module):
-    """Encoder + skip decoder + 1x1 head: logits at the input's size (a multiple of 2**n_pool)."""
+    """Encoder + skip decoder + 1x1 head: logits at the input's size (a multiple of 2**n_pool).
+
+    `deep_supervision` adds 1x1 heads on the coarser decoder stages (`ds_heads`), which only
+    `forward_train` runs (networks/deep_supervision.py).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int], norm: str = "instance",
-                 block: str = "residual"):
+                 block: str = "residual", deep_supervision: bool = False):
         super().__init__()
         self.encoder = Encoder(in_channels, widths, norm, block)
         self.decoder = SkipDecoder(widths, widths[-1], norm, block)
         self.head = nn.Conv3d(self.decoder.out_channels, out_channels, 1)
+        self.ds_heads = None
+        if deep_supervision:
+            levels = supervised_levels(len(widths) - 1, final_finer_than_level0=False)
+            self.ds_heads = DeepSupervisionHeads(widths, levels, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.encoder(x)
         return self.head(self.decoder(features[:-1], features[-1]))
+
+    def forward_train(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(logits, deep-supervision logits finest first: empty without `deep_supervision`)."""
+        if self.ds_heads is None:
+            return self.forward(x), []
+        features = self.encoder(x)
+        stages = self.decoder.stages(features[:-1], features[-1])
+        return self.head(stages[-1]), self.ds_heads(stages)

@@ -31,7 +31,7 @@ from pfseg_pipeline.checkpoints import checkpoint_path
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
-from pfseg_pipeline.networks.registry import build_network, network_spec
+from pfseg_pipeline.networks.registry import build_network, network_spec, training_options
 from pfseg_pipeline.networks.step import make_optimizer
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import Plans, load_plans, save_plans
@@ -107,9 +107,9 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
 
     dist = dist or ddp.DistContext()
     spec = network_spec(network)
-    options = spec.options(ablation)
     plans = apply_settings(plans, overrides.settings,
                            f"variant {overrides.variant}" if overrides.variant else "")
+    options = training_options(network, plans, ablation)
     t = plans.training
     training = dataclasses.replace(
         t, epochs=_setting("epochs", overrides.epochs, t.epochs),

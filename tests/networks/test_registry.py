@@ -24,7 +24,7 @@ def test_unknown_network_lists_the_names(make_plans):
 def test_unknown_option_is_a_user_error(make_plans):
     with pytest.raises(UserError, match="use_sr"):
         build_network("pfseg", make_plans(), use_tel=True)
-    with pytest.raises(UserError, match="none"):
+    with pytest.raises(UserError, match=r"takes the options \['deep_supervision'\], got \['use_sr'\]"):
         build_network("unet3d", make_plans(), use_sr=False)
 
 

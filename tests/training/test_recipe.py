@@ -57,3 +57,20 @@ def test_a_fold_trains_from_python_without_the_command(tmp_path, make_workspace,
     assert (fold.parent / "plans.json").is_file()
     with pytest.raises(UserError, match="--ablation us applies to --network pfseg only"):
         train_fold(ws, NAME, "resunet3d", "all", ablation="us", overrides=overrides)
+
+
+def test_deep_supervision_trains_and_the_held_out_cases_predict_from_its_checkpoint(tmp_path, make_workspace,
+                                                                                   make_plans):
+    """The plans switch reaches the builder, the checkpoint records it, and the end-of-training
+    evaluation (a Predictor rebuilt from the checkpoint's options) runs the network without heads."""
+    plans = make_plans(hr=(8, 16, 16), widths=(4, 8, 16))
+    ws = make_workspace(tmp_path / "ws", plans, n_cases=5)
+    overrides = Overrides(epochs=1, iterations_per_epoch=2, num_workers=0, progress_bar=False,
+                          settings=(("training.deep_supervision", True),))
+    assert train_fold(ws, NAME, "pfseg", "paper", split="paper", overrides=overrides) is None
+    fold = ws.root / "results" / NAME / "pfseg" / "fold_paper"
+    ckpt = read_checkpoint(fold / "checkpoint_final.pt")
+    assert ckpt["network_options"] == {"use_sr": True, "use_sgm": True, "deep_supervision": True}
+    assert any(k.startswith("ds_heads.") for k in ckpt["model"])
+    assert (fold / "validation" / "summary.json").is_file()
+    assert load_plans(fold.parent / "plans.json").training.deep_supervision is True
