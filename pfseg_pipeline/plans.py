@@ -89,10 +89,18 @@ class AugmentationPlan:
     p_gamma: float = 0.3
     noise_variance: list[float] = field(default_factory=lambda: [0.0, 0.1])
     p_noise: float = 0.1
+    gamma_per_channel: bool = False    # one gamma per channel (nnU-Net) or one for the whole sample
+    p_gamma_inverted: float = 0.0      # gamma on the inverted image (nnU-Net: 0.1)
     brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     p_brightness: float = 0.15
     contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     p_contrast: float = 0.15
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])   # voxels
+    p_blur: float = 0.0                # per sample (nnU-Net: 0.2) ...
+    p_blur_per_channel: float = 0.5    # ... then per channel
+    low_resolution_zoom: list[float] = field(default_factory=lambda: [0.5, 1.0])   # down-sampling factor
+    p_low_resolution: float = 0.0      # per sample (nnU-Net: 0.25) ...
+    p_low_resolution_per_channel: float = 0.5
     # whole-volume training: extra random shift (fraction of the HR shape per axis) beyond the
     # slack between brain box and HR shape; the loader applies it when it places the volume
     max_shift_zyx: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -312,16 +320,21 @@ class Plans:
 
 
 def _validate_augmentation(a: AugmentationPlan, bad) -> None:
-    for name in ("p_rotation", "p_scale", "p_gamma", "p_noise", "p_brightness", "p_contrast"):
+    for name in ("p_rotation", "p_scale", "p_gamma", "p_noise", "p_brightness", "p_contrast",
+                 "p_gamma_inverted", "p_blur", "p_blur_per_channel", "p_low_resolution",
+                 "p_low_resolution_per_channel"):
         if not 0 <= getattr(a, name) <= 1:
             raise bad(f"training.augmentation.{name}", "must be a probability in [0, 1]")
-    for name in ("scale_range", "gamma_range", "noise_variance", "brightness_range", "contrast_range"):
+    for name in ("scale_range", "gamma_range", "noise_variance", "brightness_range", "contrast_range",
+                 "blur_sigma", "low_resolution_zoom"):
         value = getattr(a, name)
         if len(value) != 2 or value[0] > value[1] or value[0] < 0:
             raise bad(f"training.augmentation.{name}", f"must be [low, high], 0 <= low <= high, got {value}")
     for name in ("rotation_deg_zyx", "max_shift_zyx"):
         if len(getattr(a, name)) != 3 or any(v < 0 for v in getattr(a, name)):
             raise bad(f"training.augmentation.{name}", "must be three non-negative numbers (z, y, x)")
+    if not 0 < a.low_resolution_zoom[0] <= a.low_resolution_zoom[1] <= 1:
+        raise bad("training.augmentation.low_resolution_zoom", "must be [low, high] within (0, 1]")
     if len(set(a.mirror_axes)) != len(a.mirror_axes) or any(v not in (0, 1, 2) for v in a.mirror_axes):
         raise bad("training.augmentation.mirror_axes", f"must be distinct axes of 0-2, got {a.mirror_axes}")
 

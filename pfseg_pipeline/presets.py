@@ -40,9 +40,23 @@ PAPER_AUGMENTATION = {
     "rotation_deg_zyx": [15.0, 0.0, 0.0], "p_scale": 0.0, "mirror_axes": [1, 2], "p_gamma": 0.0,
     "p_noise": 0.0, "p_brightness": 0.0, "p_contrast": 0.0, "max_shift_zyx": [0.0, 0.1, 0.1],
 }
+# nnU-Net v2's augmentation (nnUNetTrainer.get_training_transforms, 3D full resolution): rotation
+# +-30 deg about every axis and scaling 0.7-1.4 (p 0.2 each), Gaussian noise (variance 0-0.1, p
+# 0.1), blur (sigma 0.5-1, per channel p 0.5; p 0.2), brightness x0.75-1.25 (p 0.15), contrast
+# 0.75-1.25 (p 0.15), low-resolution simulation (zoom 0.5-1, per channel p 0.5; p 0.25), gamma
+# 0.7-1.5 on the inverted image (p 0.1) and on the image (p 0.3), per channel; every axis mirrors
+NNUNET_AUGMENTATION = {
+    "rotation_deg_zyx": [30.0, 30.0, 30.0], "p_rotation": 0.2, "scale_range": [0.7, 1.4], "p_scale": 0.2,
+    "noise_variance": [0.0, 0.1], "p_noise": 0.1, "blur_sigma": [0.5, 1.0], "p_blur": 0.2,
+    "p_blur_per_channel": 0.5, "brightness_range": [0.75, 1.25], "p_brightness": 0.15,
+    "contrast_range": [0.75, 1.25], "p_contrast": 0.15, "low_resolution_zoom": [0.5, 1.0],
+    "p_low_resolution": 0.25, "p_low_resolution_per_channel": 0.5, "gamma_range": [0.7, 1.5],
+    "p_gamma_inverted": 0.1, "p_gamma": 0.3, "gamma_per_channel": True, "mirror_axes": [0, 1, 2],
+}
 # the augmentation plans by name (`pfseg_train --set training.augmentation=NAME`): what each
 # changes of AugmentationPlan's defaults
-AUGMENTATIONS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER_AUGMENTATION}
+AUGMENTATIONS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER_AUGMENTATION,
+                                            "nnunet": NNUNET_AUGMENTATION}
 # per preset, the TrainingPlan fields that differ from its defaults (a nested dict changes only
 # the keys it names)
 TRAINING: dict[str, dict[str, Any]] = {

@@ -292,9 +292,11 @@ def build_training_batches(plans, cases_dir: Path, case_ids: list[str], inputs, 
         if augment:
             shift = tuple(round(f * s) for f, s in zip(config.max_shift_zyx, shape))
     else:
+        from pfseg_pipeline.training.transforms import augmentation_margin
+
         shape = list(plans.patch_based.patch_shape_zyx)
-        # a margin of 1/8 patch per side keeps rotated (15 deg) and zoomed-out corners in the image
-        margin = tuple(s // 8 for s in shape) if augment else (0, 0, 0)
+        # read enough around the patch that rotated and zoomed-out samples hold image, not zeros
+        margin = augmentation_margin(shape, config) if augment else (0, 0, 0)
     loader = CachedCaseLoader(cases_dir, case_ids, shape, batch_size, whole_volume=inputs.whole_volume,
                               foreground_fraction=plans.patch_based.foreground_oversampling,
                               margin_zyx=margin, max_shift_zyx=shift)

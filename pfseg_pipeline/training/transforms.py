@@ -119,19 +119,56 @@ def _radians(max_deg: float) -> tuple[float, float]:
     return (-r, r)
 
 
+def augmentation_margin(patch_shape_zyx: list[int] | tuple[int, ...], config: AugmentationPlan
+                        ) -> tuple[int, int, int]:
+    """Voxels to read beyond a patch on each side so that its rotated and zoomed-out samples hold
+    image, not zeros: the patch's half-extent per axis under the worst rotation within the planned
+    angles (compound rotations about all three axes, composed as batchgenerators does, on a grid
+    of 9 angles per axis) times the largest scale factor (batchgenerators samples a region
+    `scale` times the patch), less the half patch, plus one voxel for the interpolation.
+
+    >>> from pfseg_pipeline.plans import AugmentationPlan
+    >>> augmentation_margin([32, 32, 32], AugmentationPlan(p_rotation=0.0, p_scale=0.0))
+    (0, 0, 0)
+    """
+    from batchgenerators.augmentations.utils import (
+        create_matrix_rotation_x_3d,
+        create_matrix_rotation_y_3d,
+        create_matrix_rotation_z_3d,
+    )
+
+    half = np.asarray(patch_shape_zyx, dtype=np.float64) / 2
+    rotates = config.p_rotation > 0 and any(config.rotation_deg_zyx)
+    angles = [np.radians(np.linspace(-a, a, 9)) if rotates and a else np.zeros(1)
+              for a in config.rotation_deg_zyx]
+    extent = half.copy()
+    for ax in angles[0]:
+        for ay in angles[1]:
+            for az in angles[2]:
+                rotation = create_matrix_rotation_z_3d(az, create_matrix_rotation_y_3d(
+                    ay, create_matrix_rotation_x_3d(ax, np.identity(3))))
+                extent = np.maximum(extent, np.abs(rotation).T @ half)   # coordinates are rows times R
+    scale = max(1.0, config.scale_range[1]) if config.p_scale > 0 else 1.0
+    extent *= scale
+    return tuple(int(math.ceil(e - h - 1e-9)) + 1 if e > h + 1e-9 else 0 for e, h in zip(extent, half))
+
+
 def augmentation_transforms(output_shape_zyx: list[int] | tuple[int, ...],
                             config: AugmentationPlan) -> list:
-    """The random part: spatial (rotation, scaling; no elastic), mirror, intensity transforms.
+    """The random part, in nnU-Net's order: spatial (rotation, scaling; no elastic), noise,
+    blur, brightness, contrast, low-resolution simulation, gamma on the inverted image, gamma,
+    mirroring. A transform whose probability is 0 is left out (it would still draw numbers).
 
     The spatial transform also centre-crops its input to `output_shape_zyx`, so a loader may
-    hand it a larger region to keep rotated corners filled with image rather than zeros.
+    hand it a larger region (`augmentation_margin`) to keep rotated corners filled with image.
     """
     from batchgenerators.transforms.color_transforms import (
         BrightnessMultiplicativeTransform,
         ContrastAugmentationTransform,
         GammaTransform,
     )
-    from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
+    from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
+    from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
     from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
     rz, ry, rx = config.rotation_deg_zyx
@@ -146,14 +183,29 @@ def augmentation_transforms(output_shape_zyx: list[int] | tuple[int, ...],
             border_mode_data="constant", border_cval_data=0, order_data=1,
             border_mode_seg="constant", border_cval_seg=0, order_seg=0,
             random_crop=False),
-        GaussianNoiseTransform(noise_variance=tuple(config.noise_variance), p_per_sample=config.p_noise),
+        GaussianNoiseTransform(noise_variance=tuple(config.noise_variance), p_per_sample=config.p_noise)]
+    if config.p_blur:
+        transforms.append(GaussianBlurTransform(tuple(config.blur_sigma), different_sigma_per_channel=True,
+                                                p_per_channel=config.p_blur_per_channel,
+                                                p_per_sample=config.p_blur))
+    transforms += [
         BrightnessMultiplicativeTransform(multiplier_range=tuple(config.brightness_range),
                                           p_per_sample=config.p_brightness),
         ContrastAugmentationTransform(contrast_range=tuple(config.contrast_range),
-                                      p_per_sample=config.p_contrast),
-        GammaTransform(gamma_range=tuple(config.gamma_range), invert_image=False, retain_stats=True,
-                       p_per_sample=config.p_gamma),
-    ]
+                                      p_per_sample=config.p_contrast)]
+    if config.p_low_resolution:
+        # nearest down, cubic up: nnU-Net's orders (a blocky, then smoothed, coarser scan)
+        transforms.append(SimulateLowResolutionTransform(
+            zoom_range=tuple(config.low_resolution_zoom), per_channel=True,
+            p_per_channel=config.p_low_resolution_per_channel, order_downsample=0, order_upsample=3,
+            p_per_sample=config.p_low_resolution))
+    if config.p_gamma_inverted:
+        transforms.append(GammaTransform(gamma_range=tuple(config.gamma_range), invert_image=True,
+                                         per_channel=config.gamma_per_channel, retain_stats=True,
+                                         p_per_sample=config.p_gamma_inverted))
+    transforms.append(GammaTransform(gamma_range=tuple(config.gamma_range), invert_image=False,
+                                     per_channel=config.gamma_per_channel, retain_stats=True,
+                                     p_per_sample=config.p_gamma))
     if config.mirror_axes:
         transforms.append(MirrorTransform(axes=tuple(config.mirror_axes)))
     return transforms

@@ -11,8 +11,10 @@ tests/training/test_fixed_seed_run.py reruns it and compares with
 tests/fixtures/fixed_seed_run.json, recorded before the refactor of issue 13 (so a pure refactor
 keeps every loss and Dice), and re-recorded once for issue 14, where the default fold run stopped
 feeding the validation Dice to the plateau schedule (without monitor cases poly decay by iteration
-stands in): the inputs and plans are unchanged, the rate of every step after the first differs.
-Every recipe option added since is off by default and keeps this fixture. `--record` writes the
+stands in): the inputs and plans are unchanged, the rate of every step after the first differs;
+and for resunet3d once more where the loader's margin around a patch grew to cover the planned
+rotation and zoom-out (`transforms.augmentation_margin`; before, rotated or zoomed-out corners
+were zeros). Every recipe option added since is off by default and keeps this fixture. `--record` writes the
 fixture and a copy of the plans.json.
 """
 
