@@ -129,6 +129,9 @@ class TrainingPlan:
     # per output region, the fraction of the HR volume it fills in the training data: the seg
     # head's bias starts at logit(prior) (empty: PyTorch's default init, as the paper's code)
     region_prior: list[float] = field(default_factory=list)
+    # "dataset": region_prior above for every run; "fold": each run's own, from its training cases
+    # and the network's sampling (training/region_prior.py), recorded with the run
+    region_prior_source: str = "dataset"
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5})
     # the intensity scale of the SR, guidance, TEL and SSL terms: "as_is" (the network's: z-scores
@@ -297,6 +300,9 @@ class Plans:
             raise bad("training.plateau_factor", "must be in (0, 1), plateau_patience and "
                       "early_stopping_patience >= 0, poly_exponent > 0")
         _validate_augmentation(t.augmentation, bad)
+        if t.region_prior_source not in ("dataset", "fold"):
+            raise bad("training.region_prior_source", f"must be 'dataset' or 'fold', got "
+                      f"{t.region_prior_source!r}")
         if t.aux_intensity not in AUX_INTENSITIES:
             raise bad("training.aux_intensity", f"must be one of {AUX_INTENSITIES}, got {t.aux_intensity!r}")
         if t.aux_intensity == "bounded" and any(

@@ -85,6 +85,8 @@ _COMMON_REASONS = {
     "training.ssl_pool": "the paper's SSL pooling factor k = 10",
     "training.loss_weights": "the paper's: segmentation 1, SR and guidance 0.5, TEL and SSL 0.5",
     "training.deep_supervision": "off: one segmentation output, as the paper",
+    "training.region_prior_source": "dataset: the planned region_prior (every labelled case) starts every "
+                                    "network and fold alike",
     "training.aux_intensity": "as_is: SR, guidance, TEL and SSL see the network's intensities (z-scores "
                               "here: beside the segmentation loss they weigh more than on the paper's 0-1)",
     "training.seed": "one fixed seed: initial weights, sampling and augmentation repeat from run to run",

@@ -73,7 +73,7 @@ def extract_region(array: np.ndarray, start_zyx, shape_zyx) -> np.ndarray:
     return out
 
 
-def _placement_range(extent: int, size: int) -> tuple[int, int]:
+def placement_range(extent: int, size: int) -> tuple[int, int]:
     """Starts that keep the brain box and the region overlapping as much as they can."""
     return min(0, extent - size), max(0, extent - size)
 
@@ -116,7 +116,8 @@ class CachedCaseLoader(DataLoader):
     def region_shape(self) -> tuple[int, int, int]:
         return tuple(p + 2 * m for p, m in zip(self.patch_shape, self.margin))
 
-    def _foreground_voxels(self, case_id: str, seg: np.ndarray) -> np.ndarray:
+    def foreground_voxels(self, case_id: str, seg: np.ndarray) -> np.ndarray:
+        """(N, 3) tumour voxels patch centres are drawn from (a fixed sample of at most 5000)."""
         if case_id not in self._foreground:
             coords = np.argwhere(seg > 0).astype(np.int32)
             if len(coords) > 5000:  # a sample is enough to pick centres from (60 kB per case)
@@ -126,11 +127,11 @@ class CachedCaseLoader(DataLoader):
 
     def _patch_start(self, case_id: str, seg: np.ndarray) -> list[int]:
         """Start of the final patch (without margin) on the cached grid."""
-        ranges = [_placement_range(e, s) for e, s in zip(seg.shape, self.patch_shape)]
+        ranges = [placement_range(e, s) for e, s in zip(seg.shape, self.patch_shape)]
         if not self.random_placement:
             return [(lo + hi) // 2 for lo, hi in ranges]
         if not self.whole_volume and np.random.uniform() < self.foreground_fraction:
-            voxels = self._foreground_voxels(case_id, seg)
+            voxels = self.foreground_voxels(case_id, seg)
             if len(voxels):
                 centre = voxels[np.random.randint(len(voxels))]
                 return [int(c) - s // 2 for c, s in zip(centre, self.patch_shape)]

@@ -102,6 +102,7 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     region prior.
     """
     from pfseg_pipeline.training.data_loader import build_training_batches
+    from pfseg_pipeline.training.region_prior import run_region_prior
     from pfseg_pipeline.training.transforms import TrainingInputs
     from pfseg_pipeline.training.validation import ValidationCases
 
@@ -137,14 +138,17 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
                  "on): %s", ", ".join(monitor_ids))
     elif training.early_stopping_patience:
         log.warning("training.early_stopping_patience is set but there are no monitor cases: no early stop")
+    inputs = TrainingInputs.for_network(network, options)
+    shift = training.augmentation.max_shift_zyx if inputs.whole_volume else (0, 0, 0)
+    prior = run_region_prior(plans, cases_dir, train_ids, inputs.whole_volume,
+                             [round(f * s) for f, s in zip(shift, plans.hr_shape_zyx)])
     seed_everything(training.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_network(network, plans, **options)
-    if training.region_prior:
-        model.init_output_prior(training.region_prior)   # a resumed run loads its own weights over it
+    if prior["values"]:
+        model.init_output_prior(prior["values"])   # a resumed run loads its own weights over it
     loss = spec.make_loss(plans, ablation)
     optimizer = make_optimizer(model.parameters(), training)
     scheduler = make_scheduler(optimizer, training, iterations, bool(monitor_ids))
-    inputs = TrainingInputs.for_network(network, options)
     batches = build_training_batches(plans, cases_dir, train_ids, inputs, batch_size, workers, training.seed,
                                      dist.rank)
     validation = ValidationCases(cases_dir, val_ids, plans) if val_ids else None
@@ -153,7 +157,8 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
             "train_cases": len(train_ids), "val_cases": len(val_ids), "monitor_cases": monitor_ids,
             "batch_size": batch_size,
             "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size,
-            "variant": overrides.variant, "settings": {k: v for k, v in overrides.settings}}
+            "variant": overrides.variant, "settings": {k: v for k, v in overrides.settings},
+            "region_prior": prior}
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
                                    grad_clip=training.grad_clip or None, amp=overrides.amp,
                                    use_best=overrides.use_best, progress_bar=overrides.progress_bar,
