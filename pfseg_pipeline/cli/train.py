@@ -67,7 +67,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="resume from checkpoint_latest.pt (start fresh when there is none)")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
-                   help="background augmentation processes (0: in the training process)")
+                   help="background augmentation processes (0: in the training process; default: on a CPU "
+                        "1 and the other cores torch threads; on a GPU the cores but one)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="default: plans.json")
     p.add_argument("--use-best", action="store_true",
                    help="report the best-validation checkpoint instead of the final one")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +37,12 @@ from pfseg_pipeline.plans import Plans, load_plans, save_plans
 from pfseg_pipeline.plans_settings import apply_settings
 from pfseg_pipeline.splits import held_out_cases, monitor_split, read_splits, select_split
 from pfseg_pipeline.training import distributed as ddp
+from pfseg_pipeline.training.cpu_threads import available_cores, cpu_split
 from pfseg_pipeline.training.rng import seed_everything
 from pfseg_pipeline.training.schedules import make_scheduler
 from pfseg_pipeline.training.trainer import Trainer, TrainOptions
 
 log = logging.getLogger(__name__)
-
-MAX_LOADER_WORKERS = 8   # background augmentation processes: more rarely feed a step faster
 
 
 @dataclass(frozen=True)
@@ -72,11 +70,6 @@ def _setting(name: str, given, planned):
     if given != planned:
         log.info("override: %s %s -> %s", name, planned, given)
     return given
-
-
-def default_workers(world_size: int = 1) -> int:
-    """Loader processes per training process: the cores left after one for each trainer."""
-    return max(1, min(MAX_LOADER_WORKERS, (os.cpu_count() or 2) // world_size - 1))
 
 
 def training_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
@@ -119,7 +112,9 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
         lr=_setting("learning rate", overrides.lr, t.lr), seed=_setting("seed", overrides.seed, t.seed),
         grad_clip=_setting("gradient clipping", overrides.grad_clip, t.grad_clip))
     batch_size = _setting("batch size", overrides.batch_size, spec.batch_size(plans))
-    workers = _setting("worker processes", overrides.num_workers, default_workers(dist.world_size))
+    # on a CPU, torch's threads and the workers share this process's cores (training/cpu_threads.py)
+    workers = _setting("worker processes", overrides.num_workers,
+                       cpu_split(device.type, dist.world_size).workers)
     for name, value in (("--epochs", training.epochs), ("--batch-size", batch_size),
                         ("--iterations-per-epoch", training.iterations_per_epoch)):
         if value < 1:
@@ -156,7 +151,8 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     info = {"network": network, "network_options": options, "ablation": ablation, **(run_info or {}),
             "train_cases": len(train_ids), "val_cases": len(val_ids), "monitor_cases": monitor_ids,
             "batch_size": batch_size,
-            "num_workers": workers, "lr": training.lr, "seed": training.seed, "world_size": dist.world_size,
+            "num_workers": workers, "torch_threads": torch.get_num_threads(), "lr": training.lr,
+            "seed": training.seed, "world_size": dist.world_size,
             "variant": overrides.variant, "settings": {k: v for k, v in overrides.settings},
             "region_prior": prior}
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
@@ -204,8 +200,11 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
                         f"{sorted(missing)[0]}.npz (re-run pfseg_plan_and_preprocess)")
     if not train_ids:
         raise UserError(f"{preprocessed / 'splits.json'}: split {split} fold {fold} has no training cases")
-    if device.type == "cpu" and dist.enabled:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+    share = cpu_split(device.type, dist.world_size, overrides.num_workers)
+    if share.threads is not None:   # a CPU: torch's threads and the loader's workers share the cores
+        torch.set_num_threads(share.threads)
+        log.info("CPU: %d torch thread(s) + %d loader worker(s) on %d core(s)", share.threads, share.workers,
+                 available_cores())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

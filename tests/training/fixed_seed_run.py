@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +51,10 @@ def _metrics(path: Path) -> list[dict]:
 def run(root: Path) -> dict:
     from pfseg_pipeline.cli import make_synthetic, plan_and_preprocess, train
 
-    torch.set_num_threads(1)  # reductions in one fixed order, whatever the machine's cores
+    # one core (training/cpu_threads.py sizes torch's threads to the cores the process may use):
+    # reductions in one fixed order, whatever the machine's cores
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
     raw, ws = root / "raw", root / "ws"
     assert make_synthetic.main([str(raw), "--cases", str(CASES), "--shape", *SHAPE_XYZ, "--seed", SEED]) == 0
     assert plan_and_preprocess.main(["-i", str(raw), "-d", NAME, "--preset", "demo", "-np", "1",

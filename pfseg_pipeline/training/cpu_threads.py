@@ -1,0 +1,65 @@
+"""How a training process shares its CPU cores between torch's threads and the loader's workers.
+
+On a CPU the training step (torch's intra-op threads) and the augmentation workers (one process
+each, one thread each) compete for the same cores. Sizing them independently (torch's default:
+one thread per core, plus cores - 1 workers) put 3 busy threads on 2 cores, and two trainings
+side by side 6 on 2: each ran at a fraction of its speed. `cpu_split` gives threads + workers
+that add up to the cores this process may use (its affinity mask, divided among the processes
+of a DDP run), by the rule measured in bench/loader_speed.py (docs/BENCHMARKS.md).
+
+On a GPU the step runs on the device: the torch threads are left as they are and the cores
+left after the training process's own go to the workers, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MAX_LOADER_WORKERS = 8   # background augmentation processes: more rarely feed a step faster
+# OpenMP's wait between parallel regions: its default spins first, which on cores shared with any
+# other busy process (a loader worker, another training, other users) stalls every region of a
+# multi-threaded step; the commands set this (cli/__init__.py) unless the environment says otherwise
+WAIT_POLICY = "PASSIVE"
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """`threads`: torch's intra-op threads in the training process (None: left as they are);
+    `workers`: the loader's background processes (0: augmentation runs in the training process)."""
+
+    threads: int | None
+    workers: int
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask; all of the machine's elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_split(device_type: str, world_size: int = 1, workers: int | None = None,
+              cores: int | None = None) -> CpuSplit:
+    """Threads and workers for one training process among `world_size` on this machine.
+
+    On a CPU they add up to the process's share of the cores: with the workers given (`--num-
+    workers`), the threads take the rest; otherwise one worker (none on a single core) and the
+    rest torch threads. Measured at the demo's 4 mm anatomy shapes on 2 shared cores
+    (bench/loader_speed.py, docs/BENCHMARKS.md): 1 thread + 1 worker fed the step fastest for
+    PFSeg (1.3x 2 threads + 0 workers) and ResUNet3D (1.6x), while the old 2 threads + 1 worker
+    (3 busy threads on 2 cores) was the slowest for PFSeg. On a GPU: torch's threads unchanged,
+    the cores but one to the workers.
+
+    >>> cpu_split("cpu", cores=2), cpu_split("cpu", cores=2, workers=0), cpu_split("cpu", cores=1)
+    (CpuSplit(threads=1, workers=1), CpuSplit(threads=2, workers=0), CpuSplit(threads=1, workers=0))
+    >>> cpu_split("cpu", world_size=2, cores=8), cpu_split("cuda", cores=8)
+    (CpuSplit(threads=3, workers=1), CpuSplit(threads=None, workers=7))
+    """
+    share = max(1, (cores or available_cores()) // max(1, world_size))
+    if device_type != "cpu":
+        return CpuSplit(None, workers if workers is not None else max(1, min(MAX_LOADER_WORKERS, share - 1)))
+    if workers is None:   # one process keeps up with the step (loader batches/s >> steps/s)
+        workers = 1 if share > 1 else 0
+    return CpuSplit(max(1, share - workers), workers)
