@@ -3,8 +3,10 @@
     python -m bench all            # every benchmark, full size where the CPU allows
     python -m bench all --quick    # small shapes: a smoke run (minutes)
     python -m bench metrics_speed inference_speed
+    python -m bench recipe --iterations 500    # the recipe study (hours; not part of `all`)
 
-Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section; every
+Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section (a module
+with its own options also has `options(argv) -> dict`, given the rest of the line); every
 figure in it was measured side by side with its alternative in the same run. The page gets
 the machine and the date of the run; sections of benchmarks not run this time are kept.
 """
@@ -30,7 +32,9 @@ BENCHMARKS = (
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
     "ablation",           # the paper's ablation rows on synthetic data
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
+    "recipe",             # each training-recipe change against today's default (hours: named only)
 )
+NOT_IN_ALL = ("recipe",)
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
@@ -78,9 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="+", help=f"'all' or some of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
     parser.add_argument("--no-write", action="store_true", help="print, do not update the page")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = list(BENCHMARKS) if "all" in args.names else args.names
+    names = [b for b in BENCHMARKS if b not in NOT_IN_ALL] if "all" in args.names else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}")
@@ -90,7 +94,10 @@ def main(argv=None) -> int:
     for name in names:
         t0 = time.perf_counter()
         module = importlib.import_module(f"bench.{name}")
-        figures = module.run(quick=args.quick)
+        extra = module.options(rest) if hasattr(module, "options") else {}
+        if rest and not hasattr(module, "options"):
+            parser.error(f"unrecognised arguments for {name}: {' '.join(rest)}")
+        figures = module.run(**{**extra, "quick": args.quick or extra.get("quick", False)})
         took = time.perf_counter() - t0
         md = figures["markdown"].rstrip() + "\n"
         results[name] = (f"## {figures.get('title', name)}\n\n"

@@ -1,0 +1,348 @@
+"""The recipe study of issue 14: each training-recipe change alone against today's default, on
+MNI152 anatomy cases, several paired seeds per row, for PFSeg and ResUNet3D.
+
+    python -m bench recipe --iterations 500                   # the whole study (hours; resumes)
+    python -m bench recipe --rows base a1 c2 --seeds 1 2 3    # some rows
+    python -m bench recipe --spacing 2 --rows base lr1 lr2 lr4 --seeds 1 2 --iterations 200
+    python -m bench recipe --quick                            # a smoke run (tiny; minutes)
+
+Data: `--cases` training cases (seed 1) and `--test-cases` test cases (seed 2, ids from 901) of
+`pfseg_make_synthetic --anatomy mni152 --spacing S`, planned and preprocessed from the training
+cases alone with `--preset demo` (narrow widths; the LR rows force `--lr-scale`). Every run
+trains on all training cases (fold `all`: no validation cases; the monitor rows carve theirs
+from the training cases) for a fixed number of iterations (`--iterations`; epochs = iterations
+/ iterations per epoch, rounded), then predicts the test cases on their native grid and scores
+them (Dice, HD95 in mm): the test cases never steer anything.
+
+The baseline (`base`) is today's default recipe: the `--base-preset` preset's training plan
+(default: the default preset's, Adam 1e-4, plateau -> poly without monitor cases, one pass
+over the cases per epoch, ...) on the demo plan's networks. Each other row changes one thing
+(ROWS). Runs go one at a time in this process (never side by side) and each writes one JSON
+(`WORK/runs/...`): a rerun skips what is done. The table (docs/BENCHMARKS.md, section `recipe`)
+gives per row and network the mean (sd) over seeds, the paired difference to the baseline's
+mean Dice (WT, TC, ET averaged) with its standard error, and the decision rule's verdict: a
+change wins when its mean gain exceeds one standard error of the paired differences (3+
+seeds); else the simpler option stays. Rows are named (`recipe:a1`, ...) for plans.json
+reasons. Data and runs live under bench/_work/recipe (`--work`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED, TEST_SEED, TEST_START = 1, 2, 901
+REGIONS = ("WT", "TC", "ET")
+AUX = ("sr", "guidance", "tel", "ssl")
+WORK = Path(__file__).resolve().parent / "_work" / "recipe"   # git-ignored
+
+
+@dataclass(frozen=True)
+class Row:
+    """One change against the baseline: plans settings, and what else the run differs in."""
+
+    key: str
+    title: str
+    settings: tuple = ()
+    networks: tuple = ("pfseg", "resunet3d")
+    lr_scale: int | None = None          # re-planned with --lr-scale (None: the planner's choice)
+    ablation: str = "full"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+ROWS = {r.key: r for r in (
+    Row("base", "today's default recipe"),
+    Row("a1", "aux losses on the bounded intensity scale", (("training.aux_intensity", "bounded"),),
+        ("pfseg",)),
+    Row("a2", "aux loss weights 0.1 (as_is scale)", tuple((f"training.loss_weights.{t}", 0.1) for t in AUX),
+        ("pfseg",)),
+    Row("a3", "aux bounded, weights 1", (("training.aux_intensity", "bounded"),)
+        + tuple((f"training.loss_weights.{t}", 1.0) for t in AUX), ("pfseg",)),
+    Row("b1", "plateau (0.1 / 20) on 20 % monitor cases", (("training.monitor_fraction", 0.2),),
+        notes="the baseline's plateau has no monitor cases, so it runs poly decay by iteration"),
+    Row("b2", "b1 + early stopping (patience 20) on the monitor cases",
+        (("training.monitor_fraction", 0.2), ("training.early_stopping_patience", 20))),
+    Row("c1", "Adam 3e-4", (("training.lr", 3e-4),)),
+    Row("c2", "Adam 1e-3", (("training.lr", 1e-3),)),
+    Row("c3", "SGD 1e-2, Nesterov 0.99, wd 3e-5, poly (nnU-Net's)",
+        (("training.optimizer", "sgd"), ("training.lr", 1e-2), ("training.momentum", 0.99),
+         ("training.weight_decay", 3e-5), ("training.scheduler", "poly"))),
+    Row("d1", "deep supervision", (("training.deep_supervision", True),)),
+    Row("e1", "nnU-Net's augmentation", (("training.augmentation", "nnunet"),)),
+    Row("f1", "250 iterations per epoch (nnU-Net)", (("training.iterations_per_epoch", 250),),
+        notes="same iterations in all; poly is by iteration, so this differs mainly in the data order"),
+    Row("g1", "region prior from the run's training cases, per network",
+        (("training.region_prior_source", "fold"),)),
+    *(Row(f"lr{s}{'' if a == 'full' else '-us'}",
+          f"LR scale {s}, {'full PFSeg' if a == 'full' else 'seg only (US)'}",
+          networks=("pfseg",), lr_scale=s, ablation=a) for s in (1, 2, 4) for a in ("full", "us")),
+)}
+STUDY_ROWS = tuple(ROWS)
+QUICK_ROWS = ("base", "c2", "lr1-us")
+
+
+def options(argv: list[str]) -> dict:
+    """`python -m bench recipe`'s own options (bench/__main__.py passes the rest of the line)."""
+    p = argparse.ArgumentParser(prog="python -m bench recipe")
+    p.add_argument("--quick", action="store_true", help="tiny: 4 + 2 cases, 2 iterations, 2 seeds, 3 rows")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations per run (default 500)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
+    p.add_argument("--rows", nargs="+", default=None, choices=STUDY_ROWS, metavar="ROW",
+                   help=f"rows to run (default: all): {' '.join(STUDY_ROWS)}")
+    p.add_argument("--spacing", type=int, choices=(1, 2, 4), default=4, help="case grid in mm (default 4)")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--test-cases", type=int, default=8)
+    p.add_argument("--base-preset", choices=("default", "demo"), default="default",
+                   help="whose training recipe is the baseline (default: the default preset's)")
+    p.add_argument("--work", type=Path, default=WORK, help=f"data and runs, resumable (default {WORK})")
+    return vars(p.parse_args(argv))
+
+
+def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=None, spacing: int = 4,
+        cases: int = 16, test_cases: int = 8, base_preset: str = "default",
+        work: Path = WORK) -> dict:
+    iterations = iterations or (2 if quick else 500)
+    seeds = tuple(seeds or ((1, 2) if quick else (1, 2, 3)))
+    rows = tuple(rows or (QUICK_ROWS if quick else STUDY_ROWS))
+    if quick:
+        cases, test_cases = 4, 2
+    if "base" not in rows:
+        rows = ("base", *rows)
+    study = Study(Path(work) / f"{spacing}mm_{cases}x{test_cases}", spacing, cases, test_cases, base_preset)
+    t0 = time.perf_counter()
+    results = {}
+    for row_key in rows:
+        row = ROWS[row_key]
+        for network in row.networks:
+            for seed in seeds:
+                results[(row_key, network, seed)] = study.run(row, network, seed, iterations)
+    figures = {"title": f"Recipe study: each change alone against today's default ({spacing} mm anatomy)",
+               "iterations": iterations, "seeds": list(seeds), "spacing_mm": spacing, "cases": cases,
+               "test_cases": test_cases, "base_preset": base_preset, "rows": list(rows),
+               "seconds": time.perf_counter() - t0,
+               "runs": {f"{r}/{n}/{s}": v for (r, n, s), v in results.items()}}
+    figures["markdown"] = markdown(figures, results)
+    return figures
+
+
+class Study:
+    """The study's data, plans and runs under one folder."""
+
+    def __init__(self, root: Path, spacing: int, cases: int, test_cases: int, base_preset: str):
+        self.root, self.spacing, self.n_cases, self.n_test = root, spacing, cases, test_cases
+        self.base_preset = base_preset
+        self.train_raw, self.test_raw = root / "raw_train", root / "raw_test"
+        self._plans: dict = {}
+
+    def data(self) -> None:
+        from pfseg_pipeline.data.synthetic import write_dataset
+
+        for raw, n, seed, start in ((self.train_raw, self.n_cases, TRAIN_SEED, 1),
+                                    (self.test_raw, self.n_test, TEST_SEED, TEST_START)):
+            if not (raw / ".complete").is_file():
+                write_dataset(raw, n, None, seed=seed, start_index=start, overwrite=True, anatomy="mni152",
+                              spacing_mm=self.spacing, workers=2)
+                (raw / ".complete").write_text("ok\n")
+
+    def workspace(self, lr_scale: int | None):
+        """(Workspace, dataset name) of the plan with this LR scale (None: the planner's own)."""
+        from pfseg_pipeline.paths import Workspace
+        from pfseg_pipeline.preprocessing.pipeline import plan_and_preprocess
+
+        ws = Workspace(self.root / "ws")
+        name = "Anat" if lr_scale is None else f"AnatLR{lr_scale}"
+        if name not in self._plans:
+            self.data()
+            if not ws.plans_file(name).is_file():
+                plan_and_preprocess(self.train_raw, name, ws, preset="demo", lr_scale=lr_scale, workers=2,
+                                    progress=False)
+            self._plans[name] = True
+        return ws, name
+
+    def base_settings(self, plans) -> list:
+        """Today's default recipe (the base preset's training plan) on the demo plan's networks."""
+        from pfseg_pipeline import presets
+        from pfseg_pipeline.plans import preset_training
+
+        if self.base_preset == "demo":
+            return []
+        base, demo = preset_training(self.base_preset), presets.training_overrides("demo")
+        out = [(f"training.{k}", getattr(base, k)) for k in demo
+               if k not in ("epochs", "iterations_per_epoch")]
+        # the planner's rule where the preset leaves it to the data: one pass over the cases per epoch
+        return out + [("training.iterations_per_epoch", max(1, math.ceil(self.n_cases / plans.batch_size)))]
+
+    def run(self, row: Row, network: str, seed: int, iterations: int) -> dict:
+        out = self.root / "runs" / f"it{iterations}" / row.key / network / f"seed{seed}.json"
+        if out.is_file():
+            return json.loads(out.read_text())
+        from pfseg_pipeline.data.layouts import discover
+        from pfseg_pipeline.evaluation.evaluate import evaluate_folder
+        from pfseg_pipeline.fileio import read_json, write_json
+        from pfseg_pipeline.inference.pipeline import predict_folder
+        from pfseg_pipeline.plans import load_plans
+        from pfseg_pipeline.plans_settings import apply_settings
+        from pfseg_pipeline.training.recipe import Overrides, fold_directory, train_fold
+
+        ws, name = self.workspace(row.lr_scale)
+        plans = load_plans(ws.plans_file(name))
+        settings = tuple(self.base_settings(plans)) + tuple(row.settings)
+        planned = apply_settings(plans, settings)
+        ipe = planned.training.iterations_per_epoch
+        epochs = max(1, round(iterations / ipe))
+        variant = f"{row.key}-s{seed}".replace("_", "-")
+        overrides = Overrides(epochs=epochs, iterations_per_epoch=ipe, seed=seed, settings=settings,
+                              variant=variant, progress_bar=False)
+        log.info("recipe %s, %s, seed %d: %d epochs x %d iterations", row.key, network, seed, epochs, ipe)
+        t0 = time.perf_counter()
+        if train_fold(ws, name, network, "all", ablation=row.ablation, overrides=overrides) is not None:
+            raise KeyboardInterrupt   # a signal stopped the training: stop the study (rerun to resume)
+        train_seconds = time.perf_counter() - t0
+        fold = fold_directory(ws, name, network, "all", row.ablation, variant)
+        pred = fold.parent / "test_predictions"
+        test = discover(self.test_raw, tuple(planned.modalities), require_label=True).cases
+        predict_folder(None, pred, fold.parent, cases=test, folds=["all"], device="cpu", overwrite=True,
+                       workers=1, progress=False)
+        summary = evaluate_folder(self.test_raw, pred, scheme=planned.scheme, target=planned.target,
+                                  write=False, progress=False)
+        train = read_json(fold / "train_summary.json")
+        result = {
+            "row": row.key, "network": network, "seed": seed, "ablation": row.ablation,
+            "settings": {k: v for k, v in settings}, "epochs": epochs, "iterations_per_epoch": ipe,
+            "iterations": epochs * ipe, "lr_scale_zyx": planned.lr_scale_zyx,
+            "hr_shape_zyx": planned.hr_shape_zyx,
+            "dice": {r: summary["summary"][r]["dice"]["mean"] for r in REGIONS},
+            "hd95": {r: summary["summary"][r]["hd95"]["mean"] for r in REGIONS},
+            "per_case_dice": {c["case"]: {r: c[r]["dice"] for r in REGIONS} for c in summary["per_case"]},
+            "seconds_per_iteration": train.get("seconds_per_iteration"), "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - t0,
+            "predicted_peak_bytes": (planned.memory.get("predicted_peak_bytes") or {}).get(network),
+            "region_prior": train.get("region_prior"), "torch_threads": train.get("torch_threads"),
+            "num_workers": train.get("num_workers")}
+        write_json(out, result)
+        shutil.rmtree(fold.parent)     # checkpoints and predictions: the JSON holds what the table needs
+        return result
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_dice(result: dict) -> float:
+    return sum(result["dice"][r] for r in REGIONS) / len(REGIONS)
+
+
+def verdict(diffs: list[float]) -> tuple[float, float, str]:
+    """(mean paired difference, its standard error, the decision rule's word)."""
+    mean = statistics.mean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    if len(diffs) < 3:
+        return mean, se, "too few seeds"
+    return mean, se, "wins" if mean > se else "the simpler option stays"
+
+
+def _paired(runs: dict, row: str, other: str, network: str, seeds) -> list[tuple[dict, dict]]:
+    """(run of `row`, run of `other`) per seed where both are done: the pairs share a seed."""
+    return [(runs[(row, network, s)], runs[(other, network, s)]) for s in seeds
+            if (row, network, s) in runs and (other, network, s) in runs]
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    mean, sd = _stats(values)
+    return f"{mean:.{digits}f} ({sd:.{digits}f})"
+
+
+def markdown(f: dict, results: dict) -> str:
+    """The study's table from its runs: `results[(row, network, seed)]` = one run's JSON.
+
+    Per row and network: the mean (sd) over seeds of the test Dice and HD95 per region, the
+    paired difference of the mean Dice to the baseline (same seeds) with its standard error and
+    the decision rule's verdict, the median seconds per iteration and the memory model's peak.
+    """
+    seeds = f["seeds"]
+    lines = [
+        f"{f['cases']} training + {f['test_cases']} test MNI152 anatomy cases at {f['spacing_mm']} mm "
+        f"(`pfseg_make_synthetic --anatomy mni152`, seeds {TRAIN_SEED} / {TEST_SEED}), `--preset demo` plan "
+        f"(narrow widths), baseline recipe: the {f['base_preset']} preset's training plan; every run "
+        f"{f['iterations']} iterations (epochs rounded to whole ones) on all training cases, then scored on "
+        f"the test cases (Dice; HD95 in mm, MedPy's pooled form); seeds {', '.join(map(str, seeds))} paired "
+        "(same seed for a row and the baseline: weights, sampling, augmentation). Mean (sd) over seeds; "
+        "Δ = paired difference of the mean Dice (WT, TC, ET averaged) to the baseline, ± its standard error; "
+        "a change wins when Δ > SE over 3+ seeds, else the simpler option stays. s / it: the median over "
+        "seeds of a run's seconds per iteration, one run at a time on a shared machine: compare within a "
+        "table, not across days.", "",
+        "| row | change | network | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 | ET HD95 "
+        "| Δ mean Dice ± SE | verdict | s / it | GiB (model) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---:|---:|"]
+    for key in f["rows"]:
+        row = ROWS[key]
+        for network in row.networks:
+            mine = [results[(key, network, s)] for s in seeds if (key, network, s) in results]
+            if not mine:
+                continue
+            cells = [_mean_sd([x["dice"][r] for x in mine], 3) for r in REGIONS]
+            cells += [_mean_sd([x["hd95"][r] for x in mine], 1) for r in REGIONS]
+            pairs = _paired(results, key, "base", network, seeds)
+            if key == "base":
+                cells += ["-", "baseline"]
+            elif not pairs:
+                cells += ["-", "no baseline"]
+            else:
+                mean, se, word = verdict([_mean_dice(x) - _mean_dice(b) for x, b in pairs])
+                cells += [f"{mean:+.3f} ± {se:.3f}", word]
+            spi = [x["seconds_per_iteration"] for x in mine if x.get("seconds_per_iteration")]
+            peak = mine[0].get("predicted_peak_bytes")
+            cells += [f"{statistics.median(spi):.2f}" if spi else "-",
+                      f"{peak / 2 ** 30:.2f}" if peak else "-"]
+            title = row.title + (f" ({row.notes})" if row.notes else "")
+            lines.append(f"| recipe:{key} | {title} | {network} | " + " | ".join(cells) + " |")
+    lines += _lr_table(f, results)
+    return "\n".join(lines) + "\n"
+
+
+def _lr_table(f: dict, runs: dict) -> list[str]:
+    """Per LR scale: the full PFSeg against its segmentation-only network, paired by seed."""
+    rows = []
+    for scale in (1, 2, 4):
+        pairs = _paired(runs, f"lr{scale}-us", f"lr{scale}", "pfseg", f["seeds"])
+        if not pairs:
+            continue
+        us, full = [u for u, _ in pairs], [x for _, x in pairs]
+        mean, se, _ = verdict([_mean_dice(u) - _mean_dice(x) for u, x in pairs])
+        spi = [statistics.median([x["seconds_per_iteration"] or 0 for x in xs]) for xs in (full, us)]
+        gib = [(xs[0].get("predicted_peak_bytes") or 0) / 2 ** 30 for xs in (full, us)]
+        et = [_mean_sd([x["dice"]["ET"] for x in xs], 3) for xs in (full, us)]
+        mean_dice = [_mean_sd([_mean_dice(x) for x in xs], 3) for xs in (full, us)]
+        rows.append(f"| {scale} | {et[0]} | {et[1]} | {mean_dice[0]} | {mean_dice[1]} | "
+                    f"{mean:+.3f} ± {se:.3f} | {spi[0]:.2f}, {spi[1]:.2f} | {gib[0]:.2f}, {gib[1]:.2f} "
+                    f"| {len(pairs)} |")
+    if not rows:
+        return []
+    return ["", "PFSeg per LR scale (rows lr1, lr2, lr4 re-plan with `--lr-scale`; `recipe:base` keeps the "
+            "planner's own scale): the full network (SR + SGM) against the segmentation-only one (US, "
+            "`--ablation us`), paired by seed, Δ = US - full of the mean Dice: whether the SR and SGM "
+            "branches earn their time at that scale. GiB: the memory model's predicted GPU training peak "
+            "of the run's plan (batch as planned).", "",
+            "| LR scale | full: ET Dice | US: ET Dice | full: mean Dice | US: mean Dice | Δ US - full ± SE "
+            "| s / it full, US | GiB full, US | seeds |", "|---|---|---|---|---|---|---|---|---:|", *rows]
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    figures = run(**options(argv))
+    print(figures["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The recipe study's runner (bench/recipe.py) on a tiny configuration: every run trains, is
+scored on the separate test cases and written as one JSON; a rerun resumes (trains nothing);
+the table pairs each row with the baseline by seed and applies the decision rule."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `bench` is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+
+def test_the_decision_rule_needs_a_gain_above_one_standard_error_over_three_seeds():
+    from bench.recipe import verdict
+
+    mean, se, word = verdict([0.02, 0.03, 0.01])
+    assert mean == pytest.approx(0.02) and se == pytest.approx(0.01 / math.sqrt(3)) and word == "wins"
+    assert verdict([0.03, -0.02, 0.02])[2] == "the simpler option stays"     # gain 0.01 < SE 0.015
+    assert verdict([-0.01, -0.02, -0.01])[2] == "the simpler option stays"
+    assert verdict([0.05, 0.04])[2] == "too few seeds"
+
+
+def _run(row: str, seed: int, dice: tuple[float, float, float], hd95: float = 10.0, network: str = "pfseg",
+         spi: float = 1.0) -> dict:
+    return {"row": row, "network": network, "seed": seed, "dice": dict(zip(("WT", "TC", "ET"), dice)),
+            "hd95": {"WT": hd95, "TC": hd95 + 1, "ET": hd95 + 2}, "seconds_per_iteration": spi,
+            "predicted_peak_bytes": 2 ** 30 // 2}
+
+
+def _cells(table: str, start: str) -> list[str]:
+    line = next(x for x in table.splitlines() if x.startswith(start))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_the_table_gives_mean_and_spread_and_pairs_each_row_with_the_baseline_by_seed():
+    from bench.recipe import markdown
+
+    base = {1: (0.80, 0.60, 0.40), 2: (0.70, 0.50, 0.30), 3: (0.90, 0.70, 0.50)}
+    # c2's mean Dice minus the baseline's, per seed: +0.03, +0.06, +0.03 (mean 0.04, SE 0.01)
+    gain = {1: 0.03, 2: 0.06, 3: 0.03}
+    runs = {("base", "pfseg", s): _run("base", s, d, hd95=10.0 * s, spi=1.0 + s) for s, d in base.items()}
+    runs.update({("c2", "pfseg", s): _run("c2", s, tuple(v + gain[s] for v in d)) for s, d in base.items()})
+    # d1 has seed 3 only: paired with the baseline's seed 3 (not its seed 1), one pair: too few seeds
+    runs[("d1", "pfseg", 3)] = _run("d1", 3, (0.10, 0.10, 0.10))
+    figures = {"cases": 16, "test_cases": 8, "spacing_mm": 4, "iterations": 500, "seeds": [1, 2, 3],
+               "base_preset": "default", "rows": ["base", "c2", "d1", "e1"]}
+    table = markdown(figures, runs)
+
+    header = _cells(table, "| row |")
+    assert header[3:9] == ["WT Dice", "TC Dice", "ET Dice", "WT HD95", "TC HD95", "ET HD95"]
+    cells = dict(zip(header, _cells(table, "| recipe:base | today's default recipe | pfseg |")))
+    assert cells["WT Dice"] == "0.800 (0.100)" and cells["ET Dice"] == "0.400 (0.100)"  # mean (sd), 3 seeds
+    assert cells["WT HD95"] == "20.0 (10.0)" and cells["ET HD95"] == "22.0 (10.0)"
+    assert cells["verdict"] == "baseline" and cells["s / it"] == "3.00" and cells["GiB (model)"] == "0.50"
+
+    cells = dict(zip(header, _cells(table, "| recipe:c2 | Adam 1e-3 | pfseg |")))
+    assert cells["WT Dice"] == "0.840 (0.085)"
+    assert cells["Δ mean Dice ± SE"] == "+0.040 ± 0.010" and cells["verdict"] == "wins"
+
+    cells = dict(zip(header, _cells(table, "| recipe:d1 |")))
+    diff = 0.10 - sum(base[3]) / 3
+    assert cells["Δ mean Dice ± SE"] == f"{diff:+.3f} ± nan" and cells["verdict"] == "too few seeds"
+    assert "| recipe:e1 |" not in table and "| recipe:c2 |" in table and "resunet3d" not in table
+    assert "PFSeg per LR scale" not in table         # no lr rows ran: no second table
+
+
+def test_the_lr_table_sets_the_segmentation_only_network_against_the_full_one():
+    from bench.recipe import markdown
+
+    runs = {}
+    for s in (1, 2, 3):
+        runs[("lr2", "pfseg", s)] = _run("lr2", s, (0.6, 0.6, 0.6), spi=2.0)
+        runs[("lr2-us", "pfseg", s)] = _run("lr2-us", s, (0.5 + 0.01 * s,) * 3, spi=0.5)
+    runs[("lr4", "pfseg", 1)] = _run("lr4", 1, (0.5, 0.5, 0.5))          # no US run at scale 4: no row
+    figures = {"cases": 16, "test_cases": 8, "spacing_mm": 4, "iterations": 500, "seeds": [1, 2, 3],
+               "base_preset": "default", "rows": ["base", "lr2", "lr2-us", "lr4"]}
+    table = markdown(figures, runs)
+    assert "| recipe:lr2-us | LR scale 2, seg only (US) | pfseg |" in table
+    assert _cells(table, "| 2 |") == ["2", "0.600 (0.000)", "0.520 (0.010)", "0.600 (0.000)", "0.520 (0.010)",
+                                      f"-0.080 ± {0.01 / math.sqrt(3):.3f}", "2.00, 0.50", "0.50, 0.50", "3"]
+    assert not [x for x in table.splitlines() if x.startswith("| 4 |")]
+
+
+@pytest.mark.slow
+def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsys):
+    from bench import __main__ as bench_main
+    from bench import recipe
+
+    work = tmp_path / "work"
+    assert bench_main.main(["recipe", "--quick", "--no-write", "--work", str(work)]) == 0
+    runs = {p.relative_to(work): json.loads(p.read_text()) for p in work.rglob("seed*.json")}
+    # base and c2 for both networks, lr1-us for PFSeg; seeds 1 and 2 each
+    assert len(runs) == (2 + 2 + 1) * 2
+    by_key = {(r["row"], r["network"], r["seed"]): r for r in runs.values()}
+    for result in by_key.values():
+        assert result["iterations"] == 2 and result["epochs"] * result["iterations_per_epoch"] == 2
+        assert set(result["dice"]) == {"WT", "TC", "ET"} and all(0 <= d <= 1 for d in result["dice"].values())
+        assert len(result["per_case_dice"]) == 2 and all(c.startswith("BraTS20_Training_9")
+                                                         for c in result["per_case_dice"])   # the test cases
+    assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == 1e-4      # today's default recipe
+    assert by_key[("c2", "resunet3d", 2)]["settings"]["training.lr"] == 1e-3
+    assert by_key[("lr1-us", "pfseg", 1)]["lr_scale_zyx"] == [1, 1, 1]
+    assert by_key[("lr1-us", "pfseg", 1)]["ablation"] == "us"
+    assert by_key[("base", "pfseg", 1)]["predicted_peak_bytes"] > 0
+    table = capsys.readouterr().out
+    assert "| recipe:base | today's default recipe | pfseg |" in table
+    assert "| recipe:c2 | Adam 1e-3 | resunet3d |" in table and "too few seeds" in table
+    assert not list(work.rglob("checkpoint_final.pt"))        # each run keeps its JSON only
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("pfseg_pipeline.training.recipe.train_fold", no_training)
+    again = recipe.run(quick=True, work=work)
+    assert len(again["runs"]) == len(runs) and "| recipe:lr1-us |" in again["markdown"]
