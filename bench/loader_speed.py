@@ -143,7 +143,8 @@ def split_conditions(cores: int) -> dict[str, tuple[int, int, str | None]]:
     threads, the old default of cores - 1 workers, OpenMP's default spin-then-sleep wait), after
     (`training.cpu_threads.cpu_split` with the commands' passive wait), and the other splits
     with each policy; `fixed batch` (workers -1): the step alone, no loading."""
-    from pfseg_pipeline.training.cpu_threads import WAIT_POLICY, cpu_split
+    from pfseg_pipeline.cli import WAIT_POLICY
+    from pfseg_pipeline.training.cpu_threads import cpu_split
 
     after = cpu_split("cpu", cores=cores)
     out = {"before": (cores, max(1, cores - 1), None), "after": (after.threads, after.workers, WAIT_POLICY)}

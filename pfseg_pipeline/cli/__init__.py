@@ -8,6 +8,9 @@ the variable once, when torch loads it, so it is set here, in the commands' pack
 
 import os
 
-from pfseg_pipeline.training.cpu_threads import WAIT_POLICY
+# OpenMP's wait between parallel regions: its default spins first, which on cores shared with any
+# other busy process (a loader worker, another training, other users) stalls every region of a
+# multi-threaded step. Defined here, not in training/: a prediction imports no training module.
+WAIT_POLICY = "PASSIVE"
 
 os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)

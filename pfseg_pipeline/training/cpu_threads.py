@@ -8,7 +8,8 @@ that add up to the cores this process may use (its affinity mask, divided among 
 of a DDP run), by the rule measured in bench/loader_speed.py (docs/BENCHMARKS.md).
 
 On a GPU the step runs on the device: the torch threads are left as they are and the cores
-left after the training process's own go to the workers, as before.
+left after the training process's own go to the workers, as before. The OpenMP wait policy
+the commands set before torch loads is cli/__init__.py's `WAIT_POLICY`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ import os
 from dataclasses import dataclass
 
 MAX_LOADER_WORKERS = 8   # background augmentation processes: more rarely feed a step faster
-# OpenMP's wait between parallel regions: its default spins first, which on cores shared with any
-# other busy process (a loader worker, another training, other users) stalls every region of a
-# multi-threaded step; the commands set this (cli/__init__.py) unless the environment says otherwise
-WAIT_POLICY = "PASSIVE"
 
 
 @dataclass(frozen=True)

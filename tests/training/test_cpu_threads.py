@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from pfseg_pipeline.training.cpu_threads import WAIT_POLICY, CpuSplit, available_cores, cpu_split
+from pfseg_pipeline.cli import WAIT_POLICY
+from pfseg_pipeline.training.cpu_threads import CpuSplit, available_cores, cpu_split
 
 
 @pytest.mark.parametrize("device, world, workers, cores, expected", [
