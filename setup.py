@@ -37,6 +37,7 @@ setup(
             "pfseg_predict=pfseg_pipeline.cli.predict:console",
             "pfseg_evaluate=pfseg_pipeline.cli.evaluate:console",
             "pfseg_compare=pfseg_pipeline.cli.compare:console",
+            "pfseg_find_postprocessing=pfseg_pipeline.cli.find_postprocessing:console",
         ],
     },
 )

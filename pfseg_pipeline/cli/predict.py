@@ -17,6 +17,7 @@ from pfseg_pipeline.cli.common import (
 from pfseg_pipeline.data.labels import get_scheme
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.inference.pipeline import check_folders, predict_folder
+from pfseg_pipeline.inference.postprocessing import POSTPROCESSING_FILE, load_postprocessing
 from pfseg_pipeline.inference.predictor import Predictor, load_models, resolve_device
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, network_spec
 from pfseg_pipeline.paths import Workspace
@@ -41,7 +42,8 @@ exits 2 after predicting the others.
 The model: results/NAME/NETWORK[__VARIANT] of the workspace, or --model-dir DIR, a folder holding
 plans.json, dataset.json and fold_*/checkpoint_{final,best,latest}.pt (no preprocessed data
 needed). Default folds: every fold with the requested checkpoint; their probabilities are
-averaged.
+averaged. When the folder holds postprocessing.json (pfseg_find_postprocessing), its rules are
+applied to every label map (--no-postprocessing: not); timings.json records which.
 """
 
 
@@ -74,6 +76,9 @@ def build_parser() -> ArgumentParser:
                         help="threads reading and preprocessing ahead; at most N cases in memory "
                              "(default: %(default)s; 0: none)")
     parser.add_argument("--exclude", nargs="+", default=(), metavar="CASE", help="cases to leave out")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help=f"do not apply the model folder's {POSTPROCESSING_FILE} "
+                             "(written by pfseg_find_postprocessing)")
     parser.add_argument("--label-scheme", default=None, choices=("brats2020", "brats2023"),
                         help="label values to write (default: the scheme the model was trained with)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -107,17 +112,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = model_dir_from_args(args)
     device = resolve_device(args.device)
     loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network)
+    postprocessing_file = model_dir / POSTPROCESSING_FILE
+    postprocessing = None
+    if not args.no_postprocessing and postprocessing_file.is_file():
+        postprocessing = load_postprocessing(postprocessing_file, loaded.plans.target)
     check_folders(input_dir, output_dir)  # only now create OUT: a model error leaves no empty folder
     setup_logging(output_dir / LOG_FILE, args.verbose)
     log.info("model %s: %s, fold(s) %s, checkpoint_%s", model_dir, loaded.network,
              ", ".join(loaded.folds), args.checkpoint)
+    if postprocessing is not None:
+        log.info("postprocessing from %s: %s", postprocessing_file, postprocessing.describe())
+    else:
+        log.info("no postprocessing (%s)", "--no-postprocessing" if args.no_postprocessing else
+                 f"no {POSTPROCESSING_FILE} in the model folder; pfseg_find_postprocessing chooses one")
     predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=args.tta,
                           folds=loaded.folds, checkpoint=args.checkpoint)
     scheme = get_scheme(args.label_scheme) if args.label_scheme else None
     report = predict_folder(input_dir, output_dir, predictor=predictor,
                             save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                             workers=args.workers, exclude=args.exclude, label_scheme=scheme,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, postprocessing=postprocessing)
     if any(f.internal for f in report.failed):
         log.error("internal error in %d case(s): a bug in pfseg; the traceback is in %s",
                   sum(f.internal for f in report.failed), output_dir / LOG_FILE)

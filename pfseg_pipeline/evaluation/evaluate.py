@@ -48,6 +48,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS, METRIC_NAMES, region_metrics
 from pfseg_pipeline.evaluation.paper_grid import PAPER_GRID_ZYX, to_paper_grid_labels
 from pfseg_pipeline.fileio import atomic_path, write_json
+from pfseg_pipeline.inference.postprocessing import Postprocessing
 from pfseg_pipeline.parallel import map_cases
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
                     output: str | os.PathLike | None = None, scheme: LabelScheme | str | None = None,
                     target: str = "regions", hd95_definition: str = "pooled", num_processes: int = 1,
                     paper_grid: bool = False, exclude: Iterable[str] = (), progress: bool = True,
-                    write: bool = True, references: dict[str, Path] | None = None) -> dict:
+                    write: bool = True, references: dict[str, Path] | None = None,
+                    postprocessing: Postprocessing | None = None) -> dict:
     """Score every reference case against its prediction; write summary.json and .csv.
 
     Returns the summary.json content (see the module docstring). `output` defaults to
@@ -121,6 +123,7 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
     and distances are in voxels. Failed cases are listed, never raised: the caller decides.
     `references` (case id -> label file) replaces the search of `ref_dir`: training scores its
     held-out cases this way, straight from the source files dataset.json lists.
+    `postprocessing` is applied to each prediction before it is scored (recorded in the result).
     """
     if hd95_definition not in HD95_DEFINITIONS:
         raise UserError(f"unknown HD95 definition {hd95_definition!r} "
@@ -157,7 +160,8 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
     for case_id in sorted(failed):
         log.error("case %s: %s", case_id, failed[case_id])
     tasks = [dict(case=c, reference=references.labels[c], prediction=predictions.get(c), scheme=scheme,
-                  target=target, hd95_definition=hd95_definition, paper_grid=paper_grid)
+                  target=target, hd95_definition=hd95_definition, paper_grid=paper_grid,
+                  postprocessing=postprocessing)
              for c in sorted(ref_ids) if c not in failed]
 
     per_case = {}
@@ -187,6 +191,8 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
         "reference_dir": str(Path(ref_dir).absolute()) if references.layout != "given" else None,
         "prediction_dir": str(pred_dir.absolute()),
     }
+    if postprocessing is not None:
+        result["postprocessing"] = postprocessing.describe()
     if write:
         output = Path(output) if output is not None else pred_dir / "summary.json"
         write_json(output, result)
@@ -214,7 +220,8 @@ def write_per_case_csv(result: dict, path: str | os.PathLike) -> None:
 
 
 def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: LabelScheme,
-                  target: str = "regions", hd95_definition: str = "pooled", paper_grid: bool = False) -> dict:
+                  target: str = "regions", hd95_definition: str = "pooled", paper_grid: bool = False,
+                  postprocessing: Postprocessing | None = None) -> dict:
     """Read and score one case: {"case", "metrics"} or {"case", "error": one line} (never raises
     for a user-fixable problem, so a batch goes on)."""
     try:
@@ -227,6 +234,8 @@ def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: L
             _check_grid(ref_geometry, reference, pred_geometry, prediction)
             _check_values(pred_seg, scheme, prediction)
         spacing = ref_geometry.spacing_zyx
+        if postprocessing is not None:
+            pred_seg = postprocessing.apply_to_labels(pred_seg, scheme, target, spacing)
         if paper_grid:
             try:
                 ref_seg, pred_seg = to_paper_grid_labels(ref_seg), to_paper_grid_labels(pred_seg)

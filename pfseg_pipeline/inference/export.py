@@ -19,6 +19,7 @@ import numpy as np
 from pfseg_pipeline.data.labels import LabelScheme, regions_to_labels
 from pfseg_pipeline.data.nifti import write_label_map
 from pfseg_pipeline.fileio import save_npz
+from pfseg_pipeline.inference.postprocessing import Postprocessing
 
 THRESHOLD = 0.5
 
@@ -45,7 +46,8 @@ def export_prediction(probabilities: np.ndarray, properties: dict[str, Any],
                       reference: str | os.PathLike, out_path: str | os.PathLike, scheme: LabelScheme,
                       target: str = "regions", region_names: Sequence[str] | None = None,
                       probabilities_path: str | os.PathLike | None = None,
-                      threshold: float = THRESHOLD) -> np.ndarray:
+                      threshold: float = THRESHOLD,
+                      postprocessing: Postprocessing | None = None) -> np.ndarray:
     """Write one case's label map (and optionally its probabilities) on the source grid.
 
     Parameters
@@ -55,12 +57,16 @@ def export_prediction(probabilities: np.ndarray, properties: dict[str, Any],
     reference : the case's first modality image; its header is copied.
     out_path : the label map, `<case>.nii.gz`, written atomically.
     probabilities_path : when given, `<case>.npz` with `probabilities` (K, Zs, Ys, Xs) float16
-        on the source grid and `regions` (the K region names).
+        on the source grid and `regions` (the K region names); never postprocessed.
+    postprocessing : applied to the label map on the source grid before it is written.
 
     Returns the label map (Zs, Ys, Xs) uint8 that was written.
     """
     restored = restore_probabilities(probabilities, properties)
     labels = probabilities_to_labels(restored, scheme, target, threshold)
+    if postprocessing is not None:
+        labels = postprocessing.apply_to_labels(labels, scheme, target,
+                                                properties["source_geometry"]["spacing_zyx"])
     write_label_map(labels, reference, out_path)
     if probabilities_path is not None:
         names = list(region_names) if region_names is not None else [f"region_{i}" for i in

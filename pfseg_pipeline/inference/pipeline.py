@@ -35,6 +35,7 @@ from pfseg_pipeline.data.layouts import Case, discover
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json, write_json
 from pfseg_pipeline.inference.export import export_prediction
+from pfseg_pipeline.inference.postprocessing import Postprocessing
 from pfseg_pipeline.inference.predictor import Predictor
 from pfseg_pipeline.plans import Plans
 
@@ -134,7 +135,7 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
                    checkpoint: str = "final", device: str = "auto", tta: bool = False,
                    save_probabilities: bool = False, overwrite: bool = False, workers: int = 2,
                    exclude: Sequence[str] = (), label_scheme: LabelScheme | None = None,
-                   progress: bool = True) -> PredictionReport:
+                   progress: bool = True, postprocessing: Postprocessing | None = None) -> PredictionReport:
     """Segment every case of a folder; one `<case>.nii.gz` per case in `output_dir`.
 
     Parameters
@@ -151,6 +152,8 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
     workers : reader threads; at most this many cases are read ahead (0: no threads).
     exclude : case ids to leave out.
     label_scheme : label values to write (default: the plans' scheme).
+    postprocessing : applied to every label map before it is written (pfseg_predict passes the
+        model folder's postprocessing.json); recorded in `timings.json` either way.
 
     Returns a `PredictionReport`; a bad case is in `report.failed`, never an exception. A
     problem with the folders or the model is a `UserError`.
@@ -200,7 +203,7 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
                  ", ".join(predictor.folds) or "given", ", mirror TTA" if predictor.tta else "",
                  predictor.device)
         _run_pipeline(todo, predictor, plans, scheme, names, output_dir, save_probabilities,
-                      max(0, int(workers)), report, progress)
+                      max(0, int(workers)), report, progress, postprocessing)
 
     report.wall_seconds = time.perf_counter() - t_start
     # cases skipped this time keep the timings of the run that predicted them
@@ -218,6 +221,8 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
         "patch_free": predictor.patch_free,
         "wall_seconds": round(report.wall_seconds, 4),
         "failed": [f.line() for f in report.failed],
+        "postprocessing": {"applied": postprocessing is not None,
+                           "steps": postprocessing.describe() if postprocessing is not None else "none"},
     })
     log.info("%s", report.summary())
     return report
@@ -236,7 +241,7 @@ def _previous_timings(path: Path) -> dict[str, dict]:
 
 def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: LabelScheme,
                   names: Sequence[str], output_dir: Path, save_probabilities: bool, workers: int,
-                  report: PredictionReport, progress: bool) -> None:
+                  report: PredictionReport, progress: bool, postprocessing: Postprocessing | None) -> None:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -296,7 +301,7 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
                 while len(writes) >= 2:  # bounded: at most two finished cases wait for the writer
                     finish_write(bar)
                 writes.append((case, writer.submit(_export, loaded, probabilities, plans, scheme, names,
-                                                   output_dir, save_probabilities), timing))
+                                                   output_dir, save_probabilities, postprocessing), timing))
             while writes:
                 finish_write(bar)
     finally:
@@ -309,13 +314,15 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
 
 
 def _export(loaded: _Loaded, probabilities: np.ndarray, plans: Plans, scheme: LabelScheme,
-            names: Sequence[str], output_dir: Path, save_probabilities: bool) -> float:
+            names: Sequence[str], output_dir: Path, save_probabilities: bool,
+            postprocessing: Postprocessing | None = None) -> float:
     t0 = time.perf_counter()
     case = loaded.case
     reference = case.images[plans.modalities[0]]
     export_prediction(probabilities, loaded.properties, reference, output_path(output_dir, case.case_id),
                       scheme, plans.target, names,
-                      probabilities_path=output_dir / f"{case.case_id}.npz" if save_probabilities else None)
+                      probabilities_path=output_dir / f"{case.case_id}.npz" if save_probabilities else None,
+                      postprocessing=postprocessing)
     return time.perf_counter() - t0
 
 

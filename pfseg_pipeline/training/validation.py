@@ -83,12 +83,15 @@ def validation_dice(network: torch.nn.Module, cases: ValidationCases, device: to
 
 
 def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case], device: torch.device,
-                   out_dir: Path, amp: bool = False, extra: dict | None = None) -> dict:
+                   out_dir: Path, amp: bool = False, extra: dict | None = None,
+                   postprocess: bool = False) -> dict:
     """Predict held-out cases from their source files and score them on their native grid.
 
     Writes `out_dir/<case>.nii.gz`, `timings.json` (per-case read / preprocess / network /
     export seconds), `summary.json` and `summary.csv`; returns the summary. `extra` adds
-    fields (which checkpoint, which cases).
+    fields (which checkpoint, which cases). With `postprocess` (validation cases only), the
+    summary also holds `postprocessed`: the postprocessing chosen on these same cases and the
+    metrics with it, labelled as chosen on them (the predictions written stay raw).
     """
     from pfseg_pipeline.evaluation.evaluate import evaluate_folder, write_per_case_csv
     from pfseg_pipeline.inference.pipeline import predict_folder
@@ -103,6 +106,10 @@ def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case]
     summary = evaluate_folder(None, out_dir, scheme=plans.scheme, target=plans.target,
                               references=labelled, progress=False, write=False)
     summary.update(extra or {})
+    if postprocess and labelled:
+        from pfseg_pipeline.evaluation.postprocessing import postprocessed_summary
+
+        summary["postprocessed"] = postprocessed_summary(out_dir, labelled, plans.scheme, plans.target)
     write_json(out_dir / "summary.json", summary)
     write_per_case_csv(summary, out_dir / "summary.csv")
     return summary
@@ -135,7 +142,8 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
                         "pfseg_plan_and_preprocess)")
     summary = evaluate_cases(trainer.network, trainer.plans, [sources[c] for c in case_ids], trainer.device,
                              trainer.output_dir / "validation", trainer.amp,
-                             extra={"checkpoint": which, "cases_from": cases_from, "split": split})
+                             extra={"checkpoint": which, "cases_from": cases_from, "split": split},
+                             postprocess=cases_from == "validation")
     for region, metrics in summary["summary"].items():
         log.info("%s (%s cases, %s checkpoint): Dice %.4f", region, cases_from, which,
                  metrics["dice"]["mean"])
