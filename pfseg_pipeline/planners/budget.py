@@ -194,7 +194,8 @@ class Budget:
             why = (f"HR / 2 per axis ({original}) shrunk, largest axis first, until the baselines fit "
                    "the budget")
         else:
-            why = f"HR / 2 per axis (the paper's fraction), a multiple of 2**{plans.network.n_pool}"
+            why = (f"HR / 2 per axis (the paper's fraction), rounded up to a multiple of "
+                   f"2**{plans.network.n_pool}")
         self.reasons["patch_based.patch_shape_zyx"] = why
         self.reasons["patch_based.batch_size"] = ("the PFSeg batch, so every method sees as many cases "
                                                   "per step")
@@ -253,6 +254,9 @@ def round_up(value: float, multiple: int) -> int:
 
 
 def half_patch(hr: Sequence[int], n_pool: int) -> list[int]:
-    """HR / 2 per axis, rounded down to a multiple of 2**n_pool (at least MIN_BOTTLENECK of them)."""
+    """HR / 2 per axis, rounded up to a multiple of 2**n_pool (at least MIN_BOTTLENECK of them,
+    at most the HR extent). Up, so a baseline never sees less than the paper's half: at LR scale
+    2 the HR shape is a multiple of 2 * 2**n_pool and HR / 2 is exact; at scale 1 it need not be
+    (HR 40 at 3 poolings: 24, not 16)."""
     step = 2 ** n_pool
-    return [max(MIN_BOTTLENECK * step, (h // 2) // step * step) for h in hr]
+    return [min(h, max(MIN_BOTTLENECK * step, round_up(h / 2, step))) for h in hr]

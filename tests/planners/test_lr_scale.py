@@ -21,7 +21,7 @@ from pfseg_pipeline.data.labels import BRATS2020
 from pfseg_pipeline.data.layouts import MODALITIES, discover
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.planners import memory
-from pfseg_pipeline.planners.budget import GiB
+from pfseg_pipeline.planners.budget import GiB, half_patch
 from pfseg_pipeline.planners.fingerprint import compute_fingerprint
 from pfseg_pipeline.planners.planner import SMALL_STRUCTURE_MIN_LR_VOXELS, plan
 from tests.planners.conftest import fake_fingerprint
@@ -163,3 +163,12 @@ def test_forced_scale_keeps_its_figures_and_warns_when_over(caplog):
 def test_paper_preset_keeps_its_fixed_scale_2(brats_fingerprint):
     plans = plan(brats_fingerprint, "Paper", preset="paper", gpu_memory_gb=64, peak_fn=lambda n, p, b: GiB)
     assert plans.lr_scale_zyx == [2, 2, 2]
+
+
+def test_baseline_patch_is_never_under_half_the_hr_shape():
+    """At LR scale 1 the HR shape is a multiple of 2**n_pool only, so HR / 2 need not be one:
+    the baselines' patch rounds up (at scale 2 it was always exact)."""
+    assert half_patch([40, 48, 40], 3) == [24, 24, 24]
+    assert half_patch([128, 208, 176], 4) == [64, 112, 96]
+    assert half_patch([128, 192, 192], 4) == [64, 96, 96]        # the paper's grid: exact
+    assert half_patch([16, 24, 8], 3) == [16, 16, 8]             # at least 2 bottleneck voxels, at most HR
