@@ -1,0 +1,127 @@
+"""Equivalent forms of two modules that ONNX Runtime runs faster or more exactly.
+
+Both give the original module's output (up to the order of the float sums); the ONNX export
+applies them to a copy of the network (`for_onnx_runtime`), the network itself is untouched.
+
+- `SubPixelConvTranspose3d`: a 3D transposed convolution with stride s, kernel k and padding p,
+  where k - 2p = s, makes an output exactly s times its input per axis. Output voxel s*m + a
+  (phase a, 0 <= a < s) only sees the kernel taps k' = a + p - s*d applied to input voxel m + d,
+  so each of the sz*sy*sx phases is an ordinary convolution over the input with its own smaller
+  kernel; the phase outputs interleaved (depth-to-space) are the transposed convolution's
+  output, with the same multiply-adds. Why: ONNX Runtime computes ConvTranspose as GEMM +
+  col2im through a column buffer of Cout * k^3 x input voxels (4 GiB for PFSeg's LR -> HR stage
+  at BraTS size), which costs memory and, on the runs where the buffer is paged in, seconds.
+- `NestedMeanInstanceNorm3d`: instance normalisation whose mean and variance are means of means
+  along x, then y, then z. Why: ONNX Runtime's InstanceNormalization and ReduceMean sum a whole
+  (Z, Y, X) volume in float32 in one running sum, whose rounding grows with the voxel count: on
+  a brain volume with zero background (BraTS size) its output was off by up to 1e-2 and the
+  logits by 2.5e-3, where PyTorch's pairwise sums stay near 1e-6. Nested means of at most a few
+  hundred values each stay as exact, for about 1.7x the time of the fused kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfseg_pipeline.networks.baselines import depth_to_space
+
+
+def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> tuple[int, list[int]]:
+    """(lowest input offset d, kernel taps for offsets d, d + 1, ...) of one output phase."""
+    offsets = [d for d in range(-kernel, kernel + 1) if 0 <= phase + padding - stride * d < kernel]
+    return offsets[0], [phase + padding - stride * d for d in offsets]
+
+
+def supports_subpixel(conv: nn.ConvTranspose3d) -> bool:
+    """Whether `conv` up-samples by exactly its stride (k - 2p = s per axis), ungrouped, undilated."""
+    return (conv.groups == 1 and all(d == 1 for d in conv.dilation)
+            and all(o == 0 for o in conv.output_padding) and conv.padding_mode == "zeros"
+            and all(k - 2 * p == s for k, s, p in zip(conv.kernel_size, conv.stride, conv.padding)))
+
+
+class SubPixelConvTranspose3d(nn.Module):
+    """The output of `conv` (an `nn.ConvTranspose3d` with `supports_subpixel`) by phase convolutions.
+
+    `forward(x)`: (B, Cin, Z, Y, X) -> (B, Cout, sz*Z, sy*Y, sx*X), equal to `conv(x)` up to float
+    rounding. The weights are copied (frozen) from `conv` at construction.
+    """
+
+    def __init__(self, conv: nn.ConvTranspose3d):
+        super().__init__()
+        if not supports_subpixel(conv):
+            raise ValueError(f"{conv} does not up-sample by exactly its stride")
+        self.scale_zyx = tuple(int(s) for s in conv.stride)
+        weight = conv.weight.detach()                      # (Cin, Cout, kz, ky, kx)
+        axes = [[_phase_taps(k, s, p, a) for a in range(s)]
+                for k, s, p in zip(conv.kernel_size, conv.stride, conv.padding)]
+        # Pad the input once so that every phase's window stays inside it.
+        self.pad_before = [max(0, -min(lo for lo, _ in phases)) for phases in axes]
+        pad_after = [max(0, max(lo + len(taps) - 1 for lo, taps in phases)) for phases in axes]
+        self.pad = [v for axis in (2, 1, 0) for v in (self.pad_before[axis], pad_after[axis])]
+        self.phases: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = []
+        for index, (pz, py, px) in enumerate(
+                (a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]):
+            kernel = weight[:, :, pz[1]][:, :, :, py[1]][:, :, :, :, px[1]]
+            self.register_buffer(f"weight_{index}", kernel.transpose(0, 1).contiguous())
+            start = tuple(lo + before for (lo, _), before in zip((pz, py, px), self.pad_before))
+            self.phases.append((start, (len(pz[1]), len(py[1]), len(px[1]))))
+        bias = conv.bias.detach().clone() if conv.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z, y, x_ = x.shape[2], x.shape[3], x.shape[4]
+        padded = F.pad(x, self.pad) if any(self.pad) else x
+        outputs = []
+        for index, ((sz, sy, sx), (kz, ky, kx)) in enumerate(self.phases):
+            window = padded[:, :, sz:sz + z + kz - 1, sy:sy + y + ky - 1, sx:sx + x_ + kx - 1]
+            outputs.append(F.conv3d(window, getattr(self, f"weight_{index}"), self.bias))
+        # (B, Cout, phases, Z, Y, X) -> channel c * phases + phase, as depth_to_space reads it
+        return depth_to_space(torch.stack(outputs, dim=2).flatten(1, 2), self.scale_zyx)
+
+
+def _nested_mean(x: Tensor) -> Tensor:
+    """Mean over the spatial axes of (B, C, Z, Y, X) as the mean along x, then y, then z (exact
+    for equal counts per row), so no float32 sum runs over more than one axis's voxels."""
+    return x.mean(dim=4, keepdim=True).mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+
+
+class NestedMeanInstanceNorm3d(nn.Module):
+    """`nn.InstanceNorm3d` (without running statistics) with nested-mean statistics.
+
+    `forward(x)`: (B, C, Z, Y, X) -> (x - mean) / sqrt(var + eps) per sample and channel (biased
+    variance, as InstanceNorm3d), times weight plus bias when the original is affine.
+    """
+
+    def __init__(self, norm: nn.InstanceNorm3d):
+        super().__init__()
+        if norm.track_running_stats:
+            raise ValueError("an InstanceNorm3d with running statistics is not data-dependent: keep it")
+        self.eps = float(norm.eps)
+        weight = norm.weight.detach().clone().view(1, -1, 1, 1, 1) if norm.affine else None
+        bias = norm.bias.detach().clone().view(1, -1, 1, 1, 1) if norm.affine else None
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        centred = x - _nested_mean(x)
+        out = centred * torch.rsqrt(_nested_mean(centred * centred) + self.eps)
+        if self.weight is not None:
+            out = out * self.weight + self.bias
+        return out
+
+
+def for_onnx_runtime(network: nn.Module) -> nn.Module:
+    """A copy of `network` with each supported `nn.ConvTranspose3d` in its phase form and each
+    `nn.InstanceNorm3d` without running statistics in its nested-mean form."""
+    network = copy.deepcopy(network)
+    for module in list(network.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.ConvTranspose3d) and supports_subpixel(child):
+                setattr(module, name, SubPixelConvTranspose3d(child))
+            elif isinstance(child, nn.InstanceNorm3d) and not child.track_running_stats:
+                setattr(module, name, NestedMeanInstanceNorm3d(child))
+    return network
