@@ -11,7 +11,8 @@ decoder) on one preprocessed synthetic case, padded as the predictor pads it, th
   `export.onnx_runtime.OnnxRunner`;
 - `onnxruntime_plain`: the same export without the rewrites (ONNX's ConvTranspose and
   InstanceNormalization), to show their effect;
-- `torchscript`: the traced, frozen export through `torch.jit.optimize_for_inference`;
+- `torchscript`: the traced, frozen export (`export.torchscript_export`, as `load_torchscript`
+  returns it; `torch.jit.optimize_for_inference` on top made it no faster);
 - on request only (`--backends`): `channels_last` (eager in `torch.inference_mode` on
   channels-last-3d tensors) and `compile` (`torch.compile`, inductor on the CPU; its compile
   time is reported apart).
@@ -107,7 +108,7 @@ def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.
     if backend == "torchscript":
         from pfseg_pipeline.export.torchscript_export import trace_inference
 
-        module = torch.jit.optimize_for_inference(trace_inference(network, plans.in_channels, shape))
+        module = trace_inference(network, plans.in_channels, shape)
 
         def scripted():
             with torch.no_grad():

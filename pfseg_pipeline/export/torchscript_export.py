@@ -65,12 +65,12 @@ def export_torchscript(network: nn.Module, path: str | Path, in_channels: int,
 
 
 def load_torchscript(path: str | Path, device: str | torch.device = "cpu",
-                     optimize: bool = True) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+                     optimize: bool = False) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """The module and metadata of an `export_torchscript` file.
 
-    `optimize` applies `torch.jit.optimize_for_inference` (operator fusions for the machine it
-    runs on; not saved, as they are machine-specific). A file that is not such an export is
-    a UserError naming it.
+    `optimize` applies `torch.jit.optimize_for_inference` (fusions for the machine it runs on;
+    off by default: it made PFSeg no faster at BraTS size, see bench/export_speed.py, and it is
+    deprecated as of torch 2.13). A file that is not such an export is a UserError naming it.
     """
     path = Path(path)
     extra = {METADATA_FILE: ""}
@@ -84,5 +84,7 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu",
     metadata = json.loads(extra[METADATA_FILE])
     module.eval()
     if optimize:
-        module = torch.jit.optimize_for_inference(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.optimize_for_inference(module)
     return module, metadata
