@@ -9,6 +9,9 @@ stay dynamic; `export.graph` covers the parts that would not) and frozen (weight
 constants, the training-only SR decoder dropped). It is saved in TorchScript's zip format with
 `export.graph.export_metadata` as the extra file `pfseg.json`; `torch.jit.load` reads it with
 TorchScript's own restricted loader, which rebuilds only tensors and TorchScript types.
+
+TorchScript is deprecated as of torch 2.13 (its successor is `torch.export`); it still works,
+and MONAI bundles ship it, so its deprecation warnings are silenced here.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def trace_inference(network: nn.Module, in_channels: int, shape_zyx: Sequence[in
         # The tracer warns about each size turned into a Python value (the input checks only).
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(graph, (image,), check_trace=False)
-    return torch.jit.freeze(traced)
+        return torch.jit.freeze(traced)
 
 
 def export_torchscript(network: nn.Module, path: str | Path, in_channels: int,
@@ -58,7 +61,8 @@ def export_torchscript(network: nn.Module, path: str | Path, in_channels: int,
     module = trace_inference(network, in_channels, shape_zyx)
     metadata = json.dumps(export_metadata(network, in_channels))
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(module, str(tmp), _extra_files={METADATA_FILE: metadata})
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
@@ -75,7 +79,9 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu",
     path = Path(path)
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a loadable TorchScript file ({first})") from None

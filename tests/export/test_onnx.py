@@ -4,6 +4,8 @@ Skipped without the optional extra (`pip install 'pfseg[onnx]'`)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -74,7 +76,9 @@ def test_a_file_that_is_not_a_pfseg_onnx_export_is_refused(tmp_path):
     with pytest.raises(UserError, match="garbage.onnx: not a loadable ONNX model"):
         OnnxRunner(garbage)
     plain = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Conv3d(1, 1, 1), (torch.zeros(1, 1, 2, 2, 2),), str(plain), dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)     # the TorchScript-based exporter
+        torch.onnx.export(torch.nn.Conv3d(1, 1, 1), (torch.zeros(1, 1, 2, 2, 2),), str(plain), dynamo=False)
     with pytest.raises(UserError, match="plain.onnx: an ONNX model without pfseg metadata"):
         OnnxRunner(plain)
 

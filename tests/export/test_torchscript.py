@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -33,6 +35,8 @@ def test_a_torchscript_file_that_is_not_an_export_is_refused(tmp_path):
     with pytest.raises(UserError, match="garbage.ts: not a loadable TorchScript file"):
         load_torchscript(garbage)
     plain = tmp_path / "plain.ts"
-    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(plain))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)     # TorchScript, as of torch 2.13
+        torch.jit.save(torch.jit.script(torch.nn.Identity()), str(plain))
     with pytest.raises(UserError, match="plain.ts: a TorchScript file without pfseg.json"):
         load_torchscript(plain)
