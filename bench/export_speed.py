@@ -1,6 +1,6 @@
 """Exported inference against the eager path: ONNX Runtime and TorchScript, same input, one run.
 
-    python -m bench.export_speed [--quick] [--rounds N] [--backends B ...]
+    python -m bench.export_speed [--quick] [--rounds N] [--threads N] [--backends B ...]
 
 PFSeg's inference path (`forward_infer`: LR input, guidance cut, encoder, SGM, segmentation
 decoder) on one preprocessed synthetic case, padded as the predictor pads it, through:
@@ -89,8 +89,8 @@ def bench_input(shape_xyz: Sequence[int], demo: bool, seed: int = 0) -> tuple[Pl
     return plans, pad_centred(volume, target)[0].contiguous()
 
 
-def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.Tensor
-             ) -> Callable[[], torch.Tensor]:
+def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.Tensor,
+             threads: int | None = None) -> Callable[[], torch.Tensor]:
     """A no-argument function that runs `backend` on `image` and returns the logits on the CPU."""
     shape = tuple(image.shape[2:])
     if backend == "eager":
@@ -103,7 +103,7 @@ def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.
         from pfseg_pipeline.export.onnx_runtime import OnnxRunner
 
         runner = OnnxRunner(onnx_bytes(network, plans.in_channels, shape,
-                                       rewrite=backend == "onnxruntime"))
+                                       rewrite=backend == "onnxruntime"), threads=threads)
         return lambda: runner.forward_infer(image)
     if backend == "torchscript":
         from pfseg_pipeline.export.torchscript_export import trace_inference
@@ -135,16 +135,17 @@ def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.
 
 
 def measure(network: torch.nn.Module, plans: Plans, image: torch.Tensor, rounds: int = 3,
-            backends: Sequence[str] = DEFAULT_BACKENDS) -> dict:
+            backends: Sequence[str] = DEFAULT_BACKENDS, threads: int | None = None) -> dict:
     """Seconds per forward pass of each backend over `rounds` interleaved rounds, and its labels
-    against eager's. `backends` must start with "eager" (the reference)."""
+    against eager's. `backends` must start with "eager" (the reference). `threads`: ONNX Runtime's
+    intra-op threads (None: every allowed CPU, as torch's default)."""
     if not backends or backends[0] != "eager":
         raise ValueError("the first backend must be 'eager', the reference")
     network = network.eval()
     runs, results = {}, {}
     for backend in backends:
         t0 = time.perf_counter()
-        runs[backend] = _prepare(backend, network, plans, image)
+        runs[backend] = _prepare(backend, network, plans, image, threads)
         prepare = time.perf_counter() - t0
         t0 = time.perf_counter()
         logits = runs[backend]()                      # warm-up: first-call allocations, compilation
@@ -181,9 +182,15 @@ def label_agreement(logits: torch.Tensor, reference: torch.Tensor) -> dict:
 
 
 def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_BACKENDS,
-        seed: int = 0) -> dict:
-    """The demo size and, unless `quick`, BraTS size. Returns the figures and one Markdown section."""
+        seed: int = 0, threads: int | None = None) -> dict:
+    """The demo size and, unless `quick`, BraTS size. Returns the figures and one Markdown section.
+
+    `threads` sets torch's threads and ONNX Runtime's alike (None: the defaults, every allowed CPU).
+    """
     from pfseg_pipeline.networks.registry import build_network
+
+    if threads:
+        torch.set_num_threads(int(threads))
 
     sizes = [("demo", DEMO_SHAPE_XYZ)] + ([] if quick else [("BraTS", FULL_SHAPE_XYZ)])
     figures = {"title": "Exported inference: ONNX Runtime and TorchScript vs the eager path",
@@ -199,7 +206,7 @@ def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_
         torch.manual_seed(seed)
         network = build_network("pfseg", plans)
         log.info("%s: input %s", label, tuple(image.shape))
-        size = measure(network, plans, image, rounds, backends)
+        size = measure(network, plans, image, rounds, backends, threads)
         size.update(label=label, case_xyz=list(shape_xyz), hr_shape_zyx=list(plans.hr_shape_zyx))
         figures["sizes"].append(size)
     figures["markdown"] = _markdown(figures)
@@ -243,12 +250,14 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the demo size only (a smoke run)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per backend (default 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch and ONNX Runtime alike (default: every allowed CPU)")
     parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=BACKENDS,
                         help="backends to time; eager is always the first (the reference)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     backends = ["eager"] + [b for b in args.backends if b != "eager"]
-    figures = run(quick=args.quick, rounds=args.rounds, backends=backends)
+    figures = run(quick=args.quick, rounds=args.rounds, backends=backends, threads=args.threads)
     print(json.dumps({k: v for k, v in figures.items() if k != "markdown"}, indent=2))
     print(figures["markdown"])
     return 0

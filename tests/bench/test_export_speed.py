@@ -66,7 +66,7 @@ def test_a_tiny_measured_run_compares_every_backend_with_eager():
         backends.append("onnxruntime")
     except ImportError:
         pass
-    figures = measure(network, plans, image, rounds=2, backends=backends)
+    figures = measure(network, plans, image, rounds=2, backends=backends, threads=1)
     assert list(figures["backends"]) == backends and figures["shape_zyx"] == [16, 32, 16]
     eager = figures["backends"]["eager"]
     assert eager["ratio"] == 1.0 and eager["labels_alike"] == 1.0 and eager["max_abs_logit_diff"] == 0.0
