@@ -85,14 +85,14 @@ def _pfseg_infer(net: PFSeg, image: Tensor) -> Tensor:
 def export_metadata(network: nn.Module, in_channels: int) -> dict[str, Any]:
     """What a runner of the exported graph needs to know, stored beside the graph.
 
-    Keys: `network` (registry name), `in_channels`, `divisor_zyx` (inputs are multiples of it
-    per axis), `patch_free` (whole volume or sliding window), `pfseg_version`, `torch_version`.
+    Keys: `network` (registry name: its spec says how to drive it, whole volume or sliding
+    window), `in_channels`, `divisor_zyx` (inputs are multiples of it per axis),
+    `pfseg_version`, `torch_version`.
     """
     return {
         "network": str(getattr(network, "network_name", type(network).__name__)),
         "in_channels": int(in_channels),
         "divisor_zyx": [int(d) for d in getattr(network, "divisor_zyx", (1, 1, 1))],
-        "patch_free": bool(getattr(network, "patch_free", False)),
         "pfseg_version": __version__,
         "torch_version": torch.__version__,
     }

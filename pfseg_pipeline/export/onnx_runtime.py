@@ -4,8 +4,8 @@
     logits = runner.forward_infer(image)       # torch (B, C, Z, Y, X) -> torch (B, K, Z, Y, X)
 
 `OnnxRunner.forward_infer` returns what the network's `forward_infer` returns (float32 logits,
-up to float rounding), and carries `divisor_zyx`, `patch_free` and `network_name` from the
-graph's metadata, so the whole-volume and sliding-window code can drive it like a network.
+up to float rounding), and carries `network_name` and `divisor_zyx` from the graph's metadata,
+so the whole-volume and sliding-window code can drive it like the network it came from.
 
 Session settings, each the fastest measured for these graphs on the CPU (bench/export_speed.py):
 all graph optimisations; as many intra-op threads as CPUs this process may run on (its
@@ -101,7 +101,6 @@ class OnnxRunner:
         self.network_name: str = self.metadata["network"]
         self.in_channels = int(self.metadata["in_channels"])
         self.divisor_zyx = tuple(int(d) for d in self.metadata["divisor_zyx"])
-        self.patch_free = bool(self.metadata["patch_free"])
         self.threads = options.intra_op_num_threads
         self._input = self.session.get_inputs()[0].name
         log.info("ONNX Runtime %s: %s on %d thread(s)", ort.__version__, self.network_name, self.threads)

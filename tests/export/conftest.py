@@ -13,7 +13,8 @@ MODALITIES = ("t1", "t2")
 PLANNED_HR = (32, 32, 32)      # divisor 16 = LR scale 2 x 2**3 poolings
 PATCH = (16, 16, 16)           # resunet3d's training patch (divisor 8)
 # The (network, plan options) pairs every export test covers: PFSeg with the default, the
-# paper's and the textured-guidance inputs, the two patch-free baselines and a patch-based one.
+# paper's and the textured-guidance inputs, the two patch-free baselines and a patch-based one
+# (exported at its training patch, as a sliding window runs it).
 CASES = [
     ("pfseg", {}),
     ("pfseg", {"lr_operator": "trilinear"}),
@@ -22,6 +23,7 @@ CASES = [
     ("hdc", {}),
     ("resunet3d", {}),
 ]
+PATCH_BASED = {"resunet3d"}
 CASE_IDS = ["pfseg", "pfseg-trilinear", "pfseg-textured", "resunet3d_up", "hdc", "resunet3d"]
 
 
@@ -47,7 +49,7 @@ def build(name: str, location: str = "center", lr_operator: str = "avgpool", see
     plans = demo_plans(location, lr_operator)
     torch.manual_seed(seed)
     network = build_network(name, plans).eval()
-    planned = PLANNED_HR if network.patch_free else PATCH
+    planned = PATCH if name in PATCH_BASED else PLANNED_HR
     return network, plans, planned
 
 

@@ -119,10 +119,9 @@ def test_export_metadata_describes_the_network(build_case):
     network, plans, _ = build_case("pfseg")
     meta = export_metadata(network, plans.in_channels)
     assert meta["network"] == "pfseg" and meta["in_channels"] == 2
-    assert meta["divisor_zyx"] == [16, 16, 16] and meta["patch_free"] is True
+    assert meta["divisor_zyx"] == [16, 16, 16]
     resunet, _, _ = build_case("resunet3d")
     assert export_metadata(resunet, 2)["divisor_zyx"] == [8, 8, 8]
-    assert export_metadata(resunet, 2)["patch_free"] is False
 
 
 def test_onnx_export_without_the_onnx_package_is_one_clear_error(monkeypatch, build_case):
