@@ -28,6 +28,8 @@ setup(
         # the reference the benchmarks measure against; 2.6.x with dynamic-network-architectures
         # <0.4 runs on the CPU torch (newer ones pull timm -> torchvision -> a CUDA torch)
         "bench": ["nnunetv2>=2.6,<2.7", "dynamic-network-architectures<0.4"],
+        # ONNX export and the ONNX Runtime backend (tested with onnx 1.23.2, onnxruntime 1.32.0)
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={
         "console_scripts": [
