@@ -59,7 +59,7 @@ TARGET_LABELS = 0.9999           # ... with at least 99.99 % of the voxels label
 
 def demo_plans(brain_shapes_zyx: Sequence[Sequence[int]]) -> Plans:
     """`bench_plans` with the demo preset's network (its HR shape rounded to its own divisor)."""
-    from pfseg_pipeline.planners.planner import DEMO_HEAD_WIDTH, DEMO_SGM_WIDTHS, DEMO_WIDTHS
+    from pfseg_pipeline.presets import DEMO_HEAD_WIDTH, DEMO_SGM_WIDTHS, DEMO_WIDTHS
 
     network = NetworkPlan(list(DEMO_WIDTHS), list(DEMO_SGM_WIDTHS), DEMO_HEAD_WIDTH)
     divisor = 2 * 2 ** network.n_pool
