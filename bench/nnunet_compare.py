@@ -199,24 +199,35 @@ def _scores(test_dir: Path, pred_dir: Path) -> dict:
 
 
 def _pfseg_run(root: Path, ws_root: Path, key: str, network: str, epochs: int, seed: int, r: int) -> dict:
-    """One training run of a pfseg network, its test cases predicted and scored."""
+    """One training run of a pfseg network (its model kept in root/models/KEY_R), its test cases
+    predicted and scored."""
     train = _pfseg_train(ws_root, network, epochs, None, seed, root / f"train_{key}_{r}.log")
+    model = root / "models" / f"{key}_{r}"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(train["model_dir"], model)
+    train["model_dir"] = str(model)
     pred_dir = root / f"pred_{key}_{r}"
-    pred = _pfseg_predict(Path(train["model_dir"]), root / "test", pred_dir,
-                          rounds=3 if (r == 0 and key == "pfseg") else 1)
-    return {"train": train, "predict": pred, "scores": _scores(root / "test", pred_dir)}
+    _pfseg_predict(model, root / "test", pred_dir)
+    return {"train": train, "scores": _scores(root / "test", pred_dir)}
 
 
 def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) -> dict:
     """One nnU-Net training run, its test cases predicted with and without mirroring and scored."""
     env = {**nn_env, "nnUNet_results": str(root / f"nnUNet_results_{r}")}
     train = _nnunet_train(env, epochs, iterations // epochs, root / f"train_nnunet_{r}")
-    out: dict = {"train": train, "scores": {}, "predict": {}}
+    scores = {}
     for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
         pred_dir = root / f"pred_{key}_{r}"
-        out["predict"][key] = _nnunet_predict(Path(train["model_dir"]), root / "test", pred_dir, mirroring,
-                                              rounds=3 if r == 0 else 1)
-        out["scores"][key] = _scores(root / "test", pred_dir)
+        _nnunet_predict(Path(train["model_dir"]), root / "test", pred_dir, mirroring)
+        scores[key] = _scores(root / "test", pred_dir)
+    return {"train": train, "scores": scores}
+
+
+def _speed(root: Path, pfseg_model: Path, nnunet_model: Path) -> dict:
+    """Prediction seconds per case of the first runs' models, median of 3 rounds each."""
+    out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3)}
+    for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
+        out[key] = _nnunet_predict(nnunet_model, root / "test", root / f"speed_{key}", mirroring, rounds=3)
     return out
 
 
@@ -227,7 +238,7 @@ def _epochs_for(iterations: float, per_epoch: int) -> int:
 
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, spacing: int = 4,
         runs: int | None = None, nnunet_iterations: int | None = None, nnunet_epochs: int | None = None,
-        preset: str = "demo", workers: int = 2, keep: str | None = None) -> dict:
+        preset: str = "demo", workers: int = 2, keep: str | None = None, nnunet_only: bool = False) -> dict:
     import nnunetv2
     import torch
 
@@ -263,29 +274,39 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                                 seed=TRAIN_SEED, workers=workers, overwrite=True)
             test = write_dataset(root / "test", n_test, anatomy="mni152", spacing_mm=spacing,
                                  seed=TEST_SEED, start_index=TEST_START, workers=workers, overwrite=True)
-            ours = _timed([console("pfseg_plan_and_preprocess"), "-i", str(root / "train"), "-d", NAME,
-                           "--preset", preset, "-np", str(workers), "--workspace", str(ws_root)],
-                          dict(os.environ), root / "pfseg_preprocess.log")
             to_nnunet_raw(root / "train", root / "nnUNet_raw", DATASET_ID, NNUNET_NAME)
-            theirs = _timed([console("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
-                             "-c", "3d_fullres", "-np", str(workers), "-npfp", str(workers),
-                             "--verify_dataset_integrity"], nn_env, root / "nnunet_preprocess.log")
-            return {"train_ids": ids, "test_ids": test,
-                    "preprocess_seconds": {"pfseg": ours, "nnunet": theirs}}
+            seconds = _timed([console("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
+                              "-c", "3d_fullres", "-np", str(workers), "-npfp", str(workers),
+                              "--verify_dataset_integrity"], nn_env, root / "nnunet_preprocess.log")
+            return {"train_ids": ids, "test_ids": test, "nnunet_preprocess_seconds": seconds}
+
+        def pfseg_preprocess():
+            shutil.rmtree(ws_root, ignore_errors=True)
+            cmd = [console("pfseg_plan_and_preprocess"), "-i", str(root / "train"), "-d", NAME,
+                   "--preset", preset, "-np", str(workers), "--workspace", str(ws_root)]
+            return {"pfseg_preprocess_seconds": _timed(cmd, dict(os.environ), root / "pfseg_preprocess.log")}
 
         f.update(_step(root / "data.json", data))
-        plans = load_plans(Workspace.resolve(ws_root).plans_file(NAME))
         nn_plans = json.loads((root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{NNUNET_NAME}"
                                / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
+        arch = nn_plans["architecture"]["arch_kwargs"]
+        f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
+                            "features_per_stage": arch["features_per_stage"]}
+        # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
+        nnunet_runs = [_step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
+                       for r in range(runs)]
+        if nnunet_only:
+            return f
+        f.update(_step(root / "pfseg_preprocess.json", pfseg_preprocess))
+        f["preprocess_seconds"] = {"pfseg": f["pfseg_preprocess_seconds"],
+                                   "nnunet": f["nnunet_preprocess_seconds"]}
+        plans = load_plans(Workspace.resolve(ws_root).plans_file(NAME))
         f["pfseg_plan"] = {"preset": preset, "hr_shape_zyx": plans.hr_shape_zyx,
                            "lr_scale_zyx": plans.lr_scale_zyx,
                            "widths": plans.network.widths, "batch_size": plans.batch_size,
                            "patch_shape_zyx": plans.patch_based.patch_shape_zyx,
                            "iterations_per_epoch": plans.training.iterations_per_epoch,
                            "optimizer": plans.training.optimizer, "lr": plans.training.lr}
-        arch = nn_plans["architecture"]["arch_kwargs"]
-        f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
-                            "features_per_stage": arch["features_per_stage"]}
 
         # ---- calibration: seconds per training iteration of each, one after the other
         def calibrate():
@@ -307,23 +328,23 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         # ---- the runs, one training at a time
         f["run_results"] = []
         for r in range(runs):
-            result = {"seed": SEED + r, "train": {}, "scores": {}, "predict": {}}
+            result = {"seed": SEED + r, "train": {}, "scores": {}}
             for key, network, _ in PFSEG_ROWS:
                 epochs = f["planned_iterations"][key] // per_epoch
                 done = _step(root / f"run_{r}_{key}.json", _pfseg_run, root, ws_root, key, network, epochs,
                              SEED + r, r)
-                for part in ("train", "scores", "predict"):
-                    result[part][key] = done[part]
-            done = _step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
-            result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = done["train"]
-            result["scores"].update(done["scores"])
-            result["predict"].update(done["predict"])
+                result["train"][key], result["scores"][key] = done["train"], done["scores"]
+            result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
+            result["scores"].update(nnunet_runs[r]["scores"])
             f["run_results"].append(result)
+        f["predict"] = _step(root / "speed.json", _speed, root, root / "models" / "pfseg_0",
+                             Path(nnunet_runs[0]["train"]["model_dir"]))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     f["load_average_1min"].append(round(os.getloadavg()[0], 2))
-    f["markdown"] = _markdown(f)
+    if not nnunet_only:
+        f["markdown"] = _markdown(f)
     return f
 
 
@@ -398,26 +419,27 @@ def _markdown(f: dict) -> str:
         "(lowest-highest run in brackets); final checkpoints, no postprocessing. Load average "
         f"{f['load_average_1min'][0]} before, {f['load_average_1min'][-1]} after.",
         "",
-        "| method | iterations | training s (each run) | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 "
+        "| method | iterations | training s, calibrated | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 "
         "| ET HD95 | prediction s / case |",
-        "|---|---:|---|---|---|---|---|---|---|---:|",
+        "|---|---:|---:|---|---|---|---|---|---|---:|",
     ]
+    rates = {"pfseg": cal["pfseg"], "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
+             "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
     for key, label in LABELS.items():
         if key not in summary:
             continue
-        train = [r["train"][key] for r in f["run_results"]]
-        iters = train[0].get("iterations") or (train[0]["epochs"] * train[0]["iterations_per_epoch"])
-        seconds = ", ".join(f"{t['train_seconds']:.0f}" for t in train)
+        train = first["train"][key]
+        iters = train.get("iterations") or (train["epochs"] * train["iterations_per_epoch"])
         cells = [_cell(summary[key][f"{r}_dice"], 3) for r in REGIONS]
         cells += [_cell(summary[key][f"{r}_hd95"], 1) for r in REGIONS]
-        speed = first["predict"].get(key, {}).get("seconds_per_case")
-        lines.append(f"| {label} | {iters} | {seconds} | " + " | ".join(cells)
+        speed = f["predict"].get(key, {}).get("seconds_per_case")
+        lines.append(f"| {label} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
                      + f" | {'-' if speed is None else f'{speed:.2f}'} |")
     lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
               "inference):", ""]
     lines += [f"- {text}: **{'met' if ok else 'NOT met'}**" for text, ok in verdicts(summary)]
-    pf_speed = first["predict"]["pfseg"]["seconds_per_case"]
-    plain, mirrored = (first["predict"][k]["seconds_per_case"] / pf_speed
+    pf_speed = f["predict"]["pfseg"]["seconds_per_case"]
+    plain, mirrored = (f["predict"][k]["seconds_per_case"] / pf_speed
                        for k in ("nnunet", "nnunet_mirroring"))
     pre = f["preprocess_seconds"]
     lines += ["", f"Prediction: PFSeg {pf_speed:.2f} s per case (median of 3 rounds), {plain:.1f}x faster "
@@ -439,12 +461,14 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="demo", choices=("demo", "default"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR, keep it, resume from it")
+    parser.add_argument("--nnunet-only", action="store_true",
+                        help="only the data and nnU-Net's training runs (independent of pfseg's recipe)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     figures = run(quick=args.quick, n_train=args.train, n_test=args.test, spacing=args.spacing,
                   runs=args.runs, nnunet_iterations=args.nnunet_iterations, nnunet_epochs=args.nnunet_epochs,
-                  preset=args.preset, workers=args.workers, keep=args.keep)
-    print(figures["markdown"])
+                  preset=args.preset, workers=args.workers, keep=args.keep, nnunet_only=args.nnunet_only)
+    print(figures.get("markdown", "nnU-Net's runs done"))
     return 0
 
 
