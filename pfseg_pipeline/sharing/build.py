@@ -73,12 +73,23 @@ def absolute_paths(obj: Any, key: str = "") -> list[str]:
     return [key] if isinstance(obj, str) and len(obj) > 1 and _ABSOLUTE.match(obj) else []
 
 
-def _json_member(data: Any, source: str) -> bytes:
+def _check_no_paths(data: Any, source: str) -> None:
     found = absolute_paths(data)
     if found:
         raise UserError(f"{source}: holds an absolute path at {found[0]!r}; a model package must not "
                         "(remove it and export again)")
+
+
+def _json_member(data: Any, source: str) -> bytes:
+    _check_no_paths(data, source)
     return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+
+
+def _json_file(path: Path) -> tuple[Any, bytes]:
+    """A JSON file carried verbatim: (its data, its bytes), after the absolute-path check."""
+    data = read_json(path)
+    _check_no_paths(data, str(path))
+    return data, path.read_bytes()
 
 
 def public_dataset(dataset: dict[str, Any], plans) -> dict[str, Any]:
@@ -110,7 +121,7 @@ def _weights(fmt: str, model: torch.nn.Module, plans, network: str, metadata: di
 def _versions(fmt: str) -> dict[str, str]:
     import safetensors
 
-    versions = {"pfseg": __version__, "torch": torch.__version__}
+    versions = {"pfseg_pipeline": __version__, "torch": torch.__version__}
     if fmt == "pytorch":
         versions["safetensors"] = safetensors.__version__
     if fmt == "onnx":
@@ -158,17 +169,15 @@ def export_model(network_dir: str | Path, output: str | Path, folds: Sequence[st
     total = count_parameters(loaded.models[0])
     inference = inference_parameter_count(loaded.models[0])
 
-    members: dict[str, bytes] = {
-        PLANS: _json_member(read_json(network_dir / PLANS), str(network_dir / PLANS)),
-        DATASET: _json_member(dataset, str(network_dir / DATASET))}
+    members: dict[str, bytes] = {PLANS: _json_file(network_dir / PLANS)[1],
+                                 DATASET: _json_member(dataset, str(network_dir / DATASET))}
     found_fingerprint = None
     for name in OPTIONAL_JSON:
         source = network_dir / name
         if name == FINGERPRINT and not source.is_file() and fingerprint is not None:
             source = Path(fingerprint)
         if source.is_file():
-            data = read_json(source)
-            members[name] = _json_member(data, str(source))
+            data, members[name] = _json_file(source)
             found_fingerprint = data if name == FINGERPRINT else found_fingerprint
     for fold, model in zip(loaded.folds, loaded.models):
         member = weights_member(fold, checkpoint, fmt)

@@ -108,8 +108,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     params = m["parameters"]
     lines = [f"# {card['name']}", "",
              f"A {m['network']} network ({m['inference']}) trained with pfseg "
-             f"{card['versions'].get('pfseg', '?')}; {len(m['folds'])} fold(s) ({', '.join(m['folds'])}), "
-             f"checkpoint `{m['checkpoint']}`, stored as {m['format']}.", "",
+             f"{card['versions'].get('pfseg_pipeline', '?')}; {len(m['folds'])} fold(s) "
+             f"({', '.join(m['folds'])}), checkpoint `{m['checkpoint']}`, stored as {m['format']}.", "",
              f"**Intended use.** {card['intended_use']}", "",
              f"**Limitations.** {card['limitations']}", "",
              "## Input and output", "",
