@@ -41,7 +41,6 @@ class OnnxModule(nn.Module):
         self.runner = runner
         self.network_name = runner.network_name
         self.divisor_zyx = tuple(runner.divisor_zyx)
-        self.options: dict = {}
 
     def forward_infer(self, image: Tensor) -> Tensor:
         """Logits (B, K, Z, Y, X) float32 of a CPU image (B, C, Z, Y, X)."""

@@ -89,7 +89,11 @@ def load_package(source: str | Path, folds: Sequence[str | int] | None = None, c
         if manifest.format == "onnx":
             models.append(onnx_module(path.read_bytes(), plans.in_channels, manifest.network, str(path)))
             continue
-        model = build_inference_network(manifest.network, plans, manifest.network_options)
+        try:
+            model = build_inference_network(manifest.network, plans, manifest.network_options)
+        except (TypeError, UserError) as exc:
+            raise UserError(f"{source / MANIFEST}: network options {manifest.network_options} do not fit "
+                            f"{manifest.network!r} ({exc})") from None
         load_weights(model, read_weights(path), path, source / PLANS)
         models.append(model.to(resolve_device(device)).eval())
     if manifest.format == "pytorch":

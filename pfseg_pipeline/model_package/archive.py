@@ -260,10 +260,10 @@ def extract_package(zip_path: str | os.PathLike, destination: str | os.PathLike,
 def _extract_member(zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path,
                     manifest: Manifest, limits: Limits) -> None:
     target = staging.joinpath(*info.filename.split("/"))
-    target.parent.mkdir(parents=True, exist_ok=True)
     digest, size, head = hashlib.sha256(), 0, b""
     limit = limits.manifest_bytes if info.filename == MANIFEST else min(info.file_size, limits.member_bytes)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)    # fails where a file took the folder's name
         with archive.open(info) as stream, open(target, "xb") as out:
             while chunk := stream.read(CHUNK):
                 size += len(chunk)

@@ -19,7 +19,7 @@ it does not list, a listed one that is missing, or one whose bytes differ.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,6 @@ class Manifest:
     kind: str = PACKAGE_KIND
     version: int = PACKAGE_VERSION
     created: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def weights(self, fold: str) -> str:
         return weights_member(fold, self.checkpoint, self.format)

@@ -38,11 +38,7 @@ def inference_network(model: nn.Module) -> nn.Module:
 
 def build_inference_network(network: str, plans, options: dict[str, Any]) -> nn.Module:
     """The network `network` built from `plans` with `options`, without its training-only modules."""
-    try:
-        model = build_network(network, plans, **options)
-    except TypeError as exc:
-        raise UserError(f"network options {options} do not fit {network!r} ({exc})") from exc
-    return inference_network(model)
+    return inference_network(build_network(network, plans, **options))
 
 
 def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
