@@ -22,6 +22,8 @@ setup(
         "pandas>=2.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        # model packages: inference-only weights in a format whose reading runs no code
+        "safetensors>=0.4",
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff>=0.5"],
@@ -39,6 +41,8 @@ setup(
             "pfseg_predict=pfseg_pipeline.cli.predict:console",
             "pfseg_evaluate=pfseg_pipeline.cli.evaluate:console",
             "pfseg_compare=pfseg_pipeline.cli.compare:console",
+            "pfseg_export_model=pfseg_pipeline.cli.export_model:console",
+            "pfseg_install_model=pfseg_pipeline.cli.install_model:console",
         ],
     },
 )

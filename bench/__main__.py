@@ -25,7 +25,8 @@ from pathlib import Path
 BENCHMARKS = (
     "metrics_speed",      # HD95: ours vs MedPy
     "preprocess_speed",   # plan + preprocess: ours vs nnU-Net v2
-    "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window
+    "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window (and on ONNX Runtime)
+    "export_speed",       # PFSeg's network pass: eager vs ONNX Runtime vs TorchScript
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
     "ablation",           # the paper's ablation rows on synthetic data

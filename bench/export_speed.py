@@ -142,6 +142,7 @@ def measure(network: torch.nn.Module, plans: Plans, image: torch.Tensor, rounds:
     if not backends or backends[0] != "eager":
         raise ValueError("the first backend must be 'eager', the reference")
     network = network.eval()
+    load_before = os.getloadavg()[0]
     runs, results = {}, {}
     for backend in backends:
         t0 = time.perf_counter()
@@ -171,7 +172,8 @@ def measure(network: torch.nn.Module, plans: Plans, image: torch.Tensor, rounds:
                  ratio=float(np.median(eager) / np.median(s)),
                  round_ratios=[float(e / t) for e, t in zip(eager, s)])
     return {"shape_zyx": list(image.shape[2:]), "in_channels": int(image.shape[1]),
-            "widths": list(plans.network.widths), "rounds": rounds, "backends": results}
+            "widths": list(plans.network.widths), "rounds": rounds, "backends": results,
+            "load_average": [load_before, os.getloadavg()[0]]}
 
 
 def label_agreement(logits: torch.Tensor, reference: torch.Tensor) -> dict:
@@ -224,7 +226,9 @@ def _markdown(f: dict) -> str:
         shape = " x ".join(map(str, s["shape_zyx"]))
         widths = "-".join(map(str, s["widths"]))
         lines += [f"**{s['label']}**: a {' x '.join(map(str, s['case_xyz']))} case (x y z) -> network input "
-                  f"{s['in_channels']} x {shape} (z y x), widths {widths}, {s['rounds']} rounds.", "",
+                  f"{s['in_channels']} x {shape} (z y x), widths {widths}, {s['rounds']} rounds"
+                  + (". Load average {:.1f} before, {:.1f} after (rerun on a quiet machine for figures to "
+                     "quote).".format(*s["load_average"]) if "load_average" in s else "."), "",
                   "| backend | median s | min s | max s | ratio | per-round ratios | labels alike "
                   "| max logit diff | prepare s | first call s |",
                   "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,10 @@ from pfseg_pipeline.cli.common import (
 )
 from pfseg_pipeline.data.labels import get_scheme
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.inference.backends import BACKENDS, backend_device
 from pfseg_pipeline.inference.pipeline import check_folders, predict_folder
 from pfseg_pipeline.inference.predictor import Predictor, load_models, resolve_device
+from pfseg_pipeline.model_package.archive import is_package_zip, unpacked
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, network_spec
 from pfseg_pipeline.paths import Workspace
 
@@ -30,6 +33,8 @@ examples:
   pfseg_predict -i scans -o pred_resunet -d BraTS --network resunet3d -f 0 1 2 --tta
   pfseg_predict -i scans -o pred -d BraTS --network pfseg --variant us --checkpoint best
   pfseg_predict -i scans -o pred --model-dir /models/pfseg      # a copied results folder
+  pfseg_predict -i scans -o pred --model-dir pfseg_brats.zip    # a model package (pfseg_export_model)
+  pfseg_predict -i scans -o pred -d BraTS --backend onnxruntime # the networks on ONNX Runtime (CPU)
 
 IN: BraTS case folders (<case>/<case>_<modality>.nii.gz), an nnU-Net raw dataset (imagesTr/) or
 a flat folder of <case>_<modality>.nii.gz / <case>_000K.nii.gz files; labels are not needed.
@@ -40,8 +45,10 @@ exits 2 after predicting the others.
 
 The model: results/NAME/NETWORK[__VARIANT] of the workspace, or --model-dir DIR, a folder holding
 plans.json, dataset.json and fold_*/checkpoint_{final,best,latest}.pt (no preprocessed data
-needed). Default folds: every fold with the requested checkpoint; their probabilities are
-averaged.
+needed), or a model package zip from pfseg_export_model (checked, then unpacked to a temporary
+folder). Default folds: every fold with the requested checkpoint; their probabilities are
+averaged. --backend onnxruntime exports each fold to ONNX when loading (a package of format onnx
+holds the graphs) and runs them with ONNX Runtime on the CPU (pip install 'pfseg[onnx]').
 """
 
 
@@ -58,10 +65,15 @@ def build_parser() -> ArgumentParser:
                         help="variant folder NETWORK__V (e.g. an ablation row)")
     parser.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
                         help="folds to ensemble (0-4, all, paper...; default: every trained fold)")
-    parser.add_argument("--checkpoint", choices=CHECKPOINT_KINDS, default=CHECKPOINT_KINDS[0],
-                        help="checkpoint_<kind>.pt to load (default: %(default)s)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_KINDS, default=None,
+                        help=f"checkpoint_<kind>.pt to load (default: {CHECKPOINT_KINDS[0]}; a "
+                             "package's own)")
     parser.add_argument("--model-dir", default=None, metavar="DIR",
-                        help="a results network folder (plans.json + dataset.json + fold_*), anywhere")
+                        help="a results network folder (plans.json + dataset.json + fold_*), anywhere, "
+                             "or a model package zip")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="torch (eager PyTorch; default) or onnxruntime (CPU; the default for an onnx "
+                             "package)")
     parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu")
     parser.add_argument("--tta", action="store_true",
                         help="mirror test-time augmentation over the axes training flipped (plans.json "
@@ -95,6 +107,11 @@ def model_dir_from_args(args) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as stack:   # holds a package's temporary folder until the end
+        return _main(argv, stack)
+
+
+def _main(argv: Sequence[str] | None, stack: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
@@ -105,14 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not input_dir.is_dir():
         check_folders(input_dir, output_dir)  # reports the missing input, creates nothing
     model_dir = model_dir_from_args(args)
-    device = resolve_device(args.device)
-    loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network)
+    if is_package_zip(model_dir):   # unpacked for the whole run: every reader sees a folder
+        model_dir = stack.enter_context(unpacked(model_dir))
+    device = resolve_device(backend_device(args.backend, args.device))
+    loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network,
+                         backend=args.backend)
     check_folders(input_dir, output_dir)  # only now create OUT: a model error leaves no empty folder
     setup_logging(output_dir / LOG_FILE, args.verbose)
-    log.info("model %s: %s, fold(s) %s, checkpoint_%s", model_dir, loaded.network,
-             ", ".join(loaded.folds), args.checkpoint)
+    log.info("model %s: %s, fold(s) %s, checkpoint_%s, backend %s", args.model_dir or model_dir,
+             loaded.network, ", ".join(loaded.folds), loaded.checkpoint, loaded.backend)
     predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=args.tta,
-                          folds=loaded.folds, checkpoint=args.checkpoint)
+                          folds=loaded.folds, checkpoint=loaded.checkpoint)
     scheme = get_scheme(args.label_scheme) if args.label_scheme else None
     report = predict_folder(input_dir, output_dir, predictor=predictor,
                             save_probabilities=args.save_probabilities, overwrite=args.overwrite,

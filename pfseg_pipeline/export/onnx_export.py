@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # AveragePool) has had its current form since opset 13 or earlier, and ONNX Runtime >= 1.14
 # runs 17; the legacy exporter supports opsets up to 20.
 OPSET = 17
-METADATA_KEY = "pfseg"
+METADATA_KEY = "pfseg_export"   # the graph's metadata_props key of `export.graph.export_metadata`
 DYNAMIC_AXES = {0: "batch", 2: "z", 3: "y", 4: "x"}
 
 

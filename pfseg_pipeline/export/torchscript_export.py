@@ -16,6 +16,7 @@ and MONAI bundles ship it, so its deprecation warnings are silenced here.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -28,7 +29,7 @@ from torch import nn
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.export.graph import InferenceGraph, example_input, export_metadata
-from pfseg_pipeline.fileio import atomic_path
+from pfseg_pipeline.fileio import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,22 @@ def trace_inference(network: nn.Module, in_channels: int, shape_zyx: Sequence[in
         return torch.jit.freeze(traced)
 
 
+def torchscript_bytes(network: nn.Module, in_channels: int, shape_zyx: Sequence[int]) -> bytes:
+    """The traced, frozen `network.forward_infer` with its metadata, as TorchScript's zip format."""
+    module = trace_inference(network, in_channels, shape_zyx)
+    metadata = json.dumps(export_metadata(network, in_channels))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(module, buffer, _extra_files={METADATA_FILE: metadata})
+    return buffer.getvalue()
+
+
 def export_torchscript(network: nn.Module, path: str | Path, in_channels: int,
                        shape_zyx: Sequence[int]) -> Path:
     """Write the traced, frozen `network.forward_infer` (atomically) with its metadata. Returns the path."""
-    module = trace_inference(network, in_channels, shape_zyx)
-    metadata = json.dumps(export_metadata(network, in_channels))
     path = Path(path)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(module, str(tmp), _extra_files={METADATA_FILE: metadata})
+    write_bytes(path, torchscript_bytes(network, in_channels, shape_zyx))
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

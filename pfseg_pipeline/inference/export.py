@@ -41,6 +41,15 @@ def restore_probabilities(probabilities: np.ndarray, properties: dict[str, Any])
     return np.asarray(restored, dtype=np.float32)
 
 
+def source_grid_prediction(probabilities: np.ndarray, properties: dict[str, Any], scheme: LabelScheme,
+                           target: str = "regions", threshold: float = THRESHOLD
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities on the cached grid (K, Z, Y, X) -> (probabilities (K, Zs, Ys, Xs) float32,
+    label map (Zs, Ys, Xs) uint8), both on the source grid: what `export_prediction` writes."""
+    restored = restore_probabilities(probabilities, properties)
+    return restored, probabilities_to_labels(restored, scheme, target, threshold)
+
+
 def export_prediction(probabilities: np.ndarray, properties: dict[str, Any],
                       reference: str | os.PathLike, out_path: str | os.PathLike, scheme: LabelScheme,
                       target: str = "regions", region_names: Sequence[str] | None = None,
@@ -59,8 +68,7 @@ def export_prediction(probabilities: np.ndarray, properties: dict[str, Any],
 
     Returns the label map (Zs, Ys, Xs) uint8 that was written.
     """
-    restored = restore_probabilities(probabilities, properties)
-    labels = probabilities_to_labels(restored, scheme, target, threshold)
+    restored, labels = source_grid_prediction(probabilities, properties, scheme, target, threshold)
     write_label_map(labels, reference, out_path)
     if probabilities_path is not None:
         names = list(region_names) if region_names is not None else [f"region_{i}" for i in

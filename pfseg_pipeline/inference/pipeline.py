@@ -284,7 +284,7 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
                 fill()  # start reading the next case before the network starts on this one
                 try:
                     t0 = time.perf_counter()
-                    probabilities = predictor.predict_probabilities(loaded.image)
+                    probabilities = predictor.predict_preprocessed(loaded.image)
                     network = time.perf_counter() - t0
                 except Exception as exc:
                     _record_failure(report, case, exc)

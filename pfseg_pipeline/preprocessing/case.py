@@ -23,6 +23,7 @@ import numpy as np
 from pfseg_pipeline.data.case_reader import nonzero_box, read_case
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.data.nifti import Geometry
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.preprocessing.crop import box_shape, centered_box, crop, uncrop
@@ -66,9 +67,14 @@ def preprocessing_steps(plans: Plans) -> dict[str, Any]:
     return steps
 
 
-def preprocess_case(case: Case, plans: Plans, with_label: bool = True
+def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
+                    arrays: tuple[np.ndarray, Geometry] | None = None
                     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read, crop, normalise and resample one case as `plans` says.
+
+    `arrays`: the case's images already in memory, (C, Z, Y, X) float32 in `plans.modalities`
+    order, with their geometry, used instead of reading `case.images` (no label); the Python
+    API's arrays take this path, so they are preprocessed exactly as files are.
 
     Returns
     -------
@@ -78,7 +84,8 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True
     """
     steps = preprocessing_steps(plans)
     t0 = time.perf_counter()
-    images, seg, geometry = read_case(case, list(plans.modalities), with_label)
+    images, seg, geometry = (read_case(case, list(plans.modalities), with_label) if arrays is None
+                             else (arrays[0], None, arrays[1]))
     if seg is not None:
         unknown = check_label_values(seg, plans.scheme)
         if unknown:
