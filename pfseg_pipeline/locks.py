@@ -231,7 +231,7 @@ def _busy(folder: Path, what: str, holder: Holder | None, path: Path, reading: b
         return UserError(f"{folder}: the {what} is being locked by another pfseg run right now ({path}); "
                          "try again in a moment")
     doing = "reading" if reading else "using"
-    hint = ("wait for it to finish or stop it (a lock left by a killed run is taken over by itself)"
+    hint = ("wait for it to finish or stop it (a lock left by a killed run is taken over automatically)"
             if holder.state() == "alive" else
             f"pfseg cannot check a process on another host: if that run is gone, delete {path}")
     return UserError(f"{folder}: another pfseg run is {doing} this {what} ({holder.describe()}); {hint}")

@@ -190,7 +190,9 @@ class _Guarded:
             # mid-message instead would leave the main process blocked reading half a batch.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, _interrupt)
-            end_with_parent(self.parent_pid)  # a trainer killed with -9 leaves no worker behind
+            # a trainer killed with -9 leaves no worker behind; SIGKILL, since a worker that exits
+            # politely first flushes its queue into a pipe nobody reads any more, and waits forever
+            end_with_parent(self.parent_pid, signal.SIGKILL)
         # batchgenerators' Gaussian noise draws from python's `random`, which the augmenter never
         # seeds: tie it to numpy's seeded stream so batches stay reproducible
         random.seed(int(np.random.randint(0, 2**31 - 1)))

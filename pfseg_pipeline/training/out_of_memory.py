@@ -68,7 +68,7 @@ def out_of_memory_message(plans: Plans, network: str, batch_size: int, device: t
                f"{plans.memory.get('batch_size', {}).get(network, batch_size)}" if peak
                else f"plans.json holds no predicted peak for {network}")
     budget = plans.memory.get("budget_gb")
-    checkpoint = (f"{fold_dir / 'checkpoint_latest.pt'} (epoch {saved_epoch}) is intact"
+    checkpoint = (f"{fold_dir / 'checkpoint_latest.pt'} ({saved_epoch} epoch(s) done) is intact"
                   if saved_epoch is not None else "no checkpoint had been saved yet")
     command = replan_command(plans, dataset_file, replan_budget_gb(plans, device_bytes))
     where = f"{device} ({device_bytes / GiB:.1f} GiB)" if device_bytes else str(device)

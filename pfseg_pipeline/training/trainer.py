@@ -174,7 +174,7 @@ class Trainer:
                 return self._fit()
         except StopNow as stop:
             self.train_batches.close(force=True)  # now: no draining of the workers' queues
-            held = (f"checkpoint_latest.pt (epoch {self.saved_epoch}) is the last complete checkpoint"
+            held = (f"checkpoint_latest.pt ({self.saved_epoch} epoch(s) done) is the last complete checkpoint"
                     if self.saved_epoch is not None else "no checkpoint was saved")
             log.warning("stopped at once by a second %s; %s", signal.Signals(stop.signum).name, held)
             return stop.signum
