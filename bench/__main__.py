@@ -25,6 +25,7 @@ from pathlib import Path
 BENCHMARKS = (
     "metrics_speed",      # HD95: ours vs MedPy
     "preprocess_speed",   # plan + preprocess: ours vs nnU-Net v2
+    "preprocess_memory",  # plan + preprocess: peak memory of the process tree, 8 vs 40 BraTS-size cases
     "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
