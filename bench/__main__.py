@@ -29,6 +29,7 @@ BENCHMARKS = (
     "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
+    "checkpoint_sizes",   # checkpoint bytes per kind: with and without the optimiser state
     "ablation",           # the paper's ablation rows on synthetic data
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
 )
