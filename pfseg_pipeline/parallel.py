@@ -70,7 +70,9 @@ def map_cases(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, desc
                 bar.update(1)
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        # a worker of a killed run ends with it instead of waiting for tasks forever
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                                 initializer=end_with_parent, initargs=(os.getpid(), signal.SIGKILL)) as pool:
             for future in as_completed([pool.submit(fn, *task) for task in tasks]):
                 yield future.result()
                 bar.update(1)

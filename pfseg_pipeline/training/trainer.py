@@ -95,7 +95,8 @@ class Trainer:
     Parameters
     ----------
     network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
-    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close()`.
+    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close(force=False)`
+        (`force`: stop the workers without draining their queues, after a second stop signal).
     validation : the per-epoch validation callable, or None (no validation cases).
     optimizer, scheduler : built from the plans (`training.recipe`).
     device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
@@ -134,15 +135,15 @@ class Trainer:
         return state
 
     def save(self, which: str, epochs_done: int, interrupted: dict | None = None) -> None:
+        latest = which == "latest"
         if self.dist.is_main:
             state = self._state(epochs_done, interrupted)
-            latest = which == "latest"
             if not latest:
                 state = for_prediction(state)  # final and best: what prediction needs
             save_checkpoint(checkpoint_path(self.output_dir, which), state,
                             keep_previous=latest and self._rotate)
-            if latest:
-                self._rotate, self.saved_epoch = True, epochs_done
+        if latest:
+            self._rotate, self.saved_epoch = True, epochs_done
         ddp.barrier(self.dist)
 
     def resume(self, path: Path, ckpt: dict | None = None) -> None:
