@@ -968,4 +968,7 @@ LIMITS = [
      "test_resources.py: cases between read and written never exceed workers + 3 (9 cases, 1 worker)"),
     ("every writer", "disk full: the previous file stays intact, no temporary file left",
      "test_resources.py (fileio writers, NIfTI writer) and the disk-full rows above"),
+    ("plan_and_preprocess at scale", "the peak resident memory of the whole process tree does not grow "
+     "with the number of cases (40 cases of 240x240x155 within 15 % of 8)",
+     "bench/preprocess_memory.py (a benchmark, not CI): docs/BENCHMARKS.md"),
 ]
