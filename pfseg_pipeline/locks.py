@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import write_error
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,6 @@ def _start_ticks(pid: int) -> int | None:
 
 
 # ---- the lock file ------------------------------------------------------------------------------
-def _cannot_write(folder: Path, exc: OSError) -> UserError:
-    if exc.errno == errno.ENOSPC:
-        return UserError(f"{folder}: cannot write, the disk is full")
-    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return UserError(f"{folder}: cannot write, permission denied (read-only folder?)")
-    return UserError(f"{folder}: cannot write ({exc.strerror or exc})")
-
-
 def _read(path: Path) -> tuple[bytes | None, float]:
     """(content, age in seconds) of a lock file; (None, 0) when it is gone."""
     try:
@@ -323,7 +316,7 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
             folder.mkdir(parents=True, exist_ok=True)
             _acquire(folder, path, what)
         except OSError as exc:
-            raise _cannot_write(folder, exc) from exc
+            raise write_error(folder, exc) from exc
         try:
             reader = _live_reader(folder)
             if reader is not None:
@@ -351,7 +344,7 @@ def shared(folder: str | os.PathLike, what: str) -> Iterator[None]:
             os.replace(tmp, marker)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _cannot_write(folder, exc) from exc
+            raise write_error(folder, exc) from exc
         try:
             _, holder, state = _holder_of(folder / LOCK_FILE)
             if state in ("alive", "unknown") and not holder.is_me():
