@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pfseg_pipeline"
 # bottom to top; a module may import its own layer and the layers below it, never one above
 LAYERS: list[tuple[str, set[str]]] = [
     # `from pfseg_pipeline import __version__` names the package's __init__
-    ("foundation", {"__init__", "__version__", "errors", "fileio", "paths", "parallel", "typed_json",
+    ("foundation", {"__init__", "__version__", "errors", "fileio", "locks", "paths", "parallel", "typed_json",
                     "presets"}),
     ("data", {"data"}),
     ("contracts", {"plans", "splits", "checkpoints"}),

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pfseg_pipeline import locks
 from pfseg_pipeline.checkpoints import CHECKPOINT_KINDS
 from pfseg_pipeline.cli.common import (
     EXIT_INTERNAL,
@@ -27,6 +28,7 @@ from pfseg_pipeline.paths import Workspace
 log = logging.getLogger(__name__)
 
 LOG_FILE = "pfseg_predict.log"
+LOCKED = "prediction output folder"   # two runs never write one output folder at once
 EXAMPLES = """\
 examples:
   pfseg_predict -i BraTS2020_ValidationData -o predictions -d BraTS
@@ -41,7 +43,8 @@ a flat folder of <case>_<modality>.nii.gz / <case>_000K.nii.gz files; labels are
 OUT gets one <case>.nii.gz label map per case on the case's own grid (same shape, zooms, sform
 and qform as its first modality), timings.json and pfseg_predict.log. Cases whose output exists
 are skipped unless --overwrite. A bad case is reported in one line and skipped; the command then
-exits 2 after predicting the others.
+exits 2 after predicting the others. A second pfseg_predict into the same OUT while one runs is
+refused with one line naming the running one.
 
 The model: results/NAME/NETWORK[__VARIANT] of the workspace, or --model-dir DIR, a folder holding
 plans.json, dataset.json and fold_*/checkpoint_{final,best,latest}.pt (no preprocessed data
@@ -128,16 +131,18 @@ def _main(argv: Sequence[str] | None, stack: contextlib.ExitStack) -> int:
     loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network,
                          backend=args.backend)
     check_folders(input_dir, output_dir)  # only now create OUT: a model error leaves no empty folder
+    locks.check_free(output_dir, LOCKED)  # a refused run writes no line into the other's log
     setup_logging(output_dir / LOG_FILE, args.verbose)
     log.info("model %s: %s, fold(s) %s, checkpoint_%s, backend %s", args.model_dir or model_dir,
              loaded.network, ", ".join(loaded.folds), loaded.checkpoint, loaded.backend)
     predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=args.tta,
                           folds=loaded.folds, checkpoint=loaded.checkpoint)
     scheme = get_scheme(args.label_scheme) if args.label_scheme else None
-    report = predict_folder(input_dir, output_dir, predictor=predictor,
-                            save_probabilities=args.save_probabilities, overwrite=args.overwrite,
-                            workers=args.workers, exclude=args.exclude, label_scheme=scheme,
-                            progress=not args.no_progress)
+    with locks.exclusive(output_dir, LOCKED):
+        report = predict_folder(input_dir, output_dir, predictor=predictor,
+                                save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+                                workers=args.workers, exclude=args.exclude, label_scheme=scheme,
+                                progress=not args.no_progress)
     if any(f.internal for f in report.failed):
         log.error("internal error in %d case(s): a bug in pfseg; the traceback is in %s",
                   sum(f.internal for f in report.failed), output_dir / LOG_FILE)

@@ -30,6 +30,7 @@ examples:
   pfseg_train Brats paper --epochs 100                # the paper's 8/2 split (final checkpoint)
   pfseg_train Brats 0 --ablation us                   # the US row of the ablation (results: pfseg__us)
   pfseg_train Brats 0 --continue                      # resume from checkpoint_latest.pt
+  pfseg_train Brats 0 --continue --force              # ... even though plans.json changed since
   pfseg_train Demo 0 --device cpu --epochs 2 --iterations-per-epoch 5 --num-workers 0
   torchrun --nproc_per_node 2 -m pfseg_pipeline.cli.train Brats 0    # DDP, one process per GPU
 
@@ -38,6 +39,9 @@ paper622 (same as --split paper / paper622). Results go to
 WORKSPACE/results/NAME/NETWORK[__ABLATION]/fold_FOLD. --batch-size is per process; under DDP
 an epoch has ceil(iterations / processes) steps per process. Ctrl-C or SIGTERM saves
 checkpoint_latest.pt at the next iteration (exit 130 / 143); --continue restarts that epoch.
+A second Ctrl-C or SIGTERM stops at once (the last complete checkpoint stays). While it runs,
+the fold folder is locked: a second pfseg_train on it, or pfseg_plan_and_preprocess on its
+dataset, is refused with one line naming this run.
 """
 
 
@@ -59,7 +63,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split", choices=SPLIT_NAMES, default=None,
                    help="folds (default), paper (8/2 by sorted id) or paper622 (6/2/2)")
     p.add_argument("--continue", dest="resume", action="store_true",
-                   help="resume from checkpoint_latest.pt (start fresh when there is none)")
+                   help="resume from checkpoint_latest.pt (start fresh when there is none; from "
+                        "checkpoint_latest.prev.pt when it is damaged)")
+    p.add_argument("--force", action="store_true",
+                   help="with --continue: resume even though plans.json changed since the checkpoint")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="background augmentation processes (0: in the training process)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="default: plans.json")
@@ -93,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_fold,
         training_device,
     )
+    from pfseg_pipeline.training.run_locks import check_training_free, training_locks
 
     args = build_parser().parse_args(argv)
     # torchrun's environment, read here only (the library never reads os.environ)
@@ -102,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_preprocessed(ws, args.name)  # before the log file: a user error leaves nothing behind
     NETWORKS[args.network].options(args.ablation)  # e.g. --ablation us with a baseline: one clear line
     split, fold = _split_and_fold(args)
-    setup_logging(fold_directory(ws, args.name, args.network, fold, args.ablation) / "training_log.txt"
-                  if rank == 0 else None, args.verbose)
+    fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation)
+    if rank == 0:
+        check_training_free(ws.preprocessed(args.name), fold_dir)  # refused: not a line in its log
+    setup_logging(fold_dir / "training_log.txt" if rank == 0 else None, args.verbose)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # batchgenerators -> pandas -> numexpr chatter
@@ -116,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = training_device(args.device, local_rank)
     dist = ddp.init_distributed(rank, world, local_rank, device.type)
     try:
-        stopped = train_fold(ws, args.name, args.network, fold, split, args.ablation, overrides, device, dist,
-                             resume=args.resume)
+        with training_locks(ws.preprocessed(args.name), fold_dir, dist):
+            stopped = train_fold(ws, args.name, args.network, fold, split, args.ablation, overrides, device,
+                                 dist, resume=args.resume, force=args.force)
     finally:
         ddp.shutdown(dist)
     return 128 + stopped if stopped else 0
