@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pfseg_pipeline"
 
 # bottom to top; a module may import its own layer and the layers below it, never one above
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"__init__", "errors", "fileio", "paths", "parallel", "typed_json", "presets"}),
+    ("foundation", {"__init__", "errors", "fileio", "paths", "parallel", "typed_json", "presets",
+                    "devices"}),
     ("data", {"data"}),
     ("contracts", {"plans", "splits", "checkpoints"}),
     ("networks", {"networks"}),

@@ -127,7 +127,7 @@ def _mentions(problem: str, case_id: str) -> bool:
         return True
     path = Path(problem.split(": ", 1)[0])
     stem = strip_image_suffix(path.name)
-    if stem is not None and _parse_stem(stem)[0] == case_id:
+    if stem is not None and parse_stem(stem)[0] == case_id:
         return True
     return case_id in path.parts[:-1] or case_id == path.name
 
@@ -161,7 +161,7 @@ def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool
     labels: dict[str, list[Path]] = {}
     unrecognised: dict[Path, list[Path]] = {}
     for path, stem in _walk_nifti(root):
-        case_id, kind = _parse_stem(stem)
+        case_id, kind = parse_stem(stem)
         if case_id is None:
             unrecognised.setdefault(path.parent, []).append(path)
             continue
@@ -187,7 +187,8 @@ def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool
     return found
 
 
-def _parse_stem(stem: str) -> tuple[str | None, str | None]:
+def parse_stem(stem: str) -> tuple[str | None, str | None]:
+    """(case id, modality or 'seg') of a file name without its suffix; (None, None) when it is neither."""
     m = _CHANNEL_RE.match(stem)
     if m:
         k = int(m.group("channel"))
@@ -330,7 +331,7 @@ def find_label_maps(root: str | os.PathLike, flat: bool = False,
         _collect(found, _walk_nifti(root / "labelsTr", recursive=False))
         return found
     seg_files = [(path, case_id) for path, stem in _walk_nifti(root)
-                 for case_id, kind in [_parse_stem(stem)] if kind == "seg"]
+                 for case_id, kind in [parse_stem(stem)] if kind == "seg"]
     if seg_files:
         found = LabelMaps(layout="brats")
         _collect(found, seg_files)

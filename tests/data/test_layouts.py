@@ -205,8 +205,8 @@ def test_a_4d_file_without_the_channel_dataset_json_names_is_one_problem(tmp_pat
     root = tmp_path / "msd"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
-    nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 3), np.int16), np.eye(4)), str(root / "imagesTr" / "c1.nii.gz"))
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.eye(4)), str(root / "labelsTr" / "c1.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 3), np.int16), np.eye(4)), root / "imagesTr" / "c1.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.eye(4)), root / "labelsTr" / "c1.nii.gz")
     (root / "dataset.json").write_text(json.dumps({
         "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
         "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}}))
