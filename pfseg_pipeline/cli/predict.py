@@ -43,8 +43,8 @@ examples:
 IN: a folder of cases: BraTS case folders (<case>/<case>_<modality>.nii.gz), an nnU-Net raw or MSD
 dataset (imagesTr/), or a flat folder of <case>_<modality> / <case>_000K files; one case's
 folder (its files named <modality>, e.g. t1.nii.gz, FLAIR.mha); the files of one case; or one 4D
-file with the modalities stacked (order: --channels, else the model's training data's, else t1
-t1ce t2 flair). Images: .nii, .nii.gz, .mha, .nrrd; labels are not needed.
+file with the modalities stacked (order: --channels, else the model's training data's, else the
+model's modality order). Images: .nii, .nii.gz, .mha, .nrrd; labels are not needed.
 OUT gets one <case> label map per case on the case's own grid, in its input's format (or
 --output-format), label_scheme.json (the label values written), timings.json (with each case
 checked against the training cases: one warning line for a case unlike them, e.g. swapped

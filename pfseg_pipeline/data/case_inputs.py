@@ -7,7 +7,8 @@
 - the files of one case: named `<case>_<modality>`, `<case>_000K` or `<modality>`, or taken in
   the order `--channels` gives;
 - one 4D file holding the modalities stacked (the MSD layout), in the order `--channels` gives,
-  else the order the model's training data had (`stacked_order`), else t1, t1ce, t2, flair.
+  else the order the model's training data had (`stacked_order`), else the model's modality
+  order (plans.json: t1, t1ce, t2, flair for the default preset).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pfseg_pipeline.data.image_io import read_geometry, strip_image_suffix
-from pfseg_pipeline.data.layouts import MODALITIES, Case, Discovery, check_case_id, discover, parse_stem
+from pfseg_pipeline.data.layouts import Case, Discovery, check_case_id, discover, parse_stem
 from pfseg_pipeline.data.modalities import normalise_modality
 from pfseg_pipeline.errors import UserError
 
@@ -61,7 +62,8 @@ def cases_from_paths(paths: Sequence[str | os.PathLike], modalities: Sequence[st
     paths : one folder, one file, or the files of one case.
     modalities : what the model reads (plans.modalities).
     channels : `--channels`: the modality of each file given, or of each volume of a 4D file.
-    default_order : the order of a 4D file's volumes without `channels` (`stacked_order`).
+    default_order : the order of a 4D file's volumes without `channels` (`stacked_order`);
+        None: `modalities`.
     exclude : case ids to leave out (a folder's cases).
 
     A problem with the paths themselves is a `UserError`; problems with a folder's cases come
@@ -71,7 +73,7 @@ def cases_from_paths(paths: Sequence[str | os.PathLike], modalities: Sequence[st
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: input path does not exist")
-    order = list(channels or default_order or MODALITIES)
+    order = list(channels or default_order or modalities)
     if len(paths) == 1 and paths[0].is_dir():
         found = discover(paths[0], tuple(modalities), require_label=False, exclude=tuple(exclude))
         if found.cases or not _only_no_cases(found):

@@ -96,9 +96,11 @@ class _Loaded:
 
 def output_path(output_dir: Path, case_id: str, case: Case | None = None,
                 output_format: str = "auto") -> Path:
-    """`<case>.<format>`: the format of the case's first image (`auto`), or the one asked for."""
+    """`<case>.<format>`: the format asked for, or (`auto`) the case's first image's: .mha and .nrrd
+    as they came, NIfTI (.nii or .nii.gz) as .nii.gz."""
     if output_format == "auto":
-        suffix = f".{image_format(next(iter(case.images.values())))}" if case is not None else OUTPUT_SUFFIX
+        kind = image_format(next(iter(case.images.values()))) if case is not None else "nii.gz"
+        suffix = OUTPUT_SUFFIX if kind in ("nii", "nii.gz") else f".{kind}"
     else:
         suffix = f".{output_format}"
     return output_dir / f"{case_id}{suffix}"
