@@ -84,7 +84,8 @@ def test_a_label_name_it_cannot_place_is_refused(synthetic_raw, tmp_path, capsys
     argv = ["-i", raw, "-d", "MSD", "--verify-only", "--workspace", tmp_path / "ws"]
     assert _cli(plan_main, *argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"{raw / 'dataset.json'}: cannot tell which tumour class label 3 'resection cavity' is" in line
+    assert f"{raw / 'dataset.json'}: 'labels': cannot tell which tumour class label 3 'resection cavity' is" \
+        in line
     assert "--label-scheme brats2020|brats2023|msd" in line
     assert _cli(plan_main, *argv, "--label-scheme", "msd") == 0
     # numbers that contradict a declared scheme: the names say 1 is edema, brats2023 says core

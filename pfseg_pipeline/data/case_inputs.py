@@ -154,6 +154,8 @@ def _case_from_files(paths: list[Path], modalities: Sequence[str], channels: Seq
 def _folder_of_single_files(folder: Path, modalities: Sequence[str], order: Sequence[str]) -> list[Case]:
     """A case folder of `<modality>` files (one case, named after the folder), else a folder of
     4D files or, for a single-modality model, of 3D files (one case each)."""
+    if not any(folder.iterdir()):
+        raise UserError(f"{folder}: input folder is empty")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and strip_image_suffix(p.name) is not None)
     named = {normalise_modality(_stem(p)): p for p in files}

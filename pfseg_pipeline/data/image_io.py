@@ -102,12 +102,7 @@ def read_label(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     if not _is_sitk(path):
         return nifti.read_label(path)
     array, geometry = read_volume(path)
-    rounded = np.rint(array)
-    if not np.array_equal(rounded, array):
-        raise UserError(f"{path}: label map holds non-integer values")
-    if rounded.min() < 0 or rounded.max() > 255:
-        raise UserError(f"{path}: label values outside 0..255")
-    return rounded.astype(np.uint8), geometry
+    return nifti.as_label_map(array, path), geometry
 
 
 def read_geometry(path: str | os.PathLike) -> tuple[Geometry, int]:

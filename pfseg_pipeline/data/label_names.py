@@ -120,11 +120,12 @@ def scheme_from_label_names(labels: dict[str, int], source: str = "dataset.json"
                                 "--label-scheme (the names are read) or correct the names")
         return given
     if unplaced:
-        raise UserError(f"{source}: cannot tell which tumour class label {unplaced[0]} is (names read: "
-                        "edema, necrotic / non-enhancing core, enhancing tumour, with common spellings); "
+        raise UserError(f"{source}: 'labels': cannot tell which tumour class label {unplaced[0]} is "
+                        "(names read: edema, necrotic / non-enhancing core, enhancing tumour, with common "
+                        "spellings); "
                         f"give --label-scheme {'|'.join(s.name for s in BUILTIN_SCHEMES)}")
     missing = [CLASS_TEXT[c] for c in CLASSES if c not in classes.values()]
     if missing:
-        raise UserError(f"{source}: labels {sorted(names.values())} name no {missing[0]} label; "
+        raise UserError(f"{source}: 'labels' {sorted(names.values())} name no {missing[0]} label; "
                         f"give --label-scheme {'|'.join(s.name for s in BUILTIN_SCHEMES)}")
     return scheme_from_classes(classes, names)

@@ -262,7 +262,13 @@ def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: boo
             raise UserError(f"{dataset_path}: no channel for modality {modality}")
     images: dict[str, dict[int, Path]] = {}
     stacked: dict[str, Path] = {}
-    for path, stem in _walk_nifti(root / "imagesTr", recursive=False):
+    for path in sorted((root / "imagesTr").iterdir()):
+        stem = strip_image_suffix(path.name)
+        if stem is None or path.name.startswith("._"):   # "._x": macOS metadata (the MSD's tarballs)
+            continue
+        if "file_ending" in dataset and not path.name.lower().endswith(ending.lower()):
+            raise UserError(f"{dataset_path}: file_ending {ending!r}, but {root / 'imagesTr'} holds "
+                            f"{path.name}; correct file_ending")
         m = _CHANNEL_RE.match(stem)
         if m:
             images.setdefault(m.group("case"), {})[int(m.group("channel"))] = path

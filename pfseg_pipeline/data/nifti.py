@@ -176,12 +176,18 @@ def stacked_channels(img: nib.Nifti1Image) -> int:
 def read_label(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """Read a label map as uint8 (Z, Y, X); non-integer or out-of-range values are a UserError."""
     array, geometry = read_volume(path, dtype=np.float32)
+    return as_label_map(array, path), geometry
+
+
+def as_label_map(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Label values read as floats -> uint8; non-integer or out-of-range values are a UserError
+    naming the file."""
     rounded = np.rint(array)
     if not np.array_equal(rounded, array):
         raise UserError(f"{path}: label map holds non-integer values")
     if rounded.min() < 0 or rounded.max() > 255:
         raise UserError(f"{path}: label values outside 0..255")
-    return rounded.astype(np.uint8), geometry
+    return rounded.astype(np.uint8)
 
 
 def write_label_map(labels_zyx: np.ndarray, reference: str | os.PathLike | nib.Nifti1Image,

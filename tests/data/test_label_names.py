@@ -55,7 +55,7 @@ def test_any_numbering_is_placed_by_name_and_round_trips():
 
 
 def test_a_name_it_cannot_place_asks_for_label_scheme():
-    with pytest.raises(UserError, match=r"D/dataset.json: cannot tell which tumour class label 4 "
+    with pytest.raises(UserError, match=r"D/dataset.json: 'labels': cannot tell which tumour class label 4 "
                                         r"'resection cavity' is.*--label-scheme brats2020\|brats2023\|msd"):
         label_scheme_of({"labels": {**MSD_V2, "resection cavity": 4}}, "D/dataset.json")
     with pytest.raises(UserError, match="name no enhancing tumour label"):
