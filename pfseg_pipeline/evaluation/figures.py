@@ -37,7 +37,7 @@ CONTOURS: dict[tuple[str, str], tuple[int, int, int]] = {
 }
 VIEWS = ("axial", "coronal", "sagittal")
 PANEL_GAP_PX = 4           # black columns between panels
-MIN_PANEL_PX = 320         # the longest side of the volume gets at least this many pixels
+MIN_PANEL_PX = 320         # the longest side of the volume gets about this many pixels (or 1 per voxel)
 # RAS world axes (0 x: toward the patient's right, 1 y: anterior, 2 z: superior): for each view,
 # the axis cut, and the axes shown as rows and as columns. Rows and columns start at the
 # positive end of theirs: anterior or superior at the top, the patient's right (axial, coronal)
