@@ -101,9 +101,10 @@ def measure(shape_xyz: tuple[int, int, int], n_cases: int = 1, device: str = "cp
     that comes and goes falls on all alike); return the figures and a Markdown section."""
     from pfseg_pipeline.data.layouts import discover
     from pfseg_pipeline.data.synthetic import write_dataset
+    from pfseg_pipeline.devices import resolve_device
     from pfseg_pipeline.inference.backends import to_backend
     from pfseg_pipeline.inference.pipeline import predict_folder
-    from pfseg_pipeline.inference.predictor import Predictor, resolve_device
+    from pfseg_pipeline.inference.predictor import Predictor
     from pfseg_pipeline.inference.sliding_window import window_starts
     from pfseg_pipeline.networks.registry import build_network, inference_parameter_count
     from pfseg_pipeline.preprocessing.case import preprocess_case

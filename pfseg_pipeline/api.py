@@ -35,10 +35,11 @@ import torch
 from pfseg_pipeline.data.labels import LabelScheme, get_scheme, region_names
 from pfseg_pipeline.data.layouts import Case, normalise_modality
 from pfseg_pipeline.data.nifti import Geometry, make_reference, write_label_map
+from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.inference.backends import backend_device
 from pfseg_pipeline.inference.export import source_grid_prediction
-from pfseg_pipeline.inference.predictor import LoadedModels, Predictor, load_models, resolve_device
+from pfseg_pipeline.inference.predictor import LoadedModels, Predictor, load_models
 from pfseg_pipeline.preprocessing.case import preprocess_case
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pfseg_pipeline"
 LAYERS: list[tuple[str, set[str]]] = [
     # `from pfseg_pipeline import __version__` names the package's __init__
     ("foundation", {"__init__", "__version__", "errors", "fileio", "locks", "paths", "parallel", "typed_json",
-                    "presets"}),
+                    "presets", "devices"}),
     ("data", {"data"}),
     ("contracts", {"plans", "splits", "checkpoints"}),
     ("networks", {"networks"}),

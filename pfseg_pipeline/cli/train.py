@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.devices import DEVICE_CHOICES, resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, NETWORKS
@@ -51,7 +52,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("fold", metavar="FOLD", choices=FOLD_CHOICES, help="0-4, all, paper or paper622")
     p.add_argument("--network", choices=tuple(NETWORKS), default=DEFAULT_NETWORK,
                    help=f"default: {DEFAULT_NETWORK}")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="default: auto")
+    p.add_argument("--device", default="auto",
+                   help=f"{DEVICE_CHOICES} (default: auto; cuda under torchrun: each process's own GPU)")
     p.add_argument("--epochs", type=int, default=None, metavar="E", help="default: plans.json")
     p.add_argument("--iterations-per-epoch", type=int, default=None, metavar="N", help="default: plans.json")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
@@ -98,7 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_preprocessed,
         fold_directory,
         train_fold,
-        training_device,
     )
     from pfseg_pipeline.training.run_locks import check_training_free, training_locks
 
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, grad_clip=args.grad_clip,
                           num_workers=args.num_workers, amp=not args.no_amp, use_best=args.use_best,
                           progress_bar=not args.no_progress)
-    device = training_device(args.device, local_rank)
+    device = resolve_device(args.device, local_rank)
     dist = ddp.init_distributed(rank, world, local_rank, device.type)
     try:
         with training_locks(ws.preprocessed(args.name), fold_dir, dist):

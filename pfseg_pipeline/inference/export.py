@@ -3,8 +3,9 @@
 Probabilities on the cached grid (the brain box at the target spacing) are mapped back to the
 source grid by `preprocessing.case.restore_to_source` (undo the resampling, linear; then undo
 the crop by placing into zeros), thresholded at 0.5 into region masks, painted into BraTS
-labels by `data.labels.regions_to_labels`, and written with the header of the case's first
-modality image: same shape, zooms, sform and qform, uint8, scl_slope 1 and scl_inter 0.
+labels by `data.labels.regions_to_labels`, and written on the grid of the case's first modality
+image (`data.image_io.write_label_map`): a NIfTI with its header (same shape, zooms, sform and
+qform, uint8, scl_slope 1 and scl_inter 0), an .mha / .nrrd with its origin, spacing and direction.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.image_io import write_label_map
 from pfseg_pipeline.data.labels import LabelScheme, regions_to_labels
-from pfseg_pipeline.data.nifti import write_label_map
 from pfseg_pipeline.fileio import save_npz
 
 THRESHOLD = 0.5
@@ -62,7 +63,8 @@ def export_prediction(probabilities: np.ndarray, properties: dict[str, Any],
     probabilities : (K, Z, Y, X) region probabilities on the cached grid.
     properties : the case's preprocessing properties (`preprocess_case`'s third result).
     reference : the case's first modality image; its header is copied.
-    out_path : the label map, `<case>.nii.gz`, written atomically.
+    out_path : the label map, `<case>.nii.gz` (or .nii, .mha, .nrrd: the format follows the
+        name), written atomically.
     probabilities_path : when given, `<case>.npz` with `probabilities` (K, Zs, Ys, Xs) float16
         on the source grid and `regions` (the K region names).
 

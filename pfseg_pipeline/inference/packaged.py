@@ -61,7 +61,8 @@ def load_package(source: str | Path, folds: Sequence[str | int] | None = None, c
             loaded = load_package(folder, folds, checkpoint, device, network, backend)
         loaded.checkpoints = [source / p.relative_to(folder) for p in loaded.checkpoints]
         return loaded
-    from pfseg_pipeline.inference.predictor import LoadedModels, resolve_device
+    from pfseg_pipeline.devices import resolve_device
+    from pfseg_pipeline.inference.predictor import LoadedModels
 
     manifest = read_manifest(source)
     what = (f"{source} (a model package: {manifest.network}, {manifest.format}, "

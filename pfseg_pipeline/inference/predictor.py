@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pfseg_pipeline.checkpoints import fold_checkpoints, load_weights, read_checkpoint
+from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
 from pfseg_pipeline.inference.sliding_window import sliding_window_inference
@@ -41,23 +42,6 @@ from pfseg_pipeline.networks.registry import NETWORKS, build_network, network_sp
 from pfseg_pipeline.plans import Plans, load_plans
 
 log = logging.getLogger(__name__)
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; asking for CUDA without one is a UserError."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA GPU is available to this torch "
-                            f"({torch.__version__}); use --device cpu or auto")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"--device {device!r}: choose auto, cuda, cuda:N or cpu")
-
 
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of the spatial `axes` (z=0, y=1, x=2) to flip: 8 for three axes, () first."""

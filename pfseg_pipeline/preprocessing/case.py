@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.appearance import case_appearance
 from pfseg_pipeline.data.case_reader import nonzero_box, read_case
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
@@ -80,7 +81,8 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
     -------
     image : float32 (C, Z, Y, X) on the target grid, channels in `plans.modalities` order.
     seg : uint8 (Z, Y, X) with the raw label values, or None when the case has no label.
-    properties : JSON-ready dict (source geometry, crop box, shapes, normalisation, timings).
+    properties : JSON-ready dict (source geometry, crop box, shapes, normalisation, the raw
+        appearance (`data.appearance`), timings).
     """
     steps = preprocessing_steps(plans)
     t0 = time.perf_counter()
@@ -92,6 +94,8 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
             raise UserError(f"{case.label}: label values {unknown} are not in the "
                             f"{plans.scheme.name} scheme {list(plans.scheme.values)}")
     t_read = time.perf_counter() - t0
+    # before any normalisation: what prediction holds against the training fingerprint
+    appearance = case_appearance(images, list(plans.modalities), geometry.spacing_zyx)
 
     if steps["crop"] == "nonzero":
         box = nonzero_box(images)
@@ -123,6 +127,7 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
         "spacing_zyx": spacing,
         "modalities": list(plans.modalities),
         "normalisation": stats,
+        "appearance": appearance,
         "label_voxels": _label_voxels(seg) if seg is not None else None,
         "sources": {m: {"path": str(case.images[m])} for m in plans.modalities},
         "plans_hash": plans.hash(),

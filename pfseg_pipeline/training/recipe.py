@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from pfseg_pipeline.checkpoints import checkpoint_path, previous_path
+from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
 from pfseg_pipeline.networks.losses import FULL
@@ -73,15 +74,6 @@ def _setting(name: str, given, planned):
 def default_workers(world_size: int = 1) -> int:
     """Loader processes per training process: the cores left after one for each trainer."""
     return max(1, min(MAX_LOADER_WORKERS, (os.cpu_count() or 2) // world_size - 1))
-
-
-def training_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's CUDA device when there is one, else the CPU."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: list[str], network: str,
@@ -155,7 +147,7 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     split : "folds", "paper" or "paper622".
     ablation : a row of `networks.losses.ABLATIONS` (pfseg only); "full" is the network as specified.
     overrides : what this run changes of plans.json.
-    device : default: CUDA when there is one (`training_device`).
+    device : default: CUDA when there is one (`devices.resolve_device`).
     dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
     resume : continue from checkpoint_latest.pt when there is one (from the generation before it
         when it is damaged: `training.resume`).
@@ -164,7 +156,7 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     Returns None when training finished, or the number of the signal that stopped it.
     """
     dist = dist or ddp.DistContext()
-    device = device or training_device("auto", dist.local_rank)
+    device = device or resolve_device("auto", dist.local_rank)
     check_preprocessed(workspace, name)
     network_spec(network).options(ablation)  # an ablation row the network does not take is a UserError
     plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
@@ -192,8 +184,11 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     trainer = build_trainer(plans, cases_dir, train_ids, val_ids, network, fold_dir, device, ablation,
                             overrides, dist, {"dataset": name, "split": split, "fold": fold})
     if dist.is_main:  # plans.json and dataset.json beside the folds: a copied results folder predicts alone
-        for source in (plans_file, dataset_file):
-            write_bytes(fold_dir.parent / source.name, source.read_bytes())
+        # (fingerprint.json too: prediction holds new cases against the training cases)
+        fingerprint_file = workspace.preprocessed(name) / "fingerprint.json"
+        for source in (plans_file, dataset_file, fingerprint_file):
+            if source.is_file():
+                write_bytes(fold_dir.parent / source.name, source.read_bytes())
     log.info("training %s on %s %s (%d train, %d validation cases) on %s -> %s", network, split, fold,
              len(train_ids), len(val_ids), device, fold_dir)
     latest = checkpoint_path(fold_dir, "latest")

@@ -107,7 +107,7 @@ def predict_args(ctx: Ctx, inp: Path, model: Path | None = None, *extra) -> list
 
 def predict_outputs(ctx: Ctx) -> list[Path]:
     out = ctx.tmp / "out"
-    return [out / f"{c}.nii.gz" for c in b.GOOD] + [out / "timings.json"]
+    return [out / f"{c}.nii.gz" for c in b.GOOD] + [out / "timings.json", out / "label_scheme.json"]
 
 
 def evaluate_args(ref: Path, pred: Path, *extra) -> list[str]:
@@ -278,7 +278,7 @@ def _dotdot_case(command: str):
             return Scenario(verify_args(ctx, raw), names, [ctx.tmp])
         return Scenario(predict_args(ctx, raw), names, [ctx.tmp],
                         expect_outputs=[ctx.tmp / "out" / f"{c}.nii.gz" for c in b.CASES]
-                        + [ctx.tmp / "out" / "timings.json"])
+                        + [ctx.tmp / "out" / "timings.json", ctx.tmp / "out" / "label_scheme.json"])
     return make
 
 
