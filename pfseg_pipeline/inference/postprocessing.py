@@ -161,6 +161,12 @@ def voxel_mm3(spacing_zyx: Sequence[float]) -> float:
     return float(np.prod(np.asarray(spacing_zyx, dtype=np.float64)))
 
 
+def model_postprocessing(model_dir: str | os.PathLike, target: str) -> Postprocessing | None:
+    """The model folder's (or unpacked package's) postprocessing.json, or None without one."""
+    path = Path(model_dir) / POSTPROCESSING_FILE
+    return load_postprocessing(path, target) if path.is_file() else None
+
+
 def load_postprocessing(path: str | os.PathLike, target: str) -> Postprocessing:
     """postprocessing.json -> `Postprocessing`, checked against the model's target."""
     path = Path(path)

@@ -77,7 +77,7 @@ def validation_dice(network: torch.nn.Module, cases: ValidationCases, device: to
     scores = []
     with predictor_for(network, cases.plans, device, amp) as predictor:
         for _, image, regions in cases:
-            predicted = predictor.predict_probabilities(image) > 0.5
+            predicted = predictor.predict_preprocessed(image) > 0.5
             scores.append([dice(r, p) for r, p in zip(regions, predicted)])
     return np.mean(np.asarray(scores, dtype=np.float64), axis=0).tolist()
 

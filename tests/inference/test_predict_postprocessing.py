@@ -82,3 +82,25 @@ def test_malformed_postprocessing_json_is_one_line_exit_2(inputs, model, tmp_pat
     assert len(err.splitlines()) == 1 and str(model / "postprocessing.json") in err
     assert not out.exists()                                    # nothing written
     assert predict(inputs, model, out, "--no-postprocessing") == 0
+
+
+def test_a_package_carries_the_postprocessing_to_predict_and_the_api(inputs, model, tmp_path):
+    """Exported with the folder's postprocessing.json, a zip gives the folder's postprocessed labels
+    through pfseg_predict and through the Python API (which can leave it out, as the CLI can)."""
+    from pfseg_pipeline.api import load_model
+    from pfseg_pipeline.sharing.build import export_model
+
+    write_json(model / "postprocessing.json", RULE.to_json())
+    export_model(model, tmp_path / "model.zip")
+    assert predict(inputs, model, tmp_path / "folder") == 0
+    assert predict(inputs, tmp_path / "model.zip", tmp_path / "zip") == 0
+    with_rule, without = (load_model(tmp_path / "model.zip", device="cpu", postprocessing=applied)
+                          for applied in (True, False))
+    assert with_rule.postprocessing.to_json() == RULE.to_json() and without.postprocessing is None
+    for case in ("case_0", "case_1"):
+        expected = labels(tmp_path / "folder" / f"{case}.nii.gz")
+        assert not (expected == 4).any()                                      # the rule was applied
+        assert (labels(tmp_path / "zip" / f"{case}.nii.gz") == expected).all()
+        files = {m: inputs / "in" / case / f"{case}_{m}.nii.gz" for m in ("t1", "t2")}
+        assert (with_rule.segment(files).labels.T == expected).all()          # (Z,Y,X) vs nibabel's (X,Y,Z)
+        assert (without.segment(files).labels == 4).any()
