@@ -22,12 +22,16 @@ setup(
         "pandas>=2.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        # model packages: inference-only weights in a format whose reading runs no code
+        "safetensors>=0.4",
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff>=0.5"],
         # the reference the benchmarks measure against; 2.6.x with dynamic-network-architectures
         # <0.4 runs on the CPU torch (newer ones pull timm -> torchvision -> a CUDA torch)
         "bench": ["nnunetv2>=2.6,<2.7", "dynamic-network-architectures<0.4"],
+        # ONNX export and the ONNX Runtime backend (tested with onnx 1.23.2, onnxruntime 1.32.0)
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={
         "console_scripts": [
@@ -37,6 +41,9 @@ setup(
             "pfseg_predict=pfseg_pipeline.cli.predict:console",
             "pfseg_evaluate=pfseg_pipeline.cli.evaluate:console",
             "pfseg_compare=pfseg_pipeline.cli.compare:console",
+            "pfseg_find_postprocessing=pfseg_pipeline.cli.find_postprocessing:console",
+            "pfseg_export_model=pfseg_pipeline.cli.export_model:console",
+            "pfseg_install_model=pfseg_pipeline.cli.install_model:console",
         ],
     },
 )

@@ -27,9 +27,12 @@ from pathlib import Path
 BENCHMARKS = (
     "metrics_speed",      # HD95: ours vs MedPy
     "preprocess_speed",   # plan + preprocess: ours vs nnU-Net v2
-    "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window
+    "preprocess_memory",  # plan + preprocess: peak memory of the process tree, 8 vs 40 BraTS-size cases
+    "inference_speed",    # PFSeg whole volume vs ResUNet3D sliding window (and on ONNX Runtime)
+    "export_speed",       # PFSeg's network pass: eager vs ONNX Runtime vs TorchScript
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
+    "checkpoint_sizes",   # checkpoint bytes per kind: with and without the optimiser state
     "ablation",           # the paper's ablation rows on synthetic data
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
     "recipe",             # each training-recipe change against today's default (hours: named only)

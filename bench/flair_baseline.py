@@ -20,6 +20,7 @@ import numpy as np
 
 from pfseg_pipeline.data.labels import labels_to_regions, region_names
 from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.data.scheme_record import write_scheme_record
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import load_npz, read_json, write_json
 from pfseg_pipeline.paths import Workspace
@@ -77,6 +78,7 @@ def run_baseline(workspace: Workspace, name: str, fold: str = "0") -> dict:
         case = sources[case_id]
         export_prediction(regions, read_json(cases_dir / f"{case_id}.json"), next(iter(case.images.values())),
                           out_dir / f"{case_id}.nii.gz", plans.scheme, plans.target, names)
+    write_scheme_record(out_dir, plans.scheme, plans.target)   # as every prediction folder does
     summary = evaluate_folder(None, out_dir, scheme=plans.scheme, target=plans.target, progress=False,
                               write=False, references={c: sources[c].label for c in val_ids})
     summary.update({"method": "FLAIR > threshold fitted on the training cases (whole tumour only)",

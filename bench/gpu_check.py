@@ -281,7 +281,7 @@ def measure_inference_row(label: str, network: str, plans, shape_zyx, device: to
         return out
 
     def end_to_end():
-        probabilities = predictor.predict_probabilities(host)   # host -> device -> pad -> net -> host
+        probabilities = predictor.predict_preprocessed(host)   # host -> device -> pad -> net -> host
         return (probabilities > 0.5).astype(np.uint8)
 
     timings = {}

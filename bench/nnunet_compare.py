@@ -1,33 +1,31 @@
-"""PFSeg vs nnU-Net v2 `3d_fullres` at an equal training budget, same data, same CPU, one run.
+"""PFSeg against nnU-Net v2 `3d_fullres` and ResUNet3D on brain-anatomy cases at an equal
+training wall-clock (CPU).
 
-    python -m bench.nnunet_compare [--quick] [--epochs E] [--iterations N] [--cases N] [--test N]
+    python -m bench.nnunet_compare [--quick] [--runs R] [--keep DIR] [--preset demo|default]
 
-One synthetic BraTS-like dataset (data/synthetic.py), split by sorted case id into training
-cases and held-out test cases; both methods see exactly those training cases and predict
-exactly those test cases:
+Data: anatomy cases (`pfseg_make_synthetic --anatomy mni152`, 4 mm): `--train` training cases
+(seed 21) and `--test` held-out test cases (seed 22, ids from 901): both methods train on
+exactly the training cases and predict exactly the test cases.
 
-- preprocessing (timed, each as its own process, `-np` equal): `pfseg_plan_and_preprocess
-  --preset demo` on the training cases; nnU-Net: the same cases converted to its raw format
-  (bench/preprocess_speed.py's converter, not timed) and `nnUNetv2_plan_and_preprocess -c
-  3d_fullres --verify_dataset_integrity`;
-- training (each as its own process): nnU-Net's default trainer with a small budget
-  (bench/nnunet_trainer.py: E epochs x N iterations, fold `all`) and `pfseg_train NAME all`
-  with the same E x N iterations at nnU-Net's batch size, so both see as many samples; the same
-  number of data-loading worker processes;
-- prediction (in this process, models loaded before the clock starts, the folder's wall time
-  divided by the number of cases): `inference.pipeline.predict_folder` for PFSeg (whole volume,
-  one pass) and nnU-Net's `nnUNetPredictor.predict_from_files` (sliding window, step 0.5,
-  Gaussian), with and without its default mirroring (8 passes per window);
-- evaluation: both with `evaluation.evaluate.evaluate_folder` against the same reference label
-  files (nnU-Net's output labels mapped back 3 -> 4): Dice and HD95 (MedPy's pooled definition,
-  mm) per region, mean (std) over the test cases.
+Budget: nnU-Net's time for `--nnunet-iterations` (1,000) iterations with its defaults (its
+planner's patch, batch and network; SGD 1e-2 with Nesterov momentum, poly decay, deep
+supervision, its augmentation), the poly schedule run over `--nnunet-epochs` (40) epochs of
+25 iterations instead of 1,000 epochs of 250. Equal wall-clock, measured so that other work on
+the machine cannot tilt it: first each method's seconds per training iteration are measured one
+after the other in a calibration phase (a short training of each, the warm-up epoch left out,
+all in the same minutes), then PFSeg and ResUNet3D train for as many iterations as fit in
+nnU-Net's time at those rates. Each training's own wall time is recorded too. ResUNet3D also
+trains for nnU-Net's 1,000 iterations (equal iterations).
 
-Peak memory is the peak RSS of each training process (the data-loading worker processes are not
-included), as each reports it. Equal budget is stated twice: as equal iterations (the table),
-and as equal wall-clock (PFSeg trained again for nnU-Net's training time, when `--equal-time`,
-the default of the full run, and it fits). A short training run's score moves with the seed:
-both methods are trained `--repeats` times (PFSeg with seeds 12345, 12346, ...; nnU-Net draws
-its own), and the WT verdict compares the means over those runs.
+Runs: every method is trained `--runs` times one after the other (never side by side), PFSeg
+and ResUNet3D with seeds 12345, 12346, ..., nnU-Net drawing its own; each run is predicted and
+scored on the test cases (Dice and HD95 in mm, MedPy's pooled definition, per region), and the
+table gives the mean over the runs with their spread. nnU-Net is scored with its default
+inference (mirroring) and without it. Prediction speed: the folder's wall time per case after a
+warm-up case, median of 3 rounds, for PFSeg (one pass) and nnU-Net (sliding window).
+
+The study takes hours: with `--keep DIR` every finished step is kept there as JSON and a rerun
+skips it (a killed run resumes where it was).
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,17 @@ NNUNET_NAME = "PfsegCompare"
 NAME = "Compare"
 ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("WT", "TC", "ET")
-PFSEG_SEED = 12345
+SEED = 12345
+TRAIN_SEED, TEST_SEED, TEST_START = 21, 22, 901
+# the methods trained per run: (key, network, budget) with budget "time" (nnU-Net's wall-clock)
+# or "iterations" (nnU-Net's iteration count)
+PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
+              ("resunet3d_iterations", "resunet3d", "iterations"))
+LABELS = {"pfseg": "PFSeg (whole volume, one pass), equal wall-clock",
+          "resunet3d": "ResUNet3D (sliding window), equal wall-clock",
+          "resunet3d_iterations": "ResUNet3D (sliding window), equal iterations",
+          "nnunet_mirroring": "nnU-Net 3d_fullres, default inference (mirroring)",
+          "nnunet": "nnU-Net 3d_fullres, no mirroring"}
 
 
 def _timed(cmd: list[str], env: dict, logfile: Path) -> float:
@@ -64,80 +73,59 @@ def _timed(cmd: list[str], env: dict, logfile: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _split_raw(raw_all: Path, out: Path, n_test: int) -> tuple[list[str], list[str]]:
-    """Copy the BraTS case folders into out/train and out/test by sorted case id (last n_test: test)."""
-    ids = sorted(p.name for p in raw_all.iterdir() if p.is_dir())
-    train, test = ids[:-n_test], ids[-n_test:]
-    for sub, chosen in (("train", train), ("test", test)):
-        for case in chosen:
-            shutil.copytree(raw_all / case, out / sub / case)
-    return train, test
+def _step(path: Path, compute, *args):
+    """The JSON at `path` when an earlier run left it there; else compute(*args), keep and return it."""
+    if path.is_file():
+        log.info("kept from an earlier run: %s", path.name)
+        return json.loads(path.read_text())
+    value = compute(*args)
+    path.write_text(json.dumps(value, indent=1, default=str))
+    return value
 
 
-def _pfseg_train(ws_root: Path, epochs: int, iterations: int, batch: int, workers: int, seed: int,
+# ---- pfseg --------------------------------------------------------------------------------------
+def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | None, seed: int,
                  logfile: Path) -> dict:
+    """`pfseg_train NAME all` from scratch (the network's previous folder removed)."""
     from bench.demo_data import console
     from pfseg_pipeline.fileio import read_json
     from pfseg_pipeline.paths import Workspace
 
-    cmd = [console("pfseg_train"), NAME, "all", "--device", "cpu", "--epochs", str(epochs),
-           "--iterations-per-epoch", str(iterations), "--batch-size", str(batch),
-           "--num-workers", str(workers),
-           "--seed", str(seed), "--no-progress", "--workspace", str(ws_root)]
+    fold_dir = Workspace.resolve(ws_root).fold_dir(NAME, network, "all")
+    shutil.rmtree(fold_dir.parent, ignore_errors=True)
+    cmd = [console("pfseg_train"), NAME, "all", "--network", network, "--device", "cpu",
+           "--epochs", str(epochs), "--seed", str(seed), "--no-progress", "--workspace", str(ws_root)]
+    if iterations:
+        cmd += ["--iterations-per-epoch", str(iterations)]
     wall = _timed(cmd, dict(os.environ), logfile)
-    fold_dir = Workspace.resolve(ws_root).fold_dir(NAME, "pfseg", "all")
     summary = read_json(fold_dir / "train_summary.json")
-    return {"wall_seconds": wall, "seconds_per_iteration": summary["seconds_per_iteration"],
-            "train_seconds": summary["seconds_per_iteration"] * epochs * iterations,
-            "peak_rss_bytes": (summary.get("peak_memory") or {}).get("peak_rss", {}).get("bytes"),
+    per_epoch = summary["options"]["iterations_per_epoch"]
+    return {"network": network, "wall_seconds": wall, "seed": seed,
+            "seconds_per_iteration": summary["seconds_per_iteration"], "epochs": epochs,
+            "iterations": epochs * per_epoch,
+            "train_seconds": summary["seconds_per_iteration"] * epochs * per_epoch,
             "parameters": summary.get("parameters"),
             "parameters_inference": summary.get("parameters_inference"),
-            "batch_size": summary.get("batch_size"), "iterations": epochs * iterations,
-            "lr": summary.get("lr"),
+            "batch_size": summary.get("batch_size"), "num_workers": summary.get("num_workers"),
             "model_dir": str(fold_dir.parent)}
 
 
-def _nnunet_train(env: dict, epochs: int, iterations: int, stem: Path) -> dict:
-    """bench/nnunet_trainer.py in a process of its own; its JSON (stem.json; log: stem.log)."""
-    out = stem.with_suffix(".json")
-    _timed([sys.executable, "-m", "bench.nnunet_trainer", str(DATASET_ID), "--epochs", str(epochs),
-            "--iterations", str(iterations), "--json", str(out)], env, stem.with_suffix(".log"))
-    return json.loads(out.read_text())
-
-
-def _pfseg_again(ws_root: Path, root: Path, tag: str, epochs: int, iterations: int, batch: int,
-                 workers: int, seed: int) -> tuple[dict, dict]:
-    """PFSeg trained from scratch in place of the previous model (logs pfseg_train_TAG.log), its
-    test cases predicted into pred_pfseg_TAG and scored: (training figures, scores)."""
-    from pfseg_pipeline.paths import Workspace
-
-    shutil.rmtree(Workspace.resolve(ws_root).fold_dir(NAME, "pfseg", "all").parent, ignore_errors=True)
-    train = _pfseg_train(ws_root, epochs, iterations, batch, workers, seed, root / f"pfseg_train_{tag}.log")
-    _predict_pfseg(Path(train["model_dir"]), root / "test", root / f"pred_pfseg_{tag}")
-    return train, _scores(root / "test", root / f"pred_pfseg_{tag}")
-
-
-def _predict_pfseg(model_dir: Path, test_dir: Path, out: Path) -> dict:
-    import torch
-
+def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1) -> dict:
     from pfseg_pipeline.inference.pipeline import predict_folder
     from pfseg_pipeline.inference.predictor import Predictor
 
     predictor = Predictor.from_model_dir(model_dir, folds=["all"], device="cpu")
+    cases = _cases(test_dir)
     # warm-up (not timed): the CPU kernels' first-call set-up, as nnU-Net gets below
     predict_folder(test_dir, out.with_name(out.name + "_warmup"), predictor=predictor, progress=False,
-                   overwrite=True, cases=_cases(test_dir)[:1])
-    reports = [predict_folder(test_dir, out, predictor=predictor, progress=False, overwrite=True)
-               for _ in range(2)]
-    for report in reports:
+                   overwrite=True, cases=cases[:1])
+    walls = []
+    for _ in range(rounds):
+        report = predict_folder(test_dir, out, predictor=predictor, progress=False, overwrite=True)
         if not report.ok:
             raise RuntimeError(f"pfseg prediction: {report.summary()}")
-    report = min(reports, key=lambda r: r.wall_seconds)
-    n = len(report.timings)
-    return {"seconds_per_case": report.wall_seconds / n, "rounds_seconds": [r.wall_seconds for r in reports],
-            "cases": n, "torch_threads": torch.get_num_threads(),
-            "network_seconds_per_case": float(np.mean([t["network"] for t in report.timings])),
-            "forward_passes_per_case": 1}
+        walls.append(report.wall_seconds / len(cases))
+    return {"seconds_per_case": statistics.median(walls), "rounds": walls}
 
 
 def _cases(test_dir: Path):
@@ -146,7 +134,16 @@ def _cases(test_dir: Path):
     return discover(test_dir, require_label=False).cases
 
 
-def _predict_nnunet(model_dir: Path, test_dir: Path, test_ids: list[str], out: Path, mirroring: bool) -> dict:
+# ---- nnU-Net ------------------------------------------------------------------------------------
+def _nnunet_train(env: dict, epochs: int, iterations: int, stem: Path) -> dict:
+    """bench/nnunet_trainer.py in a process of its own; its JSON (stem.json; log: stem.log)."""
+    out = stem.with_suffix(".json")
+    wall = _timed([sys.executable, "-m", "bench.nnunet_trainer", str(DATASET_ID), "--epochs", str(epochs),
+                   "--iterations", str(iterations), "--json", str(out)], env, stem.with_suffix(".log"))
+    return {**json.loads(out.read_text()), "process_wall_seconds": wall}
+
+
+def _nnunet_predict(model_dir: Path, test_dir: Path, out: Path, mirroring: bool, rounds: int = 1) -> dict:
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -156,23 +153,22 @@ def _predict_nnunet(model_dir: Path, test_dir: Path, test_ids: list[str], out: P
                                 perform_everything_on_device=False, device=torch.device("cpu"),
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_dir), ("all",), "checkpoint_final.pth")
-    inputs = [[str(test_dir / c / f"{c}_{m}.nii.gz") for m in MODALITY_CHANNELS] for c in test_ids]
-    out.mkdir(parents=True, exist_ok=True)
+    ids = [c.case_id for c in _cases(test_dir)]
+    inputs = [[str(test_dir / c / f"{c}_{m}.nii.gz") for m in MODALITY_CHANNELS] for c in ids]
+    raw = out.with_name(out.name + "_raw")
     warmup = out.with_name(out.name + "_warmup")
-    warmup.mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_files(inputs[:1], [str(warmup / test_ids[0])], save_probabilities=False,
-                                 overwrite=True, num_processes_preprocessing=1,
-                                 num_processes_segmentation_export=1)   # warm-up, not timed
-    rounds = []
-    for _ in range(2):
+    for folder in (raw, warmup):
+        folder.mkdir(parents=True, exist_ok=True)
+    kwargs = {"save_probabilities": False, "overwrite": True, "num_processes_preprocessing": 1,
+              "num_processes_segmentation_export": 1}
+    predictor.predict_from_files(inputs[:1], [str(warmup / ids[0])], **kwargs)  # warm-up, not timed
+    walls = []
+    for _ in range(rounds):
         t0 = time.perf_counter()
-        predictor.predict_from_files(inputs, [str(out / c) for c in test_ids], save_probabilities=False,
-                                     overwrite=True, num_processes_preprocessing=1,
-                                     num_processes_segmentation_export=1)
-        rounds.append(time.perf_counter() - t0)
-    return {"seconds_per_case": min(rounds) / len(test_ids), "rounds_seconds": rounds,
-            "cases": len(test_ids), "mirroring": mirroring,
-            "torch_threads": torch.get_num_threads()}
+        predictor.predict_from_files(inputs, [str(raw / c) for c in ids], **kwargs)
+        walls.append((time.perf_counter() - t0) / len(ids))
+    _nnunet_to_brats(raw, out)
+    return {"seconds_per_case": statistics.median(walls), "rounds": walls, "mirroring": mirroring}
 
 
 def _nnunet_to_brats(src: Path, dst: Path) -> None:
@@ -187,8 +183,7 @@ def _nnunet_to_brats(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for path in sorted(src.glob("*.nii.gz")):
         img = nib.load(str(path))
-        data = lut[np.asarray(img.dataobj).astype(np.uint8)]
-        out = nib.Nifti1Image(data, img.affine, img.header)
+        out = nib.Nifti1Image(lut[np.asarray(img.dataobj).astype(np.uint8)], img.affine, img.header)
         out.set_data_dtype(np.uint8)
         nib.save(out, str(dst / path.name))
 
@@ -200,232 +195,280 @@ def _scores(test_dir: Path, pred_dir: Path) -> dict:
     if result.get("missing") or result.get("failed"):
         raise RuntimeError(f"evaluation of {pred_dir}: missing {result.get('missing')}, "
                            f"failed {result.get('failed')}")
-    return {r: {m: result["summary"][r][m] for m in ("dice", "hd95")} for r in REGIONS}
+    return {r: {m: result["summary"][r][m]["mean"] for m in ("dice", "hd95")} for r in REGIONS}
 
 
-def run(quick: bool = False, n_cases: int | None = None, n_test: int | None = None, shape_xyz=None,
-        epochs: int | None = None, iterations: int | None = None, workers: int = 2, seed: int = 0,
-        equal_time: bool | None = None, keep: str | None = None, preset: str = "demo",
-        repeats: int | None = None) -> dict:
+def _pfseg_run(root: Path, ws_root: Path, key: str, network: str, epochs: int, seed: int, r: int) -> dict:
+    """One training run of a pfseg network (its model kept in root/models/KEY_R), its test cases
+    predicted and scored."""
+    train = _pfseg_train(ws_root, network, epochs, None, seed, root / f"train_{key}_{r}.log")
+    model = root / "models" / f"{key}_{r}"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(train["model_dir"], model)
+    train["model_dir"] = str(model)
+    pred_dir = root / f"pred_{key}_{r}"
+    _pfseg_predict(model, root / "test", pred_dir)
+    return {"train": train, "scores": _scores(root / "test", pred_dir)}
+
+
+def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) -> dict:
+    """One nnU-Net training run, its test cases predicted with and without mirroring and scored."""
+    env = {**nn_env, "nnUNet_results": str(root / f"nnUNet_results_{r}")}
+    train = _nnunet_train(env, epochs, iterations // epochs, root / f"train_nnunet_{r}")
+    scores = {}
+    for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
+        pred_dir = root / f"pred_{key}_{r}"
+        _nnunet_predict(Path(train["model_dir"]), root / "test", pred_dir, mirroring)
+        scores[key] = _scores(root / "test", pred_dir)
+    return {"train": train, "scores": scores}
+
+
+def _speed(root: Path, pfseg_model: Path, nnunet_model: Path) -> dict:
+    """Prediction seconds per case of the first runs' models, median of 3 rounds each."""
+    out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3)}
+    for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
+        out[key] = _nnunet_predict(nnunet_model, root / "test", root / f"speed_{key}", mirroring, rounds=3)
+    return out
+
+
+# ---- the study ----------------------------------------------------------------------------------
+def _epochs_for(iterations: float, per_epoch: int) -> int:
+    return max(1, round(iterations / per_epoch))
+
+
+def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, spacing: int = 4,
+        runs: int | None = None, nnunet_iterations: int | None = None, nnunet_epochs: int | None = None,
+        preset: str = "demo", workers: int = 2, keep: str | None = None, nnunet_only: bool = False) -> dict:
     import nnunetv2
     import torch
 
     from bench.demo_data import console
     from bench.preprocess_speed import to_nnunet_raw
     from pfseg_pipeline.data.synthetic import write_dataset
+    from pfseg_pipeline.paths import Workspace
+    from pfseg_pipeline.plans import load_plans
 
-    n_cases = n_cases or (6 if quick else 16)
-    n_test = n_test or (2 if quick else 4)
-    shape_xyz = tuple(shape_xyz or ((48, 48, 32) if quick else (64, 64, 48)))
-    epochs = epochs or (2 if quick else 10)
-    iterations = iterations or (2 if quick else 10)
-    equal_time = (not quick) if equal_time is None else equal_time
-    repeats = repeats or (1 if quick else 3)
+    n_train = n_train or (6 if quick else 16)
+    n_test = n_test or (2 if quick else 8)
+    runs = runs or (1 if quick else 2)
+    nn_iters = nnunet_iterations or (6 if quick else 1000)
+    nn_epochs = nnunet_epochs or (2 if quick else 40)
+    calib_iters = 3 if quick else 15
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pfseg-nnunet-"))
     root.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
-    f: dict = {"title": "PFSeg vs nnU-Net v2 3d_fullres at an equal training budget (CPU)",
-               "cases": n_cases, "test_cases": n_test, "shape_xyz": list(shape_xyz), "epochs": epochs,
-               "iterations_per_epoch": iterations, "workers": workers, "cpus": os.cpu_count(),
-               "repeats": repeats,
+    f: dict = {"title": "PFSeg vs nnU-Net v2 3d_fullres and ResUNet3D on anatomy cases at equal wall-clock "
+                        "(CPU)",
+               "train_cases": n_train, "test_cases": n_test, "spacing_mm": spacing, "runs": runs,
+               "nnunet_iterations": nn_iters, "nnunet_epochs": nn_epochs, "preset": preset,
+               "cpus": len(os.sched_getaffinity(0)), "load_average_1min": [round(os.getloadavg()[0], 2)],
                "versions": {"torch": torch.__version__,
                             "nnunetv2": getattr(nnunetv2, "__version__", "2.6.x")}}
+    nn_env = {**os.environ, "nnUNet_raw": str(root / "nnUNet_raw"),
+              "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
+              "nnUNet_results": str(root / "nnUNet_results"), "nnUNet_n_proc_DA": str(workers),
+              "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    ws_root = root / "ws"
     try:
-        write_dataset(root / "raw_all", n_cases, shape_xyz, seed=seed, workers=workers, overwrite=True)
-        train_ids, test_ids = _split_raw(root / "raw_all", root, n_test)
-        f.update(train_ids=train_ids, test_ids=test_ids)
-        nn_env = {**os.environ, "nnUNet_raw": str(root / "nnUNet_raw"),
-                  "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
-                  "nnUNet_results": str(root / "nnUNet_results"), "nnUNet_n_proc_DA": str(workers),
-                  "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        # ---- preprocessing
-        log.info("preprocessing: pfseg_plan_and_preprocess --preset %s", preset)
-        ws_root = root / "ws"
-        pre_ours = _timed([console("pfseg_plan_and_preprocess"), "-i", str(root / "train"), "-d", NAME,
-                           "--preset", preset, "-np", str(workers), "--workspace", str(ws_root)],
-                          dict(os.environ), root / "pfseg_preprocess.log")
-        to_nnunet_raw(root / "train", root / "nnUNet_raw", DATASET_ID, NNUNET_NAME)
-        log.info("preprocessing: nnUNetv2_plan_and_preprocess -c 3d_fullres")
-        pre_nn = _timed([console("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
-                         "-np", str(workers), "-npfp", str(workers), "--verify_dataset_integrity"],
-                        nn_env, root / "nnunet_preprocess.log")
-        from pfseg_pipeline.paths import Workspace
-        from pfseg_pipeline.plans import load_plans
+        def data():
+            ids = write_dataset(root / "train", n_train, anatomy="mni152", spacing_mm=spacing,
+                                seed=TRAIN_SEED, workers=workers, overwrite=True)
+            test = write_dataset(root / "test", n_test, anatomy="mni152", spacing_mm=spacing,
+                                 seed=TEST_SEED, start_index=TEST_START, workers=workers, overwrite=True)
+            to_nnunet_raw(root / "train", root / "nnUNet_raw", DATASET_ID, NNUNET_NAME)
+            seconds = _timed([console("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
+                              "-c", "3d_fullres", "-np", str(workers), "-npfp", str(workers),
+                              "--verify_dataset_integrity"], nn_env, root / "nnunet_preprocess.log")
+            return {"train_ids": ids, "test_ids": test, "nnunet_preprocess_seconds": seconds}
 
-        ours = load_plans(Workspace.resolve(ws_root).plans_file(NAME))
-        f["pfseg_plan"] = {"preset": preset, "hr_shape_zyx": ours.hr_shape_zyx, "widths": ours.network.widths,
-                           "planned_batch_size": ours.batch_size}
+        def pfseg_preprocess():
+            shutil.rmtree(ws_root, ignore_errors=True)
+            cmd = [console("pfseg_plan_and_preprocess"), "-i", str(root / "train"), "-d", NAME,
+                   "--preset", preset, "-np", str(workers), "--workspace", str(ws_root)]
+            return {"pfseg_preprocess_seconds": _timed(cmd, dict(os.environ), root / "pfseg_preprocess.log")}
+
+        f.update(_step(root / "data.json", data))
         nn_plans = json.loads((root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{NNUNET_NAME}"
-                               / "nnUNetPlans.json").read_text())
-        nn_config = nn_plans["configurations"]["3d_fullres"]
-        batch = int(nn_config["batch_size"])
-        f["preprocess_seconds"] = {"pfseg": pre_ours, "nnunet": pre_nn}
-        f["nnunet_plan"] = {"patch_size_zyx": nn_config["patch_size"], "batch_size": batch,
-                            "spacing_zyx": nn_config["spacing"]}
-        # ---- training
-        log.info("training nnU-Net: %d epochs x %d iterations, batch %d", epochs, iterations, batch)
-        nn_train = _nnunet_train(nn_env, epochs, iterations, root / "nnunet_train")
-        log.info("training PFSeg: %d epochs x %d iterations, batch %d", epochs, iterations, batch)
-        pf_train = _pfseg_train(ws_root, epochs, iterations, batch, workers, PFSEG_SEED,
-                                root / "pfseg_train.log")
-        f["train"] = {"pfseg": pf_train, "nnunet": nn_train}
-        # ---- prediction and evaluation
-        log.info("predicting %d test case(s)", len(test_ids))
-        pred = {"pfseg": _predict_pfseg(Path(pf_train["model_dir"]), root / "test", root / "pred_pfseg")}
-        for mirroring in (False, True):
-            key = "nnunet_mirroring" if mirroring else "nnunet"
-            pred[key] = _predict_nnunet(Path(nn_train["model_dir"]), root / "test", test_ids,
-                                        root / f"pred_{key}_raw", mirroring)
-            _nnunet_to_brats(root / f"pred_{key}_raw", root / f"pred_{key}")
-        f["predict"] = pred
-        f["scores"] = {k: _scores(root / "test", root / f"pred_{k}") for k in pred}
-        # ---- more training runs of both (PFSeg: other seeds; nnU-Net: it draws its own), scored alike
-        f["runs"] = [{"seed": PFSEG_SEED, "pfseg": f["scores"]["pfseg"], "nnunet": f["scores"]["nnunet"]}]
-        for r in range(1, repeats):
-            seed = PFSEG_SEED + r
-            log.info("run %d of %d: training both again (PFSeg seed %d)", r + 1, repeats, seed)
-            nn_r = _nnunet_train({**nn_env, "nnUNet_results": str(root / f"nnUNet_results_{r}")}, epochs,
-                                 iterations, root / f"nnunet_train_{r}")
-            _predict_nnunet(Path(nn_r["model_dir"]), root / "test", test_ids, root / f"pred_nnunet_{r}_raw",
-                            mirroring=False)
-            _nnunet_to_brats(root / f"pred_nnunet_{r}_raw", root / f"pred_nnunet_{r}")
-            _, pf_scores = _pfseg_again(ws_root, root, f"{r}", epochs, iterations, batch, workers, seed)
-            f["runs"].append({"seed": seed, "pfseg": pf_scores,
-                              "nnunet": _scores(root / "test", root / f"pred_nnunet_{r}")})
-        # ---- equal wall-clock: PFSeg again, for as long as nnU-Net trained
-        f["equal_time"] = None
-        nn_seconds = nn_train["seconds_per_iteration"] * epochs * iterations
-        matched = max(1, round(nn_seconds / pf_train["seconds_per_iteration"]))
-        f["equal_time_iterations"] = matched
-        if equal_time and matched > epochs * iterations:
-            e2 = max(epochs, round(matched / iterations))
-            log.info("training PFSeg for nnU-Net's training time: %d epochs x %d iterations", e2, iterations)
-            pf2, pf2_scores = _pfseg_again(ws_root, root, "equal_time", e2, iterations, batch, workers,
-                                           PFSEG_SEED)
-            f["equal_time"] = {"train": pf2, "scores": pf2_scores}
+                               / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
+        arch = nn_plans["architecture"]["arch_kwargs"]
+        f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
+                            "features_per_stage": arch["features_per_stage"]}
+        # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
+        nnunet_runs = [_step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
+                       for r in range(runs)]
+        if nnunet_only:
+            return f
+        f.update(_step(root / "pfseg_preprocess.json", pfseg_preprocess))
+        f["preprocess_seconds"] = {"pfseg": f["pfseg_preprocess_seconds"],
+                                   "nnunet": f["nnunet_preprocess_seconds"]}
+        plans = load_plans(Workspace.resolve(ws_root).plans_file(NAME))
+        f["pfseg_plan"] = {"preset": preset, "hr_shape_zyx": plans.hr_shape_zyx,
+                           "lr_scale_zyx": plans.lr_scale_zyx,
+                           "widths": plans.network.widths, "batch_size": plans.batch_size,
+                           "patch_shape_zyx": plans.patch_based.patch_shape_zyx,
+                           "iterations_per_epoch": plans.training.iterations_per_epoch,
+                           "optimizer": plans.training.optimizer, "lr": plans.training.lr}
+
+        # ---- calibration: seconds per training iteration of each, one after the other
+        def calibrate():
+            c = {"nnunet": _nnunet_train({**nn_env, "nnUNet_results": str(root / "nnUNet_calibration")}, 2,
+                                         calib_iters, root / "calibration_nnunet")["seconds_per_iteration"]}
+            for network in ("pfseg", "resunet3d"):
+                c[network] = _pfseg_train(ws_root, network, 2, calib_iters, SEED,
+                                          root / f"calibration_{network}.log")["seconds_per_iteration"]
+            return c
+
+        f["calibration"] = _step(root / "calibration.json", calibrate)
+        budget = nn_iters * f["calibration"]["nnunet"]
+        f["budget_seconds"] = budget
+        per_epoch = plans.training.iterations_per_epoch
+        wanted = {key: budget / f["calibration"][net] if how == "time" else nn_iters
+                  for key, net, how in PFSEG_ROWS}
+        f["planned_iterations"] = {key: per_epoch * _epochs_for(n, per_epoch) for key, n in wanted.items()}
+
+        # ---- the runs, one training at a time
+        f["run_results"] = []
+        for r in range(runs):
+            result = {"seed": SEED + r, "train": {}, "scores": {}}
+            for key, network, _ in PFSEG_ROWS:
+                epochs = f["planned_iterations"][key] // per_epoch
+                done = _step(root / f"run_{r}_{key}.json", _pfseg_run, root, ws_root, key, network, epochs,
+                             SEED + r, r)
+                result["train"][key], result["scores"][key] = done["train"], done["scores"]
+            result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
+            result["scores"].update(nnunet_runs[r]["scores"])
+            f["run_results"].append(result)
+        f["predict"] = _step(root / "speed.json", _speed, root, root / "models" / "pfseg_0",
+                             Path(nnunet_runs[0]["train"]["model_dir"]))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    f["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    f["markdown"] = _markdown(f)
+    f["load_average_1min"].append(round(os.getloadavg()[0], 2))
+    if not nnunet_only:
+        f["markdown"] = _markdown(f)
     return f
 
 
-def _ms(d: dict) -> str:
-    return f"{d['mean']:.3f} ({d['std']:.3f})"
+# ---- the report ---------------------------------------------------------------------------------
+def summarise(run_results: list[dict]) -> dict:
+    """Per method and region: the mean over the runs of the test-set mean Dice / HD95, with the
+    runs' lowest and highest."""
+    out: dict = {}
+    for key in LABELS:
+        if not all(key in r["scores"] for r in run_results):
+            continue
+        out[key] = {}
+        for region in REGIONS:
+            for metric in ("dice", "hd95"):
+                values = [r["scores"][key][region][metric] for r in run_results]
+                out[key][f"{region}_{metric}"] = {"mean": float(np.mean(values)), "min": float(min(values)),
+                                                  "max": float(max(values)), "n": len(values)}
+    return out
 
 
-def _gib(n) -> str:
-    return "-" if n is None else f"{n / 2**30:.2f}"
+def verdicts(summary: dict, nnunet_key: str = "nnunet_mirroring") -> list[tuple[str, bool]]:
+    """The acceptance lines of the comparison (issue 14), each with whether it holds."""
+    pf, res, nn = summary["pfseg"], summary["resunet3d"], summary[nnunet_key]
+
+    def m(d, k):
+        return d[k]["mean"]
+
+    lines = [
+        (f"PFSeg WT Dice {m(pf, 'WT_dice'):.3f} >= ResUNet3D's {m(res, 'WT_dice'):.3f}",
+         m(pf, "WT_dice") >= m(res, "WT_dice")),
+        (f"PFSeg WT Dice {m(pf, 'WT_dice'):.3f} >= nnU-Net's {m(nn, 'WT_dice'):.3f} - 0.01",
+         m(pf, "WT_dice") >= m(nn, "WT_dice") - 0.01),
+    ]
+    for region in ("TC", "ET"):
+        best = max(m(res, f"{region}_dice"), m(nn, f"{region}_dice"))
+        lines.append((f"PFSeg {region} Dice {m(pf, f'{region}_dice'):.3f} within 0.05 of the better of "
+                      f"the two ({best:.3f})", m(pf, f"{region}_dice") >= best - 0.05))
+    worst = min(m(res, "WT_hd95"), m(nn, "WT_hd95"))
+    lines.append((f"PFSeg WT HD95 {m(pf, 'WT_hd95'):.2f} mm no worse than either ({m(res, 'WT_hd95'):.2f}, "
+                  f"{m(nn, 'WT_hd95'):.2f} mm)", m(pf, "WT_hd95") <= worst))
+    return lines
+
+
+def _cell(d: dict, digits: int) -> str:
+    if d["n"] == 1:
+        return f"{d['mean']:.{digits}f}"
+    return f"{d['mean']:.{digits}f} ({d['min']:.{digits}f}-{d['max']:.{digits}f})"
 
 
 def _markdown(f: dict) -> str:
-    tr, pr, sc, pre = f["train"], f["predict"], f["scores"], f["preprocess_seconds"]
-    nnp, pp = f["nnunet_plan"], f["pfseg_plan"]
+    summary = summarise(f["run_results"])
+    first = f["run_results"][0]
+    pp, nnp, cal = f["pfseg_plan"], f["nnunet_plan"], f["calibration"]
     x = "x".join
-    iters = f["epochs"] * f["iterations_per_epoch"]
     lines = [
-        f"{f['cases']} synthetic cases of {' x '.join(map(str, f['shape_xyz']))} voxels (x y z), 4 "
-        "modalities; "
-        f"{f['cases'] - f['test_cases']} training cases and {f['test_cases']} held-out test cases (by sorted "
-        f"id), the same for both. Training: {f['epochs']} epochs x {f['iterations_per_epoch']} iterations "
-        "each "
-        f"at batch {nnp['batch_size']} (nnU-Net's), {f['workers']} data-loading processes each, fp32 on "
-        f"{f['cpus']} CPU(s). nnU-Net v2 {f['versions']['nnunetv2']} `3d_fullres` with its defaults (patch "
-        f"{x(map(str, nnp['patch_size_zyx']))}, SGD 1e-2, deep supervision); PFSeg `--preset {pp['preset']}` "
-        f"(HR {x(map(str, pp['hr_shape_zyx']))}, widths {'-'.join(map(str, pp['widths']))}, Adam "
-        f"{tr['pfseg']['lr']:g}): "
-        "compare the parameter counts. Dice and HD95 (mm, MedPy's pooled definition) per region, mean (std) "
-        "over the test cases, both scored by `evaluate_folder` against the same reference files; final "
-        "checkpoints. Prediction: the folder's wall time per case, in this process, after one warm-up case, "
-        f"the better of two rounds. Load average {f['load_average_1min'][0]} before the run, "
-        f"{f['load_average_1min'][1]} after (other work on this machine slows both alike).",
+        f"Anatomy cases (MNI152 template, {f['spacing_mm']} mm, 4 modalities): {f['train_cases']} training "
+        f"cases (seed {TRAIN_SEED}) and {f['test_cases']} held-out test cases (seed {TEST_SEED}), the same "
+        f"for every method. nnU-Net v2 {f['versions']['nnunetv2']} `3d_fullres` with its defaults (patch "
+        f"{x(map(str, nnp['patch_size_zyx']))}, batch {nnp['batch_size']}, features "
+        f"{'-'.join(map(str, nnp['features_per_stage']))}, SGD 1e-2, deep supervision) for "
+        f"{f['nnunet_iterations']} iterations ({f['nnunet_epochs']} epochs of poly decay). PFSeg and "
+        f"ResUNet3D: `--preset {pp['preset']}` (HR {x(map(str, pp['hr_shape_zyx']))}, LR scale "
+        f"{x(map(str, pp['lr_scale_zyx']))}, baseline patch {x(map(str, pp['patch_shape_zyx']))}, widths "
+        f"{'-'.join(map(str, pp['widths']))}, batch {pp['batch_size']}, {pp['optimizer']} {pp['lr']:g}).",
         "",
-        "| method | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 | ET HD95 | preprocessing s "
-        "| training s / iteration | prediction s / case | peak RSS of training GiB | parameters |",
-        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        f"Equal wall-clock: seconds per training iteration measured one after the other (calibration): "
+        f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}, ResUNet3D {cal['resunet3d']:.2f}; nnU-Net's "
+        f"{f['nnunet_iterations']} iterations = {f['budget_seconds']:.0f} s, in which PFSeg trains "
+        f"{f['planned_iterations']['pfseg']} iterations and ResUNet3D "
+        f"{f['planned_iterations']['resunet3d']}. {len(f['run_results'])} training run(s) of each, one after "
+        "the other; test-set Dice and HD95 (mm, MedPy's pooled definition), mean over the runs "
+        "(lowest-highest run in brackets); final checkpoints, no postprocessing. Load average "
+        f"{f['load_average_1min'][0]} before, {f['load_average_1min'][-1]} after.",
+        "",
+        "| method | iterations | training s, calibrated | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 "
+        "| ET HD95 | prediction s / case |",
+        "|---|---:|---:|---|---|---|---|---|---|---:|",
     ]
-
-    def row(label, train, key, pre_s):
-        s = sc[key]
-        cells = [_ms(s[r]["dice"]) for r in REGIONS] + [_ms(s[r]["hd95"]) for r in REGIONS]
-        cells += [f"{pre_s:.1f}", f"{train['seconds_per_iteration']:.2f}",
-                  f"{pr[key]['seconds_per_case']:.2f}",
-                  _gib(train.get("peak_rss_bytes")), f"{(train.get('parameters') or 0) / 1e6:.2f} M"]
-        return f"| {label} | " + " | ".join(cells) + " |"
-
-    lines.append(row("PFSeg (whole volume, one pass)", tr["pfseg"], "pfseg", pre["pfseg"]))
-    lines.append(row("nnU-Net, 1 fold, no mirroring", tr["nnunet"], "nnunet", pre["nnunet"]))
-    lines.append(row("nnU-Net, 1 fold, mirroring (default)", tr["nnunet"], "nnunet_mirroring", pre["nnunet"]))
-    speed = pr["nnunet"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
-    speed_m = pr["nnunet_mirroring"]["seconds_per_case"] / pr["pfseg"]["seconds_per_case"]
-    runs = f["runs"]
-    mean = {k: {r: float(np.mean([run[k][r]["dice"]["mean"] for run in runs])) for r in REGIONS}
-            for k in ("pfseg", "nnunet")}
-    per_run = [run["pfseg"]["WT"]["dice"]["mean"] - run["nnunet"]["WT"]["dice"]["mean"] for run in runs]
-    dwt = mean["pfseg"]["WT"] - mean["nnunet"]["WT"]
-    header = " | ".join(f"{who} {r}" for r in REGIONS for who in ("PFSeg", "nnU-Net"))
-    lines += ["", f"Training runs ({len(runs)}): both trained and scored again, PFSeg with another seed each "
-              "time, nnU-Net drawing its own; test-set mean Dice per run (the table above is run 1).", "",
-              f"| run | PFSeg seed | {header} | WT difference |",
-              "|---|---:|" + "---:|" * (2 * len(REGIONS) + 1)]
-    for i, (run, diff) in enumerate(zip(runs, per_run), 1):
-        cells = [f"{run[who][r]['dice']['mean']:.3f}" for r in REGIONS for who in ("pfseg", "nnunet")]
-        lines.append(f"| {i} | {run['seed']} | " + " | ".join(cells) + f" | {diff:+.3f} |")
-    cells = [f"**{mean[who][r]:.3f}**" for r in REGIONS for who in ("pfseg", "nnunet")]
-    lines.append("| mean | | " + " | ".join(cells) + f" | **{dwt:+.3f}** |")
-    lines += ["",
-              f"Prediction: PFSeg is {speed:.1f}x faster than nnU-Net without mirroring and {speed_m:.1f}x "
-              "faster than with it (target: at least 5x without mirroring: "
-              f"{'met' if speed >= 5 else 'NOT met'}"
-              f"). WT Dice PFSeg - nnU-Net (no mirroring), mean of {len(runs)} run(s) = {dwt:+.3f} at "
-              f"equal iterations (target: within 0.02: {'met' if dwt >= -0.02 else 'NOT met'}). "
-              "Preprocessing: PFSeg "
-              f"{pre['nnunet'] / pre['pfseg']:.1f}x faster. Training seconds per iteration leave out the "
-              "first epoch (warm-up) for both."]
-    nn_time = tr["nnunet"]["seconds_per_iteration"] * iters
-    pf_time = tr["pfseg"]["seconds_per_iteration"] * iters
-    eq = f.get("equal_time")
-    text = (f"Equal wall-clock: nnU-Net's {iters} iterations took {nn_time:.0f} s of training, PFSeg's "
-            f"{pf_time:.0f} s; in nnU-Net's training time PFSeg runs about {f['equal_time_iterations']} "
-            "iterations.")
-    if eq:
-        s = eq["scores"]
-        text += (f" Trained that long ({eq['train']['iterations']} iterations, "
-                 f"{eq['train']['train_seconds']:.0f} s), PFSeg scores Dice WT {_ms(s['WT']['dice'])}, "
-                 f"TC {_ms(s['TC']['dice'])}, ET {_ms(s['ET']['dice'])}; WT HD95 {_ms(s['WT']['hd95'])} mm.")
-    elif f["equal_time_iterations"] <= iters:
-        text += (" PFSeg is not the faster trainer here: the equal-iteration rows already give it no more "
-                 "time.")
-    else:
-        text += " (Not trained in this run: --no-equal-time.)"
-    lines += ["", text]
+    rates = {"pfseg": cal["pfseg"], "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
+             "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
+    for key, label in LABELS.items():
+        if key not in summary:
+            continue
+        train = first["train"][key]
+        iters = train.get("iterations") or (train["epochs"] * train["iterations_per_epoch"])
+        cells = [_cell(summary[key][f"{r}_dice"], 3) for r in REGIONS]
+        cells += [_cell(summary[key][f"{r}_hd95"], 1) for r in REGIONS]
+        speed = f["predict"].get(key, {}).get("seconds_per_case")
+        lines.append(f"| {label} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
+                     + f" | {'-' if speed is None else f'{speed:.2f}'} |")
+    lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
+              "inference):", ""]
+    lines += [f"- {text}: **{'met' if ok else 'NOT met'}**" for text, ok in verdicts(summary)]
+    pf_speed = f["predict"]["pfseg"]["seconds_per_case"]
+    plain, mirrored = (f["predict"][k]["seconds_per_case"] / pf_speed
+                       for k in ("nnunet", "nnunet_mirroring"))
+    pre = f["preprocess_seconds"]
+    lines += ["", f"Prediction: PFSeg {pf_speed:.2f} s per case (median of 3 rounds), {plain:.1f}x faster "
+              f"than nnU-Net without mirroring and {mirrored:.1f}x faster than with it. Preprocessing: "
+              f"PFSeg {pre['nnunet'] / pre['pfseg']:.1f}x faster."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.nnunet_compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run (a few minutes)")
-    parser.add_argument("--cases", type=int, default=None)
-    parser.add_argument("--test", type=int, default=None, help="held-out test cases")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None, help="iterations per epoch")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (minutes)")
+    parser.add_argument("--train", type=int, default=None, help="training cases (default 16)")
+    parser.add_argument("--test", type=int, default=None, help="held-out test cases (default 8)")
+    parser.add_argument("--spacing", type=int, default=4, choices=(1, 2, 4))
+    parser.add_argument("--runs", type=int, default=None, help="training runs of each method (default 2)")
+    parser.add_argument("--nnunet-iterations", type=int, default=None, help="default 1000")
+    parser.add_argument("--nnunet-epochs", type=int, default=None, help="default 40")
+    parser.add_argument("--preset", default="demo", choices=("demo", "default"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--equal-time", action=argparse.BooleanOptionalAction, default=None,
-                        help="also train PFSeg for nnU-Net's training time (default: on, off with --quick)")
-    parser.add_argument("--preset", default="demo", choices=("demo", "default"),
-                        help="PFSeg's plan (default: demo, narrow widths, so the CPU run fits in minutes)")
-    parser.add_argument("--repeats", type=int, default=None, metavar="R",
-                        help="train both R times and compare the means (default: 3, 1 with --quick)")
-    parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep it")
+    parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR, keep it, resume from it")
+    parser.add_argument("--nnunet-only", action="store_true",
+                        help="only the data and nnU-Net's training runs (independent of pfseg's recipe)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = run(quick=args.quick, n_cases=args.cases, n_test=args.test, epochs=args.epochs,
-                  iterations=args.iterations, workers=args.workers, equal_time=args.equal_time,
-                  keep=args.keep, preset=args.preset, repeats=args.repeats)
-    print(json.dumps({k: v for k, v in figures.items() if k != "markdown"}, indent=1, default=str))
-    print(figures["markdown"])
+    figures = run(quick=args.quick, n_train=args.train, n_test=args.test, spacing=args.spacing,
+                  runs=args.runs, nnunet_iterations=args.nnunet_iterations, nnunet_epochs=args.nnunet_epochs,
+                  preset=args.preset, workers=args.workers, keep=args.keep, nnunet_only=args.nnunet_only)
+    print(figures.get("markdown", "nnU-Net's runs done"))
     return 0
 
 

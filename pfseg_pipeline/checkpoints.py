@@ -8,11 +8,20 @@ run), and for resuming `optimizer`, `scheduler`, `scaler`, `rng`, `history`, `be
 Where they live: `results/NAME/NETWORK[__VARIANT]/fold_K/checkpoint_{final,best,latest}.pt`.
 This module writes them (atomically), reads them (one set of messages for every reader),
 lists the folds of a network folder that hold one, and loads weights strictly.
+
+What each kind holds: `latest` is for resuming and holds everything above; while a fold trains
+it keeps one generation back, `checkpoint_latest.prev.pt` (optimiser state included), so a
+latest damaged from outside (a copy cut short, a sync tool) still leaves a checkpoint to resume
+from. `final` and `best` are for prediction: the keys in `RESUME_KEYS` (optimiser, scheduler,
+scaler and RNG states, two thirds of an Adam-trained checkpoint) are left out. An older full
+checkpoint of any kind still loads; `read_checkpoint` reads all of them the same way.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,9 @@ from pfseg_pipeline.fileio import atomic_path
 # final: end of training (predict's default); best: best validation Dice (only with validation
 # cases); latest: every epoch (what --continue resumes)
 CHECKPOINT_KINDS = ("final", "best", "latest")
+# what only resuming needs: kept in latest, left out of final and best
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng")
+PREVIOUS_SUFFIX = ".prev.pt"
 
 
 def _check_kind(which: str) -> None:
@@ -39,10 +51,43 @@ def checkpoint_path(fold_dir: str | Path, which: str) -> Path:
     return Path(fold_dir) / f"checkpoint_{which}.pt"
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(Path(path), suffix=".pt") as tmp:
+def previous_path(path: str | Path) -> Path:
+    """The generation before `path`: checkpoint_latest.pt -> checkpoint_latest.prev.pt."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".pt") + PREVIOUS_SUFFIX)
+
+
+def for_prediction(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without what only resuming needs (`RESUME_KEYS`): what final and best hold."""
+    return {k: v for k, v in payload.items() if k not in RESUME_KEYS}
+
+
+def is_resumable(ckpt: dict[str, Any]) -> bool:
+    return all(k in ckpt for k in RESUME_KEYS)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bool = False) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a checkpoint.
+
+    keep_previous : the checkpoint at `path` becomes `previous_path(path)` once the new one is
+        complete and just before it takes its place (a hard link, a copy where there are none),
+        so at every instant `path` holds a complete generation, and so does the previous name
+        after the first rotation.
+    """
+    path = Path(path)
+    with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
+        if keep_previous and path.is_file():
+            _keep_generation(path)
+
+
+def _keep_generation(path: Path) -> None:
+    with atomic_path(previous_path(path), suffix=".pt") as tmp:
+        tmp.unlink()
+        try:
+            os.link(path, tmp)        # the same bytes under a second name: no copy, no window
+        except OSError:               # a file system without hard links
+            shutil.copyfile(path, tmp)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -16,3 +16,8 @@ class VerificationError(UserError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__(f"{len(self.problems)} problem(s) found:\n" + "\n".join(self.problems))
+
+
+class DeviceMemoryError(Exception):
+    """The device ran out of memory under a plan pfseg made: one line (no traceback), exit code 1,
+    since the plan, not the user's input, was wrong; the line says how to plan again."""

@@ -31,7 +31,8 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _write_error(path: Path, exc: OSError) -> UserError:
+def write_error(path: Path, exc: OSError) -> UserError:
+    """The one line for an OSError while writing `path` (a file, or a folder being written into)."""
     if exc.errno == errno.ENOSPC:
         return UserError(f"{path}: cannot write, the disk is full")
     if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
@@ -55,7 +56,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                                         dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        raise _write_error(path, exc) from exc
+        raise write_error(path, exc) from exc
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -63,7 +64,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _write_error(path, exc) from exc
+        raise write_error(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,10 +1,13 @@
-"""One way to run a function over cases, in this process or in a pool of processes, and how
-many such processes the free memory allows."""
+"""One way to run a function over cases, in this process or in a pool of processes, how many
+such processes the free memory allows, and how a worker process ends with its parent."""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -15,6 +18,23 @@ WORKER_BASE_BYTES = 250 * 2**20
 MEMORY_FRACTION = 0.8
 # What `available_memory_bytes` says when the system does not tell.
 UNKNOWN_FREE_MEMORY_BYTES = 4 * 2**30
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send `signum` to this (worker) process when its parent dies, even by
+    SIGKILL (Linux; elsewhere nothing happens), and send it now if the parent is already gone.
+
+    A daemonic multiprocessing worker is ended only by a parent that exits normally; one whose
+    parent was killed would otherwise wait on its queue forever.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
 
 
 def available_memory_bytes() -> int:
@@ -50,7 +70,9 @@ def map_cases(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, desc
                 bar.update(1)
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        # a worker of a killed run ends with it instead of waiting for tasks forever
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                                 initializer=end_with_parent, initargs=(os.getpid(), signal.SIGKILL)) as pool:
             for future in as_completed([pool.submit(fn, *task) for task in tasks]):
                 yield future.result()
                 bar.update(1)

@@ -36,7 +36,7 @@ for network in pfseg resunet3d; do
         --network "$network" -f 0 --overwrite --no-progress
     step "6/7 evaluate $network on the test set"
     pfseg_evaluate -r "$DEMO_DIR/test_raw" -p "$DEMO_DIR/test_pred/$network" \
-        -o "$DEMO_DIR/test_pred/$network/summary.json"
+        -o "$DEMO_DIR/test_pred/$network/summary.json" --report
 done
 
 step "7/7 the comparison table (fold 0 validation cases)"
@@ -52,4 +52,5 @@ print(f"  {sys.argv[2]:<10} " + "  ".join(
 PY
 done
 echo
+echo "pictures: $DEMO_DIR/test_pred/pfseg/report.html (test cases worst first, with their contours)"
 echo "demo finished in $(( $(date +%s) - start )) s: OK (outputs in $DEMO_DIR)"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from pfseg_pipeline.checkpoints import (
     CHECKPOINT_KINDS,
+    RESUME_KEYS,
     checkpoint_path,
     find_folds,
     fold_checkpoints,
+    for_prediction,
+    is_resumable,
     load_weights,
+    previous_path,
     read_checkpoint,
     save_checkpoint,
 )
@@ -64,3 +71,61 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
     with pytest.raises(UserError, match="ckpt.pt: weights do not fit the network built from plans.json "
                                         "\\(1 shape mismatch"):
         load_weights(model, torch.nn.Linear(3, 1).state_dict(), "ckpt.pt", "plans.json")
+
+
+def test_latest_keeps_one_generation_back(tmp_path):
+    path = tmp_path / "checkpoint_latest.pt"
+    assert previous_path(path) == tmp_path / "checkpoint_latest.prev.pt"
+    _save(path, epoch=1)
+    save_checkpoint(path, {"network": "unet3d", "model": {}, "epoch": 2}, keep_previous=True)
+    assert read_checkpoint(path)["epoch"] == 2 and read_checkpoint(previous_path(path))["epoch"] == 1
+    save_checkpoint(path, {"network": "unet3d", "model": {}, "epoch": 3}, keep_previous=True)
+    assert read_checkpoint(path)["epoch"] == 3 and read_checkpoint(previous_path(path))["epoch"] == 2
+    assert os.stat(path).st_ino != os.stat(previous_path(path)).st_ino   # two files, not two names
+    save_checkpoint(path, {"network": "unet3d", "model": {}, "epoch": 4})   # without: prev untouched
+    assert read_checkpoint(previous_path(path))["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.prev.pt", "checkpoint_latest.pt"]
+
+
+def test_a_failed_save_leaves_both_generations_as_they_were(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_latest.pt"
+    _save(path, epoch=1)
+    save_checkpoint(path, {"network": "unet3d", "model": {}, "epoch": 2}, keep_previous=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupted(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"network": "unet3d", "model": {}, "epoch": 3}, keep_previous=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_final_and_best_hold_what_prediction_needs(tmp_path):
+    """A trained-like checkpoint (Adam state after one step): the prediction payload drops the
+    optimiser, scheduler, scaler and RNG states and loses two thirds of its bytes, and still
+    loads through `read_checkpoint` and `load_weights`."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(4, 32, 3), torch.nn.Conv3d(32, 32, 3))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.zeros(1, 4, 8, 8, 8)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    full = {"network": "unet3d", "network_options": {}, "model": model.state_dict(), "plans": {}, "epoch": 3,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": {},
+            "rng": {"torch": torch.get_rng_state()}, "history": [{"epoch": 0, "loss": 1.0}], "best": {}}
+    slim = for_prediction(full)
+    assert set(full) - set(slim) == set(RESUME_KEYS) == {"optimizer", "scheduler", "scaler", "rng"}
+    assert is_resumable(full) and not is_resumable(slim)
+    save_checkpoint(tmp_path / "checkpoint_latest.pt", full)
+    save_checkpoint(tmp_path / "checkpoint_final.pt", slim)
+    latest, final = (os.path.getsize(tmp_path / f"checkpoint_{k}.pt") for k in ("latest", "final"))
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert weights < final < 1.1 * weights   # the weights and a little metadata
+    assert 2.9 * weights < latest < 3.2 * weights   # + Adam's two moments per weight
+    ckpt = read_checkpoint(tmp_path / "checkpoint_final.pt")
+    fresh = torch.nn.Sequential(torch.nn.Conv3d(4, 32, 3), torch.nn.Conv3d(32, 32, 3))
+    load_weights(fresh, ckpt["model"], "checkpoint_final.pt", "plans.json")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))

@@ -12,15 +12,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pfseg_pipeline"
 
 # bottom to top; a module may import its own layer and the layers below it, never one above
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"__init__", "errors", "fileio", "paths", "parallel", "typed_json", "presets"}),
+    # `from pfseg_pipeline import __version__` names the package's __init__
+    ("foundation", {"__init__", "__version__", "errors", "fileio", "locks", "paths", "parallel", "typed_json",
+                    "presets", "devices"}),
     ("data", {"data"}),
     ("contracts", {"plans", "plans_settings", "splits", "checkpoints"}),
     ("networks", {"networks"}),
+    ("export", {"export"}),
+    ("model_package", {"model_package"}),
     ("planners", {"planners"}),
     ("preprocessing", {"preprocessing"}),
     ("inference", {"inference"}),
+    ("sharing", {"sharing"}),
     ("evaluation", {"evaluation"}),
     ("training", {"training"}),
+    ("api", {"api"}),
     ("cli", {"cli"}),
 ]
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}

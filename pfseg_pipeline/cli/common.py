@@ -1,7 +1,8 @@
 """What every command shares: exit codes, one-line errors, logging beside the outputs.
 
 Exit 0 on success, 2 on a user error (one line naming the file and the problem, no
-traceback), 1 on an internal error (traceback, to be reported as a bug).
+traceback), 1 on an internal error (traceback, to be reported as a bug) or, in one line, on a
+device that ran out of memory under pfseg's own plan (`errors.DeviceMemoryError`).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pfseg_pipeline.errors import UserError, VerificationError
+from pfseg_pipeline import locks
+from pfseg_pipeline.errors import DeviceMemoryError, UserError, VerificationError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # OS errors that say something about the user's files or machine, not about pfseg
@@ -70,6 +73,8 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call a command's body and turn its outcome into an exit code."""
+    words = list(argv) if argv is not None else sys.argv[1:]
+    locks.set_command(shlex.join([_command_name(main), *map(str, words)]))  # what a lock says it holds
     try:
         return int(main(argv) or 0)
     except VerificationError as exc:
@@ -80,6 +85,9 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER
+    except DeviceMemoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -95,6 +103,11 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return EXIT_USER
     except Exception:
         return _internal_error()
+
+
+def _command_name(main: Callable) -> str:
+    """pfseg_train for pfseg_pipeline.cli.train.main (the console script's name)."""
+    return "pfseg_" + getattr(main, "__module__", "command").rsplit(".", 1)[-1]
 
 
 def _internal_error() -> int:

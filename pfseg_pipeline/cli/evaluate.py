@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pfseg_pipeline.cli.common import ArgumentParser, entry_point, setup_logging
-from pfseg_pipeline.data.labels import SCHEMES
+from pfseg_pipeline.data.labels import SCHEMES, LabelScheme
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.evaluate import evaluate_folder
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS
+from pfseg_pipeline.evaluation.report import write_evaluation_report
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,16 @@ examples:
   pfseg_evaluate -r nnUNet_raw/Dataset001_BraTS -p predictions -o scores/summary.json -np 4
   pfseg_evaluate -r refs -p predictions --wt --paper-grid      # the PFSeg paper's protocol
   pfseg_evaluate -r refs -p predictions --hd95 directed-max    # the BraTS challenge tool's HD95
+  pfseg_evaluate -r BraTS2020_TrainingData -p predictions --report   # + report.html, worst first
 
 REF: BraTS case folders (<case>/<case>_seg.nii.gz), an nnU-Net raw dataset (labelsTr/) or a flat
-folder of <case>.nii.gz / <case>_seg.nii.gz files. PRED: <case>.nii.gz label maps. A missing
-prediction is scored as an empty mask and listed under "missing". Writes summary.json and a
-per-case summary.csv beside it; exits 2 when any case could not be scored.
+folder of <case>.nii.gz / <case>_seg.nii.gz files (.nii, .nii.gz, .mha, .nrrd). PRED: <case> label
+maps. A missing prediction is scored as an empty mask and listed under "missing". Predictions
+whose label_scheme.json (written by pfseg_predict) puts other values in a region than the
+references' scheme are refused. Writes summary.json (our keys, plus nnU-Net's metric_per_case,
+mean and foreground_mean) and a per-case summary.csv beside it; --report adds report.html and
+report/<case>.png (three slices through the tumour, reference and predicted contours over the
+FLAIR found under --images, default REF). Exits 2 when any case could not be scored.
 """
 
 
@@ -52,6 +58,11 @@ def build_parser() -> ArgumentParser:
                         help="score on the paper's 128x192x192 grid in voxels (crop 240->192 in-plane, "
                              "z 155->128 nearest neighbour)")
     parser.add_argument("--exclude", nargs="+", default=(), metavar="CASE", help="cases to leave out")
+    parser.add_argument("--report", action="store_true",
+                        help="also write report.html: per case three slices through the tumour with the "
+                             "reference and predicted WT/TC/ET contours, worst case first")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="where the cases' scans are, for --report (default: REF)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -76,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result["missing"]:
         log.warning("%d case(s) without a prediction, scored as empty: %s", len(result["missing"]),
                     ", ".join(result["missing"]))
+    if args.report:
+        write_evaluation_report(result, output, args.images or args.reference,
+                                LabelScheme.from_json(result["label_scheme_definition"]))
     if result["failed"]:
         raise UserError(f"{len(result['failed'])} case(s) could not be scored (see the lines above and "
                         f"'failed' in {output}): {', '.join(f['case'] for f in result['failed'])}")

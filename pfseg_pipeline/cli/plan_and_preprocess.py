@@ -49,8 +49,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--gpu-memory-gb", type=float, default=11.0, metavar="GB",
                         help="GPU memory budget the plan must fit (default: %(default)g)")
     parser.add_argument("--lr-scale", type=int, nargs="+", default=None, metavar="S",
-                        help="LR scale, one value for every axis or three (z y x); default: 2, "
-                             "raised only when memory requires")
+                        help="LR scale, one value for every axis or three (z y x); default: the "
+                             "smallest that fits the budget (1 where it fits; paper preset: 2)")
     parser.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
                         help="worker processes (default: min(8, CPU count))")
     parser.add_argument("--verify-only", action="store_true",

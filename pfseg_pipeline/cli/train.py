@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.devices import DEVICE_CHOICES, resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, NETWORKS
@@ -34,6 +35,7 @@ examples:
   pfseg_train Brats 0 --continue                      # resume from checkpoint_latest.pt
   pfseg_train Brats 0 --set training.optimizer=sgd --set training.lr=0.01 --variant sgd
                                                       # a recipe change (results: pfseg__sgd)
+  pfseg_train Brats 0 --continue --force              # ... even though plans.json changed since
   pfseg_train Demo 0 --device cpu --epochs 2 --iterations-per-epoch 5 --num-workers 0
   torchrun --nproc_per_node 2 -m pfseg_pipeline.cli.train Brats 0    # DDP, one process per GPU
 
@@ -44,6 +46,9 @@ field of plans.json for this run (dotted path; the value as JSON, else as text; 
 file is), recorded in the results folder's plans.json. --batch-size is per process; under DDP
 an epoch has ceil(iterations / processes) steps per process. Ctrl-C or SIGTERM saves
 checkpoint_latest.pt at the next iteration (exit 130 / 143); --continue restarts that epoch.
+A second Ctrl-C or SIGTERM stops at once (the last complete checkpoint stays). While it runs,
+the fold folder is locked: a second pfseg_train on it, or pfseg_plan_and_preprocess on its
+dataset, is refused with one line naming this run.
 """
 
 
@@ -53,7 +58,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("fold", metavar="FOLD", choices=FOLD_CHOICES, help="0-4, all, paper or paper622")
     p.add_argument("--network", choices=tuple(NETWORKS), default=DEFAULT_NETWORK,
                    help=f"default: {DEFAULT_NETWORK}")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="default: auto")
+    p.add_argument("--device", default="auto",
+                   help=f"{DEVICE_CHOICES} (default: auto; cuda under torchrun: each process's own GPU)")
     p.add_argument("--epochs", type=int, default=None, metavar="E", help="default: plans.json")
     p.add_argument("--iterations-per-epoch", type=int, default=None, metavar="N", help="default: plans.json")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
@@ -65,7 +71,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split", choices=SPLIT_NAMES, default=None,
                    help="folds (default), paper (8/2 by sorted id) or paper622 (6/2/2)")
     p.add_argument("--continue", dest="resume", action="store_true",
-                   help="resume from checkpoint_latest.pt (start fresh when there is none)")
+                   help="resume from checkpoint_latest.pt (start fresh when there is none; from "
+                        "checkpoint_latest.prev.pt when it is damaged)")
+    p.add_argument("--force", action="store_true",
+                   help="with --continue: resume even though plans.json changed since the checkpoint")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="background augmentation processes (0: in the training process; default: on a CPU "
                         "1 and the other cores torch threads; on a GPU the cores but one)")
@@ -102,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_preprocessed,
         fold_directory,
         train_fold,
-        training_device,
     )
+    from pfseg_pipeline.training.run_locks import check_training_free, training_locks
 
     args = build_parser().parse_args(argv)
     # torchrun's environment, read here only (the library never reads os.environ)
@@ -115,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     split, fold = _split_and_fold(args)
     settings = tuple(parse_setting(s) for s in args.settings)
     apply_settings(load_plans(ws.plans_file(args.name)), settings)  # a bad one: one line, no log file yet
-    setup_logging(fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant)
-                  / "training_log.txt"
-                  if rank == 0 else None, args.verbose)
+    fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant)
+    if rank == 0:
+        check_training_free(ws.preprocessed(args.name), fold_dir)  # refused: not a line in its log
+    setup_logging(fold_dir / "training_log.txt" if rank == 0 else None, args.verbose)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # batchgenerators -> pandas -> numexpr chatter
@@ -127,11 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, grad_clip=args.grad_clip,
                           num_workers=args.num_workers, amp=not args.no_amp, use_best=args.use_best,
                           progress_bar=not args.no_progress, settings=settings, variant=args.variant)
-    device = training_device(args.device, local_rank)
+    device = resolve_device(args.device, local_rank)
     dist = ddp.init_distributed(rank, world, local_rank, device.type)
     try:
-        stopped = train_fold(ws, args.name, args.network, fold, split, args.ablation, overrides, device, dist,
-                             resume=args.resume)
+        with training_locks(ws.preprocessed(args.name), fold_dir, dist):
+            stopped = train_fold(ws, args.name, args.network, fold, split, args.ablation, overrides, device,
+                                 dist, resume=args.resume, force=args.force)
     finally:
         ddp.shutdown(dist)
     return 128 + stopped if stopped else 0

@@ -4,10 +4,13 @@ and its brain box. Fingerprinting (planners/) and preprocessing both read cases 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from pfseg_pipeline.data.image_io import read_channels, read_label, read_volume
 from pfseg_pipeline.data.layouts import Case
-from pfseg_pipeline.data.nifti import Geometry, grid_problem, read_label, read_volume
+from pfseg_pipeline.data.nifti import Geometry, grid_problem
 from pfseg_pipeline.errors import UserError
 
 Box = list[list[int]]  # [[z0, z1], [y0, y1], [x0, x1]], half-open, on the source grid
@@ -15,22 +18,34 @@ Box = list[list[int]]  # [[z0, z1], [y0, y1], [x0, x1]], half-open, on the sourc
 
 def read_case(case: Case, modalities: list[str], with_label: bool = True
               ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
-    """Read a case's modalities as (C, Z, Y, X) float32 (and its label) on one checked grid."""
+    """Read a case's modalities as (C, Z, Y, X) float32 (and its label) on one checked grid.
+
+    Modalities stacked in one 4D file (`case.channels`) are read from it in one pass.
+    """
     missing = [m for m in modalities if m not in case.images]
     if missing:
         raise UserError(f"case {case.case_id}: no {missing[0]} image (the plans need "
                         f"{', '.join(modalities)})")
+    by_file: dict[Path, list[int]] = {}
+    for c, modality in enumerate(modalities):
+        by_file.setdefault(Path(case.images[modality]), []).append(c)
     first_path = case.images[modalities[0]]
-    first, geometry = read_volume(first_path)
-    images = np.empty((len(modalities), *first.shape), dtype=np.float32)
-    images[0] = first
-    del first
-    for c, modality in enumerate(modalities[1:], start=1):
-        volume, other = read_volume(case.images[modality])
-        problem = grid_problem(case.images[modality], other, first_path, geometry, f"{modality} image")
-        if problem:
-            raise UserError(problem)
-        images[c] = volume
+    images = geometry = None
+    for path, indices in by_file.items():
+        if len(indices) > 1 or modalities[indices[0]] in case.channels:
+            volumes, other = read_channels(path, [case.channels.get(modalities[c], 0) for c in indices])
+        else:
+            volume, other = read_volume(path)
+            volumes = volume[None]
+        if images is None:
+            images = np.empty((len(modalities), *volumes.shape[1:]), dtype=np.float32)
+            geometry = other
+        else:
+            problem = grid_problem(path, other, first_path, geometry, f"{modalities[indices[0]]} image")
+            if problem:
+                raise UserError(problem)
+        images[indices] = volumes
+        del volumes
     for c, modality in enumerate(modalities):
         if not images[c].any():  # nothing to normalise: a blank or failed export, not a scan
             raise UserError(f"{case.images[modality]}: image is all zero")

@@ -60,7 +60,15 @@ BRATS2023 = LabelScheme(
     regions={"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
     regions_class_order=(2, 1, 3),
 )
-SCHEMES = {s.name: s for s in (BRATS2020, BRATS2023)}
+# The Medical Segmentation Decathlon's BrainTumour task (Task01; nnU-Net's Dataset001): 1 edema,
+# 2 non-enhancing tumour, 3 enhancing tumour.
+MSD = LabelScheme(
+    name="msd",
+    labels={"edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3},
+    regions={"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)},
+    regions_class_order=(1, 2, 3),
+)
+SCHEMES = {s.name: s for s in (BRATS2020, BRATS2023, MSD)}
 
 
 def get_scheme(name: str) -> LabelScheme:
@@ -68,41 +76,6 @@ def get_scheme(name: str) -> LabelScheme:
         return SCHEMES[name]
     except KeyError:
         raise UserError(f"unknown label scheme {name!r} (choose from {', '.join(SCHEMES)})") from None
-
-
-def scheme_from_nnunet_dataset_json(dataset: dict, source: str = "dataset.json") -> LabelScheme:
-    """Build a scheme from an nnU-Net dataset.json `labels` (+ `regions_class_order`).
-
-    Plain labels ({"background": 0, "edema": 2, ...}) are read as BraTS 2020 when their values
-    are {0, 1, 2, 4} and as BraTS 2023 when {0, 1, 2, 3}. Region-based files (label -> list of
-    values) must declare `regions_class_order`; their regions are taken in order as WT, TC, ET.
-    """
-    labels = dataset.get("labels")
-    if not isinstance(labels, dict) or not labels:
-        raise UserError(f"{source}: 'labels' must be a non-empty mapping")
-    values = list(labels.values())
-    if all(isinstance(v, int) for v in values):
-        found = set(values) - {0}
-        for scheme in (BRATS2020, BRATS2023):
-            if found == set(scheme.labels.values()):
-                return scheme
-        raise UserError(f"{source}: labels {sorted(found)} match neither BraTS 2020 (1, 2, 4) "
-                        "nor BraTS 2023 (1, 2, 3)")
-    regions = [(name, tuple(v) if isinstance(v, (list, tuple)) else (v,))
-               for name, v in labels.items() if v not in (0, [0], (0,))]
-    order = dataset.get("regions_class_order")
-    if not isinstance(order, list) or len(order) != len(regions) or len(regions) != 3:
-        raise UserError(f"{source}: region labels need three regions and 'regions_class_order'")
-    sets = [set(r) for _, r in regions]
-    if not (sets[0] >= sets[1] >= sets[2]):
-        raise UserError(f"{source}: regions must be nested (whole tumour, core, enhancing)")
-    all_values = sorted(sets[0])
-    return LabelScheme(
-        name="nnunet",
-        labels={f"label_{v}": int(v) for v in all_values},
-        regions={name: tuple(int(x) for x in r) for name, (_, r) in zip(REGION_NAMES, regions)},
-        regions_class_order=tuple(int(x) for x in order),
-    )
 
 
 def region_names(target: str) -> tuple[str, ...]:

@@ -2,10 +2,13 @@
 
 - BraTS: `ROOT/**/<case>/<case>_{t1,t1ce,t2,flair}.nii[.gz]` (+ `<case>_seg`), at any depth.
   BraTS 2023 names (`<case>-t1n`, `-t1c`, `-t2w`, `-t2f`, `-seg`) are read too.
-- nnU-Net raw: `dataset.json` + `imagesTr/<case>_000K.nii.gz` + `labelsTr/<case>.nii.gz`.
+- nnU-Net raw: `dataset.json` + `imagesTr/<case>_000K.nii.gz` + `labelsTr/<case>.nii.gz`; or the
+  MSD's (and nnU-Net v1's) `imagesTr/<case>.nii.gz`, one 4D file with the modalities stacked in the
+  order dataset.json's `modality` gives. Its labels are read by name (`data.dataset_json`).
 - Flat: `<case>_<modality>.nii[.gz]` or `<case>_000K.nii[.gz]` in one folder.
 
-Files are paired by case id, never by sorted position. Discovery never raises on a bad case:
+Images may be NIfTI, .mha or .nrrd (`data.image_io`). Files are paired by case id, never by
+sorted position. Discovery never raises on a bad case:
 it returns every problem as one line naming the file, so verification can report all at once.
 
 `discover` finds cases (images, and labels when there are); `find_label_maps` finds label maps
@@ -20,19 +23,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pfseg_pipeline.data.labels import LabelScheme, get_scheme, scheme_from_nnunet_dataset_json
-from pfseg_pipeline.data.nifti import strip_nifti_suffix
+from pfseg_pipeline.data.dataset_json import channel_indices, label_scheme_of
+from pfseg_pipeline.data.image_io import IMAGE_SUFFIXES, strip_image_suffix
+from pfseg_pipeline.data.labels import LabelScheme
+from pfseg_pipeline.data.modalities import MODALITIES, normalise_modality
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
 
-MODALITIES = ("t1", "t1ce", "t2", "flair")
-# Other spellings seen in BraTS releases and nnU-Net/MSD dataset.json files.
-MODALITY_ALIASES = {
-    "t1": "t1", "t1n": "t1", "t1w": "t1", "native": "t1",
-    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1-gd": "t1ce",
-    "t2": "t2", "t2w": "t2",
-    "flair": "flair", "t2f": "flair", "t2-flair": "flair",
-}
 LABEL_SUFFIXES = ("seg",)
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _NAMED_RE = re.compile(r"^(?P<case>.+?)[_-](?P<kind>[A-Za-z0-9]+)$")
@@ -40,20 +37,29 @@ _NAMED_RE = re.compile(r"^(?P<case>.+?)[_-](?P<kind>[A-Za-z0-9]+)$")
 
 @dataclass(frozen=True)
 class Case:
-    """One case: its id, its image files by modality (in the requested order) and its label."""
+    """One case: its id, its image files by modality (in the requested order) and its label.
+
+    `channels` gives, for a modality stored in a 4D file with others (the MSD layout), its
+    volume in that file; a modality not listed has a 3D file of its own.
+    """
 
     case_id: str
     images: dict[str, Path]
     label: Path | None = None
+    channels: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"case": self.case_id, "images": {m: str(p) for m, p in self.images.items()},
-                "label": str(self.label) if self.label else None}
+        out = {"case": self.case_id, "images": {m: str(p) for m, p in self.images.items()},
+               "label": str(self.label) if self.label else None}
+        if self.channels:
+            out["channels"] = dict(self.channels)
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Case:
         return cls(d["case"], {m: Path(p) for m, p in d["images"].items()},
-                   Path(d["label"]) if d.get("label") else None)
+                   Path(d["label"]) if d.get("label") else None,
+                   {str(m): int(k) for m, k in (d.get("channels") or {}).items()})
 
 
 @dataclass
@@ -66,10 +72,6 @@ class Discovery:
     label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
 
 
-def normalise_modality(name: str) -> str | None:
-    return MODALITY_ALIASES.get(name.strip().lower())
-
-
 def check_case_id(case_id: str) -> str | None:
     """Why a case id is unusable as a file name (None when it is fine)."""
     if not case_id or case_id in (".", "..") or "/" in case_id or "\\" in case_id or "\x00" in case_id:
@@ -80,8 +82,14 @@ def check_case_id(case_id: str) -> str | None:
 
 
 def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
-             require_label: bool = False, exclude: tuple[str, ...] = ()) -> Discovery:
-    """Find the cases under `root` in whichever layout it uses."""
+             require_label: bool = False, exclude: tuple[str, ...] = (),
+             label_scheme: LabelScheme | None = None) -> Discovery:
+    """Find the cases under `root` in whichever layout it uses.
+
+    `label_scheme` is the user's `--label-scheme`: an nnU-Net dataset.json's labels must agree
+    with it; without it they are read by name. Cases found for prediction (`require_label`
+    False) do not need labels the names can place.
+    """
     root = Path(root)
     if not root.exists():
         raise UserError(f"{root}: input path does not exist")
@@ -91,7 +99,7 @@ def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
     if unknown:
         raise UserError(f"unknown modality {unknown[0]!r} (choose from {', '.join(MODALITIES)})")
     if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
-        found = _discover_nnunet(root, modalities, require_label)
+        found = _discover_nnunet(root, modalities, require_label, label_scheme)
     else:
         found = _discover_named(root, modalities, require_label)
     excluded = set(exclude)
@@ -107,7 +115,7 @@ def discover(root: str | os.PathLike, modalities: tuple[str, ...] = MODALITIES,
     found.cases.sort(key=lambda c: c.case_id)
     if not found.cases and not found.problems:
         found.problems.append(f"{root}: no cases found (expected BraTS <case>/<case>_<modality>.nii.gz "
-                              "files, an nnU-Net raw dataset, or a flat folder of NIfTI files)")
+                              "files, an nnU-Net raw dataset, or a flat folder of image files)")
     return found
 
 
@@ -118,8 +126,8 @@ def _mentions(problem: str, case_id: str) -> bool:
     if problem.startswith(f"case {case_id}:"):
         return True
     path = Path(problem.split(": ", 1)[0])
-    stem = strip_nifti_suffix(path.name)
-    if stem is not None and _parse_stem(stem)[0] == case_id:
+    stem = strip_image_suffix(path.name)
+    if stem is not None and parse_stem(stem)[0] == case_id:
         return True
     return case_id in path.parts[:-1] or case_id == path.name
 
@@ -134,14 +142,14 @@ def _problem_case_ids(found: Discovery) -> set[str]:
 
 
 def _walk_nifti(root: Path, recursive: bool = True):
-    """(path, stem) of every visible NIfTI file under `root` (in sorted order), at any depth or
-    (not `recursive`) in `root` itself."""
+    """(path, stem) of every visible image file (NIfTI, .mha, .nrrd) under `root` (in sorted
+    order), at any depth or (not `recursive`) in `root` itself."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            stem = strip_nifti_suffix(name)
+            stem = strip_image_suffix(name)
             if stem is not None:
                 yield Path(dirpath) / name, stem
 
@@ -153,7 +161,7 @@ def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool
     labels: dict[str, list[Path]] = {}
     unrecognised: dict[Path, list[Path]] = {}
     for path, stem in _walk_nifti(root):
-        case_id, kind = _parse_stem(stem)
+        case_id, kind = parse_stem(stem)
         if case_id is None:
             unrecognised.setdefault(path.parent, []).append(path)
             continue
@@ -179,7 +187,8 @@ def _discover_named(root: Path, modalities: tuple[str, ...], require_label: bool
     return found
 
 
-def _parse_stem(stem: str) -> tuple[str | None, str | None]:
+def parse_stem(stem: str) -> tuple[str | None, str | None]:
+    """(case id, modality or 'seg') of a file name without its suffix; (None, None) when it is neither."""
     m = _CHANNEL_RE.match(stem)
     if m:
         k = int(m.group("channel"))
@@ -229,59 +238,68 @@ def _assemble(found: Discovery, case_id: str, by_mod: dict[str, list[Path]], lab
     return Case(case_id, {m: by_mod[m][0] for m in modalities}, label_paths[0] if label_paths else None)
 
 
-def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: bool) -> Discovery:
+def _discover_nnunet(root: Path, modalities: tuple[str, ...], require_label: bool,
+                     given: LabelScheme | None = None) -> Discovery:
+    """nnU-Net v2 (`<case>_000K` files) or MSD / nnU-Net v1 (one 4D `<case>` file) raw data."""
     found = Discovery(layout="nnunet")
     dataset_path = root / "dataset.json"
     dataset = read_json(dataset_path)
     if not isinstance(dataset, dict):
         raise UserError(f"{dataset_path}: expected a JSON object")
-    channels = dataset.get("channel_names", dataset.get("modality"))
-    if not isinstance(channels, dict) or not channels:
-        raise UserError(f"{dataset_path}: 'channel_names' must map channel numbers to modality names")
-    channel_of: dict[str, int] = {}
-    for key, name in channels.items():
-        modality = normalise_modality(str(name))
-        try:
-            index = int(key)
-        except ValueError:
-            raise UserError(f"{dataset_path}: channel key {key!r} is not a number") from None
-        if modality is None:
-            raise UserError(f"{dataset_path}: channel {key} is {name!r}, not one of t1, t1ce, t2, flair")
-        channel_of[modality] = index
+    channel_of = channel_indices(dataset, str(dataset_path))
     ending = dataset.get("file_ending", ".nii.gz")
-    if ending not in (".nii.gz", ".nii"):
-        raise UserError(f"{dataset_path}: file_ending {ending!r} is not a NIfTI ending")
-    if "labels" in dataset:
-        found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
-    else:
-        found.label_scheme = get_scheme("brats2020")
+    if ending not in IMAGE_SUFFIXES:
+        raise UserError(f"{dataset_path}: file_ending {ending!r} is not an image ending we read "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        found.label_scheme = label_scheme_of(dataset, str(dataset_path), given)
+    except UserError:
+        if require_label:
+            raise
+        found.label_scheme = given   # predicting: the labels' names do not matter
+    for modality in modalities:
+        if modality not in channel_of:
+            raise UserError(f"{dataset_path}: no channel for modality {modality}")
     images: dict[str, dict[int, Path]] = {}
+    stacked: dict[str, Path] = {}
     for path in sorted((root / "imagesTr").iterdir()):
-        stem = strip_nifti_suffix(path.name)
-        m = _CHANNEL_RE.match(stem or "")
+        stem = strip_image_suffix(path.name)
+        if stem is None or path.name.startswith("._"):   # "._x": macOS metadata (the MSD's tarballs)
+            continue
+        if "file_ending" in dataset and not path.name.lower().endswith(ending.lower()):
+            raise UserError(f"{dataset_path}: file_ending {ending!r}, but {root / 'imagesTr'} holds "
+                            f"{path.name}; correct file_ending")
+        m = _CHANNEL_RE.match(stem)
         if m:
             images.setdefault(m.group("case"), {})[int(m.group("channel"))] = path
+        else:   # the MSD layout: the case's modalities stacked in one 4D file
+            stacked[stem] = path
     labels_dir = root / "labelsTr"
-    for case_id in sorted(images):
+    for case_id in sorted(set(images) | set(stacked)):
         problem_id = check_case_id(case_id)
         if problem_id:
-            found.problems.append(f"{min(images[case_id].values())}: {problem_id}")
+            found.problems.append(f"{stacked.get(case_id) or min(images[case_id].values())}: {problem_id}")
+            continue
+        if case_id in stacked and case_id in images:
+            found.problems.append(f"case {case_id}: both a 4D file {stacked[case_id].name} and "
+                                  f"{case_id}_000K files in {root / 'imagesTr'}")
+            continue
+        label = next((p for p in (labels_dir / f"{case_id}{e}" for e in IMAGE_SUFFIXES) if p.is_file()), None)
+        if require_label and label is None:
+            found.problems.append(f"case {case_id}: missing label (no {case_id}{ending} in {labels_dir})")
+            continue
+        if case_id in stacked:
+            found.cases.append(Case(case_id, {m: stacked[case_id] for m in modalities}, label,
+                                    {m: channel_of[m] for m in modalities}))
             continue
         by_mod = {}
         for modality in modalities:
-            if modality not in channel_of:
-                raise UserError(f"{dataset_path}: no channel for modality {modality}")
             path = images[case_id].get(channel_of[modality])
             if path is None:
                 found.problems.append(f"case {case_id}: missing modality {modality} (no "
                                       f"{case_id}_{channel_of[modality]:04d}{ending} in {root / 'imagesTr'})")
             else:
                 by_mod[modality] = path
-        label = next((p for p in (labels_dir / f"{case_id}.nii.gz", labels_dir / f"{case_id}.nii")
-                      if p.is_file()), None)
-        if require_label and label is None:
-            found.problems.append(f"case {case_id}: missing label (no {case_id}{ending} in {labels_dir})")
-            continue
         if len(by_mod) == len(modalities):
             found.cases.append(Case(case_id, by_mod, label))
     return found
@@ -298,10 +316,12 @@ class LabelMaps:
     label_scheme: LabelScheme | None = None  # declared by an nnU-Net dataset.json
 
 
-def find_label_maps(root: str | os.PathLike, flat: bool = False) -> LabelMaps:
-    """Label maps under `root`: nnU-Net `labelsTr/<case>` (its dataset.json giving the scheme),
-    BraTS `<case>_seg` / `<case>-seg` at any depth, else (or with `flat`) every `<case>.nii[.gz]`
-    in the folder that is not named like an image (`<case>_0000`, `<case>_t1`)."""
+def find_label_maps(root: str | os.PathLike, flat: bool = False,
+                    label_scheme: LabelScheme | None = None) -> LabelMaps:
+    """Label maps under `root`: nnU-Net `labelsTr/<case>` (its dataset.json giving the scheme,
+    which must agree with the user's `label_scheme`), BraTS `<case>_seg` / `<case>-seg` at any
+    depth, else (or with `flat`) every `<case>.<image suffix>` in the folder that is not named
+    like an image (`<case>_0000`, `<case>_t1`)."""
     root = Path(root)
     if flat:
         found = LabelMaps(layout="flat")
@@ -312,12 +332,12 @@ def find_label_maps(root: str | os.PathLike, flat: bool = False) -> LabelMaps:
         dataset_path = root / "dataset.json"
         if dataset_path.is_file():
             dataset = read_json(dataset_path)
-            if isinstance(dataset, dict) and "labels" in dataset:
-                found.label_scheme = scheme_from_nnunet_dataset_json(dataset, str(dataset_path))
+            if isinstance(dataset, dict):
+                found.label_scheme = label_scheme_of(dataset, str(dataset_path), label_scheme)
         _collect(found, _walk_nifti(root / "labelsTr", recursive=False))
         return found
     seg_files = [(path, case_id) for path, stem in _walk_nifti(root)
-                 for case_id, kind in [_parse_stem(stem)] if kind == "seg"]
+                 for case_id, kind in [parse_stem(stem)] if kind == "seg"]
     if seg_files:
         found = LabelMaps(layout="brats")
         _collect(found, seg_files)

@@ -118,13 +118,17 @@ def load_header(path: str | os.PathLike) -> nib.Nifti1Image:
     return img
 
 
-def geometry_of(img: nib.Nifti1Image, path: str | os.PathLike = "") -> Geometry:
+def geometry_of(img: nib.Nifti1Image, path: str | os.PathLike = "", stacked: bool = False) -> Geometry:
+    """The grid of a 3D NIfTI; with `stacked`, the spatial grid of a 4D one (x, y, z, channel),
+    the MSD's modalities stacked in one file."""
     # The header's shape, not `img.shape`: a header-only reference (`make_reference`) holds a
     # 1x1x1 placeholder array but declares the real grid in its header.
     full_shape = tuple(int(s) for s in img.header.get_data_shape())
     shape = full_shape
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
+    if stacked and len(shape) == 4:
+        shape = shape[:3]
     if len(shape) != 3:
         raise UserError(f"{path}: expected a 3D image, found {len(full_shape)}D shape {full_shape}")
     zooms = img.header.get_zooms()[:3]
@@ -135,18 +139,25 @@ def geometry_of(img: nib.Nifti1Image, path: str | os.PathLike = "") -> Geometry:
     )
 
 
-def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = True
-                ) -> tuple[np.ndarray, Geometry]:
+def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = True,
+                channel: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a 3D NIfTI as a (Z, Y, X) array (scaling applied) plus its geometry.
 
-    Raises `UserError` naming the file when it is unreadable, truncated, not 3D, or (with
+    `channel` picks one volume of a 4D file (x, y, z, channel: the MSD's stacked modalities);
+    channel 0 of a 3D file is the file itself. Raises `UserError` naming the file when it is
+    unreadable, truncated, not 3D (without `channel`), has no such channel, or (with
     `check_finite`) holds NaN or Inf voxels.
     """
     path = Path(path)
     img = load_header(path)
-    geometry = geometry_of(img, path)
+    geometry = geometry_of(img, path, stacked=channel is not None)
+    n_channels = stacked_channels(img)
+    if channel is not None and not 0 <= channel < n_channels:
+        raise UserError(f"{path}: has {n_channels} volume(s), no channel {channel}")
     try:
-        data = np.asarray(img.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
+        proxy = img.dataobj if channel is None or len(img.header.get_data_shape()) == 3 \
+            else img.dataobj[..., channel]
+        data = np.asarray(proxy, dtype=np.float64 if dtype == np.float64 else np.float32)
     except Exception as exc:  # truncated gzip, short file: EOFError, zlib.error, OSError
         raise UserError(f"{path}: {data_error(exc)}") from exc
     data = data.reshape(data.shape[:3])
@@ -156,15 +167,27 @@ def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = 
     return (array if array.dtype == dtype else array.astype(dtype)), geometry
 
 
+def stacked_channels(img: nib.Nifti1Image) -> int:
+    """How many volumes a NIfTI stacks along its 4th axis (1 for a 3D file)."""
+    shape = img.header.get_data_shape()
+    return int(shape[3]) if len(shape) >= 4 else 1
+
+
 def read_label(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """Read a label map as uint8 (Z, Y, X); non-integer or out-of-range values are a UserError."""
     array, geometry = read_volume(path, dtype=np.float32)
+    return as_label_map(array, path), geometry
+
+
+def as_label_map(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Label values read as floats -> uint8; non-integer or out-of-range values are a UserError
+    naming the file."""
     rounded = np.rint(array)
     if not np.array_equal(rounded, array):
         raise UserError(f"{path}: label map holds non-integer values")
     if rounded.min() < 0 or rounded.max() > 255:
         raise UserError(f"{path}: label values outside 0..255")
-    return rounded.astype(np.uint8), geometry
+    return rounded.astype(np.uint8)
 
 
 def write_label_map(labels_zyx: np.ndarray, reference: str | os.PathLike | nib.Nifti1Image,
@@ -175,7 +198,7 @@ def write_label_map(labels_zyx: np.ndarray, reference: str | os.PathLike | nib.N
     reference's codes and matrices, with scl_slope 1 and scl_inter 0. Written atomically.
     """
     ref = reference if isinstance(reference, nib.Nifti1Image) else load_header(reference)
-    ref_geometry = geometry_of(ref, getattr(ref, "get_filename", lambda: "")() or "")
+    ref_geometry = geometry_of(ref, getattr(ref, "get_filename", lambda: "")() or "", stacked=True)
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.shape != ref_geometry.shape_zyx:
         raise ValueError(f"label map shape {labels_zyx.shape} != reference {ref_geometry.shape_zyx}")

@@ -1,7 +1,8 @@
 """Dataset verification: read every voxel of every file and report all problems at once.
 
 `verify_dataset` finds the cases (data/layouts.py), then checks each case's files:
-unreadable, zero-byte, truncated or mislabelled-compression files; images that are not 3D;
+unreadable, zero-byte, truncated or mislabelled-compression files; images that are not 3D (or,
+for the MSD's stacked modalities, 4D files without the channel dataset.json names);
 NaN or Inf voxels; all-zero images; modalities on different grids (shape or affine, 1e-3 mm
 tolerance; both files named); a label map on another grid than its images; label values the
 scheme does not declare (listed). Every problem is one line that starts with the file (or the
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pfseg_pipeline.data.image_io import image_format
 from pfseg_pipeline.data.labels import BRATS2020, SCHEMES, LabelScheme, get_scheme
 from pfseg_pipeline.data.layouts import MODALITIES, Case, discover
 from pfseg_pipeline.data.nifti import (
@@ -33,6 +35,7 @@ from pfseg_pipeline.data.nifti import (
     grid_problem,
     load_header,
 )
+from pfseg_pipeline.data.sitk_io import read_sitk_channels
 from pfseg_pipeline.errors import UserError, VerificationError
 from pfseg_pipeline.parallel import workers_for_memory
 
@@ -84,7 +87,7 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
     require_label : whether a missing label map is a problem (training data).
     exclude : case ids to leave out (their problems are not reported either).
     label_scheme : a `LabelScheme` or its name; default: what an nnU-Net dataset.json
-        declares, else BraTS 2020.
+        declares (its labels read by name), else BraTS 2020.
     workers : processes reading cases in parallel (each holds one case at a time); lowered
         when the free memory cannot hold that many (`memory_bounded_workers`).
     progress : show a progress bar over cases.
@@ -94,11 +97,10 @@ def verify_dataset(root: str | os.PathLike, modalities: tuple[str, ...] = MODALI
     VerifyReport; call `report.raise_for_problems()` to turn problems into a
     `VerificationError`.
     """
-    found = discover(root, tuple(modalities), require_label=require_label, exclude=tuple(exclude))
-    if isinstance(label_scheme, str):
-        scheme = get_scheme(label_scheme)
-    else:
-        scheme = label_scheme or found.label_scheme or BRATS2020
+    given = get_scheme(label_scheme) if isinstance(label_scheme, str) else label_scheme
+    found = discover(root, tuple(modalities), require_label=require_label, exclude=tuple(exclude),
+                     label_scheme=given)
+    scheme = given or found.label_scheme or BRATS2020
     problems = list(found.problems)
     passed: list[Case] = []
     geometries: dict[str, Geometry] = {}
@@ -160,12 +162,23 @@ def verify_case(case: Case, scheme: LabelScheme = BRATS2020) -> tuple[list[str],
     """Check one case's files; return (problems, Geometry of its images or None)."""
     problems: list[str] = []
     reference: tuple[Path, Geometry] | None = None
+    files: dict[Path, list[str]] = {}
     for modality, path in case.images.items():
-        data, geometry, problem = _read(path)
+        files.setdefault(Path(path), []).append(modality)
+    for path, modalities in files.items():
+        modality = modalities[0]
+        data, geometry, problem = _read(path, stacked=modality in case.channels)
         if problem:
             problems.append(problem)
             continue
-        problems.extend(_image_problems(path, data))
+        for m in modalities:
+            channel = case.channels.get(m)
+            if channel is None:
+                problems.extend(_image_problems(path, data))
+            elif channel >= data.shape[-1]:
+                problems.append(f"{path}: has {data.shape[-1]} volume(s), no channel {channel} ({m})")
+            else:
+                problems.extend(_image_problems(path, data[..., channel], f" (channel {channel}, {m})"))
         del data
         if reference is None:
             reference = (path, geometry)
@@ -182,8 +195,12 @@ def verify_case(case: Case, scheme: LabelScheme = BRATS2020) -> tuple[list[str],
     return problems, (reference[1] if reference else None)
 
 
-def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry | None, str | None]:
-    """Read a whole NIfTI (storage order, scaling applied); (None, None, problem) on failure."""
+def _read(path: Path, label: bool = False, stacked: bool = False
+          ) -> tuple[np.ndarray | None, Geometry | None, str | None]:
+    """Read a whole image (a NIfTI in storage order, scaling applied; `stacked`: 4D with the
+    channels last); (None, None, problem) on failure."""
+    if image_format(path) in ("mha", "nrrd"):
+        return _read_sitk(path, label, stacked)
     problem = file_problem(path)  # missing, empty, compression unlike the name
     if problem:
         return None, None, problem
@@ -191,7 +208,7 @@ def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry 
     gz_name = path.name.lower().endswith(".gz")
     try:
         img = load_header(path)
-        geometry = geometry_of(img, path)
+        geometry = geometry_of(img, path, stacked=stacked)
     except UserError as exc:
         return None, None, str(exc)
     if not gz_name:
@@ -207,16 +224,32 @@ def _read(path: Path, label: bool = False) -> tuple[np.ndarray | None, Geometry 
             data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # EOFError, zlib.error, OSError, ValueError from a short file
         return None, None, f"{path}: {data_error(exc)}"
+    if stacked and data.ndim == 3:
+        data = data[..., None]
     return data, geometry, None
 
 
-def _image_problems(path: Path, data: np.ndarray) -> list[str]:
+def _read_sitk(path: Path, label: bool, stacked: bool
+               ) -> tuple[np.ndarray | None, Geometry | None, str | None]:
+    """An .mha / .nrrd read whole: (Z, Y, X), or (Z, Y, X, C) when `stacked`."""
+    try:
+        data, geometry = read_sitk_channels(path)
+    except UserError as exc:
+        return None, None, str(exc)
+    if stacked:
+        return np.moveaxis(data, 0, -1), geometry, None
+    if data.shape[0] != 1:
+        return None, None, f"{path}: expected a 3D image, found {data.shape[0]} volumes"
+    return data[0], geometry, None
+
+
+def _image_problems(path: Path, data: np.ndarray, where: str = "") -> list[str]:
     finite = np.isfinite(data)
     if not finite.all():
         n_bad = int(finite.size - np.count_nonzero(finite))
-        return [f"{path}: {n_bad} NaN or Inf voxel(s)"]
+        return [f"{path}: {n_bad} NaN or Inf voxel(s){where}"]
     if not data.any():
-        return [f"{path}: image is all zero"]
+        return [f"{path}: image is all zero{where}"]
     return []
 
 
@@ -232,10 +265,9 @@ def _label_problems(path: Path, data: np.ndarray, scheme: LabelScheme) -> list[s
     bad = [v for v in values if v not in scheme.values]
     if not bad:
         return []
-    hint = ""
-    for other in SCHEMES.values():
-        if other.name != scheme.name and set(values) <= set(other.values):
-            hint = f" (labels of {other.name}? use --label-scheme {other.name})"
+    # BraTS 2023 and the MSD share the values 0-3 (not their meaning): name every candidate
+    fitting = [o.name for o in SCHEMES.values() if o.name != scheme.name and set(values) <= set(o.values)]
+    hint = f" (labels of {' or '.join(fitting)}? use --label-scheme {'|'.join(fitting)})" if fitting else ""
     return [f"{path}: label values {bad} outside the {scheme.name} scheme "
             f"{list(scheme.values)}{hint}"]
 

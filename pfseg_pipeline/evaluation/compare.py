@@ -147,34 +147,52 @@ def comparison_frame(methods: Sequence[MethodResult]):
 
 
 def plot_comparison(methods: Sequence[MethodResult], path: str | os.PathLike) -> None:
-    """Bar chart of WT Dice (with std) and seconds per case, one bar per method."""
+    """Grouped bars of Dice and HD95 (mean with std) for every region, and seconds per case.
+
+    One group per method, one bar per region present (WT, TC, ET); a missing figure is marked
+    "n/a" rather than drawn as zero.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [m.name for m in methods]
+    regions = [r for r in REGION_NAMES if any(r in m.summary for m in methods)] or ["WT"]
     x = np.arange(len(methods))
-    wt = [m.summary.get("WT", {}).get("dice") or {} for m in methods]
-    panels = [
-        ("WT Dice", [s.get("mean") for s in wt], [s.get("std") for s in wt]),
-        ("seconds per case", [m.seconds_per_case for m in methods], None),
-    ]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(methods) + 3), 3.8))
-    for ax, (label, values, errors) in zip(axes, panels):
-        heights = [v if v is not None else 0.0 for v in values]
-        yerr = None if errors is None else [e if e is not None else 0.0 for e in errors]
-        ax.bar(x, heights, yerr=yerr, capsize=3, color="tab:blue")
-        for xi, v in zip(x, values):
-            if v is None:
-                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, names, rotation=30, ha="right")
+    width = 0.8 / len(regions)
+    colours = {"WT": "tab:green", "TC": "tab:olive", "ET": "tab:red"}
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 2.4 * len(methods) + 5), 3.8))
+    for ax, metric, label in ((axes[0], "dice", "Dice"), (axes[1], "hd95", f"HD95 ({_units(methods)})")):
+        for k, region in enumerate(regions):
+            stats = [m.summary.get(region, {}).get(metric) or {} for m in methods]
+            means = [s.get("mean") for s in stats]
+            offsets = x + (k - (len(regions) - 1) / 2) * width
+            ax.bar(offsets, [v if v is not None else 0.0 for v in means], width,
+                   yerr=[s.get("std") or 0.0 for s in stats], capsize=2, label=region,
+                   color=colours.get(region))
+            for xi, v in zip(offsets, means):
+                if v is None:
+                    ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_title(label)
-    axes[0].set_ylim(0, 1)
+        ax.set_xticks(x, [m.name for m in methods], rotation=30, ha="right")
+    axes[0].set_ylim(0, 1.18)   # headroom above Dice 1 for the legend
+    axes[0].set_yticks(np.linspace(0, 1, 6))
+    axes[0].legend(fontsize=8, loc="upper center", ncol=len(regions), frameon=False)
+    seconds = [m.seconds_per_case for m in methods]
+    axes[2].bar(x, [v if v is not None else 0.0 for v in seconds], color="tab:blue")
+    for xi, v in zip(x, seconds):
+        if v is None:
+            axes[2].text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8)
+    axes[2].set_xticks(x, [m.name for m in methods], rotation=30, ha="right")
+    axes[2].set_title("seconds per case")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def _units(methods: Sequence[MethodResult]) -> str:
+    return " / ".join(sorted({m.units for m in methods if m.units})) or "mm"
 
 
 def compare(results_dir: str | os.PathLike, folds: Sequence[str | int] = ("0",), write: bool = True) -> str:

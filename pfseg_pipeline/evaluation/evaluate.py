@@ -3,7 +3,10 @@
 References may be laid out as BraTS case folders (``<case>/<case>_seg.nii[.gz]``, at any
 depth; BraTS 2023's ``<case>-seg`` too), an nnU-Net raw dataset (``labelsTr/<case>.nii[.gz]``,
 its ``dataset.json`` giving the label scheme), or a flat folder of ``<case>.nii[.gz]`` /
-``<case>_seg.nii[.gz]`` files. Predictions are ``<case>.nii[.gz]`` files in one folder.
+``<case>_seg.nii[.gz]`` files. Predictions are ``<case>.nii[.gz]`` files (or .mha, .nrrd) in one
+folder. When the prediction folder records its label scheme (``label_scheme.json``, written by
+``pfseg_predict``) and the references' scheme puts other values in a region, nothing is scored:
+one error says so.
 
 Pairing is by case id. A reference without a prediction is scored against an empty mask (so a
 case with tumour gets Dice 0 and HD95 = the image diagonal) and listed under ``missing``; a
@@ -18,7 +21,11 @@ summary.json (DESIGN.md's schema, plus metadata)::
      "summary": {"WT": {"dice": {"mean", "std", "median", "n"}, ...}, ...},
      "missing": [ID, ...],
      "failed": [{"case": ID, "error": LINE}, ...], "ignored_predictions": [ID, ...],
-     "target", "regions", "label_scheme", "hd95_definition", "units", "paper_grid", ...}
+     "target", "regions", "label_scheme", "hd95_definition", "units", "paper_grid", ...,
+     "metric_per_case", "mean", "foreground_mean", "region_keys"}
+
+The last four carry nnU-Net's structure (`evaluation.nnunet_summary`), so scripts written for
+nnU-Net's summary.json read this one too.
 
 Undefined values (sensitivity with an empty reference) are ``null`` and left out of the
 summary, whose ``n`` counts the values that went in; ``std`` is the population standard
@@ -35,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pfseg_pipeline.data.image_io import read_label
 from pfseg_pipeline.data.labels import (
     LabelScheme,
     check_label_values,
@@ -43,11 +51,14 @@ from pfseg_pipeline.data.labels import (
     region_names,
 )
 from pfseg_pipeline.data.layouts import LabelMaps, find_label_maps
-from pfseg_pipeline.data.nifti import Geometry, read_label
+from pfseg_pipeline.data.nifti import Geometry
+from pfseg_pipeline.data.scheme_record import SCHEME_FILE, read_scheme_record, same_regions
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import HD95_DEFINITIONS, METRIC_NAMES, region_metrics
+from pfseg_pipeline.evaluation.nnunet_summary import case_counts, case_entry, nnunet_structure, region_keys
 from pfseg_pipeline.evaluation.paper_grid import PAPER_GRID_ZYX, to_paper_grid_labels
 from pfseg_pipeline.fileio import atomic_path, write_json
+from pfseg_pipeline.inference.postprocessing import Postprocessing
 from pfseg_pipeline.parallel import map_cases
 
 log = logging.getLogger(__name__)
@@ -62,9 +73,10 @@ HD95_TEXT = {
 References = LabelMaps  # what `find_references` returns
 
 
-def find_references(ref_dir: str | os.PathLike) -> LabelMaps:
-    """Reference label maps in a BraTS, nnU-Net (labelsTr) or flat layout (`layouts.find_label_maps`)."""
-    return find_label_maps(_existing_dir(ref_dir, "reference"))
+def find_references(ref_dir: str | os.PathLike, label_scheme: LabelScheme | None = None) -> LabelMaps:
+    """Reference label maps in a BraTS, nnU-Net (labelsTr) or flat layout (`layouts.find_label_maps`);
+    an nnU-Net dataset.json's labels must agree with `label_scheme` when one is given."""
+    return find_label_maps(_existing_dir(ref_dir, "reference"), label_scheme=label_scheme)
 
 
 def find_predictions(pred_dir: str | os.PathLike) -> tuple[dict[str, Path], dict[str, str]]:
@@ -112,7 +124,8 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
                     output: str | os.PathLike | None = None, scheme: LabelScheme | str | None = None,
                     target: str = "regions", hd95_definition: str = "pooled", num_processes: int = 1,
                     paper_grid: bool = False, exclude: Iterable[str] = (), progress: bool = True,
-                    write: bool = True, references: dict[str, Path] | None = None) -> dict:
+                    write: bool = True, references: dict[str, Path] | None = None,
+                    postprocessing: Postprocessing | None = None) -> dict:
     """Score every reference case against its prediction; write summary.json and .csv.
 
     Returns the summary.json content (see the module docstring). `output` defaults to
@@ -121,21 +134,24 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
     and distances are in voxels. Failed cases are listed, never raised: the caller decides.
     `references` (case id -> label file) replaces the search of `ref_dir`: training scores its
     held-out cases this way, straight from the source files dataset.json lists.
+    `postprocessing` is applied to each prediction before it is scored (recorded in the result).
     """
     if hd95_definition not in HD95_DEFINITIONS:
         raise UserError(f"unknown HD95 definition {hd95_definition!r} "
                         f"(choose from {', '.join(HD95_DEFINITIONS)})")
     regions = region_names(target)
     pred_dir = Path(pred_dir)
+    if isinstance(scheme, str):
+        scheme = get_scheme(scheme)
     if references is not None:
         references = LabelMaps(layout="given", labels={c: Path(p) for c, p in references.items()})
         ref_dir = ref_dir or "the given reference files"
     else:
-        references = find_references(ref_dir)
+        references = find_references(ref_dir, scheme)
     predictions, pred_problems = find_predictions(pred_dir)
-    if isinstance(scheme, str):
-        scheme = get_scheme(scheme)
-    scheme = scheme or references.label_scheme or get_scheme("brats2020")
+    recorded = read_scheme_record(ref_dir) if references.layout != "given" else None
+    scheme = scheme or references.label_scheme or recorded or get_scheme("brats2020")
+    check_prediction_scheme(pred_dir, scheme)
 
     excluded = set(exclude)
     ref_ids = (set(references.labels) | set(references.problems)) - excluded
@@ -157,17 +173,22 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
     for case_id in sorted(failed):
         log.error("case %s: %s", case_id, failed[case_id])
     tasks = [dict(case=c, reference=references.labels[c], prediction=predictions.get(c), scheme=scheme,
-                  target=target, hd95_definition=hd95_definition, paper_grid=paper_grid)
+                  target=target, hd95_definition=hd95_definition, paper_grid=paper_grid,
+                  postprocessing=postprocessing)
              for c in sorted(ref_ids) if c not in failed]
 
-    per_case = {}
+    per_case, counts = {}, {}
     for result in _run(tasks, num_processes, progress):
         if "error" in result:
             failed[result["case"]] = result["error"]
             log.error("case %s: %s", result["case"], result["error"])
         else:
             per_case[result["case"]] = {"case": result["case"], **result["metrics"]}
+            counts[result["case"]] = result["counts"]
     per_case_list = [per_case[c] for c in sorted(per_case)]
+    keys = region_keys(scheme, target)
+    entries = [case_entry(str(references.labels[c]), str(predictions[c]) if c in predictions else None,
+                          counts[c], keys) for c in sorted(per_case)]
 
     result = {
         "per_case": per_case_list,
@@ -178,6 +199,7 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
         "target": target,
         "regions": list(regions),
         "label_scheme": scheme.name,
+        "label_scheme_definition": scheme.to_json(),
         "hd95_definition": hd95_definition,
         "hd95_definition_text": HD95_TEXT[hd95_definition],
         "units": "voxels" if paper_grid else "mm",
@@ -186,7 +208,11 @@ def evaluate_folder(ref_dir: str | os.PathLike | None, pred_dir: str | os.PathLi
         "std": "population (ddof 0)",
         "reference_dir": str(Path(ref_dir).absolute()) if references.layout != "given" else None,
         "prediction_dir": str(pred_dir.absolute()),
+        **nnunet_structure(entries, list(keys.values())),
+        "region_keys": keys,
     }
+    if postprocessing is not None:
+        result["postprocessing"] = postprocessing.describe()
     if write:
         output = Path(output) if output is not None else pred_dir / "summary.json"
         write_json(output, result)
@@ -214,7 +240,8 @@ def write_per_case_csv(result: dict, path: str | os.PathLike) -> None:
 
 
 def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: LabelScheme,
-                  target: str = "regions", hd95_definition: str = "pooled", paper_grid: bool = False) -> dict:
+                  target: str = "regions", hd95_definition: str = "pooled", paper_grid: bool = False,
+                  postprocessing: Postprocessing | None = None) -> dict:
     """Read and score one case: {"case", "metrics"} or {"case", "error": one line} (never raises
     for a user-fixable problem, so a batch goes on)."""
     try:
@@ -227,6 +254,8 @@ def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: L
             _check_grid(ref_geometry, reference, pred_geometry, prediction)
             _check_values(pred_seg, scheme, prediction)
         spacing = ref_geometry.spacing_zyx
+        if postprocessing is not None:
+            pred_seg = postprocessing.apply_to_labels(pred_seg, scheme, target, spacing)
         if paper_grid:
             try:
                 ref_seg, pred_seg = to_paper_grid_labels(ref_seg), to_paper_grid_labels(pred_seg)
@@ -236,7 +265,7 @@ def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: L
         metrics = evaluate_arrays(ref_seg, pred_seg, spacing, scheme, target, hd95_definition)
     except UserError as exc:
         return {"case": case, "error": str(exc)}
-    return {"case": case, "metrics": metrics}
+    return {"case": case, "metrics": metrics, "counts": case_counts(ref_seg, pred_seg, scheme, target)}
 
 
 def _evaluate_task(task: dict) -> dict:
@@ -246,6 +275,20 @@ def _evaluate_task(task: dict) -> dict:
 def _run(tasks: list[dict], num_processes: int, progress: bool) -> Iterable[dict]:
     return map_cases(_evaluate_task, [(task,) for task in tasks], num_processes, "evaluate",
                      disable=not progress)
+
+
+def check_prediction_scheme(pred_dir: Path, scheme: LabelScheme) -> None:
+    """Refuse (one line) predictions whose recorded label scheme puts other values in a region."""
+    recorded = read_scheme_record(pred_dir)
+    if recorded is not None and not same_regions(recorded, scheme):
+        raise UserError(f"{pred_dir / SCHEME_FILE}: the predictions are in the {recorded.name} label scheme "
+                        f"({_describe(recorded)}), the references in {scheme.name} ({_describe(scheme)}); "
+                        f"the same numbers mean other regions: predict with --label-scheme {scheme.name}, or "
+                        f"score against references in {recorded.name}")
+
+
+def _describe(scheme: LabelScheme) -> str:
+    return ", ".join(f"{region} {'+'.join(map(str, values))}" for region, values in scheme.regions.items())
 
 
 def _check_grid(ref: Geometry, ref_path: Path, pred: Geometry, pred_path: Path) -> None:

@@ -12,6 +12,10 @@ Per-case timings (seconds) go to `timings.json` in the output folder:
 `{"per_case": [{"case", "read", "preprocess", "network", "export", "total"}], "device",
 "network", "folds", "tta", ...}`; `total` is the sum of the four stages for that case (with
 the overlap, the folder's wall time is less than the sum of the totals: see `wall_seconds`).
+With a training distribution (`inference.distribution`), each per-case entry also has
+`out_of_distribution` (the reasons, empty when the case looks like the training cases) and the
+top level lists the flagged cases. The folder's `label_scheme.json` records the label values
+written (`data.scheme_record`). Label maps are written in the input's format, or `output_format`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.image_io import image_format
 from pfseg_pipeline.data.labels import LabelScheme, region_names
 from pfseg_pipeline.data.layouts import Case, discover
+from pfseg_pipeline.data.scheme_record import read_scheme_record, same_regions, write_scheme_record
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json, write_json
+from pfseg_pipeline.inference.distribution import TrainingDistribution
 from pfseg_pipeline.inference.export import export_prediction
+from pfseg_pipeline.inference.postprocessing import Postprocessing
 from pfseg_pipeline.inference.predictor import Predictor
 from pfseg_pipeline.plans import Plans
 
@@ -64,6 +72,7 @@ class PredictionReport:
     failed: list[CaseFailure] = field(default_factory=list)
     timings: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    out_of_distribution: dict[str, list[str]] = field(default_factory=dict)   # case -> reasons
 
     @property
     def ok(self) -> bool:
@@ -86,8 +95,16 @@ class _Loaded:
     preprocess: float
 
 
-def output_path(output_dir: Path, case_id: str) -> Path:
-    return output_dir / f"{case_id}{OUTPUT_SUFFIX}"
+def output_path(output_dir: Path, case_id: str, case: Case | None = None,
+                output_format: str = "auto") -> Path:
+    """`<case>.<format>`: the format asked for, or (`auto`) the case's first image's: .mha and .nrrd
+    as they came, NIfTI (.nii or .nii.gz) as .nii.gz."""
+    if output_format == "auto":
+        kind = image_format(next(iter(case.images.values()))) if case is not None else "nii.gz"
+        suffix = OUTPUT_SUFFIX if kind in ("nii", "nii.gz") else f".{kind}"
+    else:
+        suffix = f".{output_format}"
+    return output_dir / f"{case_id}{suffix}"
 
 
 def check_folders(input_dir: Path | None, output_dir: Path) -> None:
@@ -134,7 +151,9 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
                    checkpoint: str = "final", device: str = "auto", tta: bool = False,
                    save_probabilities: bool = False, overwrite: bool = False, workers: int = 2,
                    exclude: Sequence[str] = (), label_scheme: LabelScheme | None = None,
-                   progress: bool = True) -> PredictionReport:
+                   progress: bool = True, output_format: str = "auto",
+                   distribution: TrainingDistribution | None = None,
+                   postprocessing: Postprocessing | None = None) -> PredictionReport:
     """Segment every case of a folder; one `<case>.nii.gz` per case in `output_dir`.
 
     Parameters
@@ -151,6 +170,10 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
     workers : reader threads; at most this many cases are read ahead (0: no threads).
     exclude : case ids to leave out.
     label_scheme : label values to write (default: the plans' scheme).
+    output_format : "auto" (each case's input format), "nii.gz", "nii", "mha" or "nrrd".
+    distribution : the training cases' ranges; each case is checked against them.
+    postprocessing : applied to every label map before it is written (pfseg_predict passes the
+        model folder's postprocessing.json); recorded in `timings.json` either way.
 
     Returns a `PredictionReport`; a bad case is in `report.failed`, never an exception. A
     problem with the folders or the model is a `UserError`.
@@ -170,6 +193,10 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
     scheme = label_scheme or plans.scheme
     names = region_names(plans.target)
     report = PredictionReport(output_dir)
+    recorded = read_scheme_record(output_dir)
+    if recorded is not None and not same_regions(recorded, scheme) and not overwrite:
+        raise UserError(f"{output_dir}: holds predictions in the {recorded.name} label scheme; this run "
+                        f"writes {scheme.name} (choose another folder, or --overwrite)")
 
     if cases is None:
         found = discover(input_path, tuple(plans.modalities), require_label=False, exclude=tuple(exclude))
@@ -182,7 +209,7 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
 
     todo = []
     for case in cases:
-        done = output_path(output_dir, case.case_id).is_file() and (
+        done = output_path(output_dir, case.case_id, case, output_format).is_file() and (
             not save_probabilities or (output_dir / f"{case.case_id}.npz").is_file())
         if done and not overwrite:
             report.skipped.append(case.case_id)
@@ -200,7 +227,8 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
                  ", ".join(predictor.folds) or "given", ", mirror TTA" if predictor.tta else "",
                  predictor.device)
         _run_pipeline(todo, predictor, plans, scheme, names, output_dir, save_probabilities,
-                      max(0, int(workers)), report, progress)
+                      max(0, int(workers)), report, progress, output_format, distribution, postprocessing)
+    write_scheme_record(output_dir, scheme, plans.target)
 
     report.wall_seconds = time.perf_counter() - t_start
     # cases skipped this time keep the timings of the run that predicted them
@@ -218,6 +246,9 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
         "patch_free": predictor.patch_free,
         "wall_seconds": round(report.wall_seconds, 4),
         "failed": [f.line() for f in report.failed],
+        "postprocessing": {"applied": postprocessing is not None,
+                           "steps": postprocessing.describe() if postprocessing is not None else "none"},
+        "out_of_distribution": report.out_of_distribution,
     })
     log.info("%s", report.summary())
     return report
@@ -236,7 +267,9 @@ def _previous_timings(path: Path) -> dict[str, dict]:
 
 def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: LabelScheme,
                   names: Sequence[str], output_dir: Path, save_probabilities: bool, workers: int,
-                  report: PredictionReport, progress: bool) -> None:
+                  report: PredictionReport, progress: bool, output_format: str = "auto",
+                  distribution: TrainingDistribution | None = None,
+                  postprocessing: Postprocessing | None = None) -> None:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -282,9 +315,13 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
                     fill()
                     continue
                 fill()  # start reading the next case before the network starts on this one
+                unusual = distribution.check_case(case.case_id, loaded.properties.get("appearance")) \
+                    if distribution is not None else None
+                if unusual:
+                    report.out_of_distribution[case.case_id] = unusual
                 try:
                     t0 = time.perf_counter()
-                    probabilities = predictor.predict_probabilities(loaded.image)
+                    probabilities = predictor.predict_preprocessed(loaded.image)
                     network = time.perf_counter() - t0
                 except Exception as exc:
                     _record_failure(report, case, exc)
@@ -293,10 +330,13 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
                 del loaded.image
                 timing = {"case": case.case_id, "read": loaded.read, "preprocess": loaded.preprocess,
                           "network": network}
+                if unusual is not None:
+                    timing["out_of_distribution"] = unusual
                 while len(writes) >= 2:  # bounded: at most two finished cases wait for the writer
                     finish_write(bar)
                 writes.append((case, writer.submit(_export, loaded, probabilities, plans, scheme, names,
-                                                   output_dir, save_probabilities), timing))
+                                                   output_dir, save_probabilities, output_format,
+                                                   postprocessing), timing))
             while writes:
                 finish_write(bar)
     finally:
@@ -309,13 +349,16 @@ def _run_pipeline(todo: list[Case], predictor: Predictor, plans: Plans, scheme: 
 
 
 def _export(loaded: _Loaded, probabilities: np.ndarray, plans: Plans, scheme: LabelScheme,
-            names: Sequence[str], output_dir: Path, save_probabilities: bool) -> float:
+            names: Sequence[str], output_dir: Path, save_probabilities: bool,
+            output_format: str = "auto", postprocessing: Postprocessing | None = None) -> float:
     t0 = time.perf_counter()
     case = loaded.case
     reference = case.images[plans.modalities[0]]
-    export_prediction(probabilities, loaded.properties, reference, output_path(output_dir, case.case_id),
+    export_prediction(probabilities, loaded.properties, reference,
+                      output_path(output_dir, case.case_id, case, output_format),
                       scheme, plans.target, names,
-                      probabilities_path=output_dir / f"{case.case_id}.npz" if save_probabilities else None)
+                      probabilities_path=output_dir / f"{case.case_id}.npz" if save_probabilities else None,
+                      postprocessing=postprocessing)
     return time.perf_counter() - t0
 
 

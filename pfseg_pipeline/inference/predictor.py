@@ -9,8 +9,14 @@ the mirror combinations of the axes training flipped (`plans.training.augmentati
 
 `load_models` reads a results network folder (plans.json + dataset.json + fold_*/checkpoint_*.pt,
 through the shared `checkpoints` module) and builds each fold's network from the plans with
-`networks.registry.build_network`. It never imports training code: a copied results folder
-predicts on its own.
+`networks.registry.build_network`, or reads a model package (`inference.packaged`); with
+`backend="onnxruntime"` the networks run on ONNX Runtime (`inference.backends`). It never
+imports training code: a copied results folder or a package predicts on its own.
+
+The predictor takes PREPROCESSED images (`predict_preprocessed`): cropped, normalised and
+resampled as the plans say (`preprocessing.case.preprocess_case`). A scan as read from its
+files gives wrong labels without any error; `pfseg_pipeline.api` and `predict_folder` take scans
+and preprocess them.
 """
 
 from __future__ import annotations
@@ -27,31 +33,16 @@ import torch
 from torch import nn
 
 from pfseg_pipeline.checkpoints import fold_checkpoints, load_weights, read_checkpoint
+from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
+from pfseg_pipeline.inference.postprocessing import Postprocessing, model_postprocessing
 from pfseg_pipeline.inference.sliding_window import sliding_window_inference
 from pfseg_pipeline.inference.whole_volume import whole_volume_inference
 from pfseg_pipeline.networks.registry import NETWORKS, build_network, network_spec
 from pfseg_pipeline.plans import Plans, load_plans
 
 log = logging.getLogger(__name__)
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; asking for CUDA without one is a UserError."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA GPU is available to this torch "
-                            f"({torch.__version__}); use --device cpu or auto")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"--device {device!r}: choose auto, cuda, cuda:N or cpu")
-
 
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of the spatial `axes` (z=0, y=1, x=2) to flip: 8 for three axes, () first."""
@@ -94,11 +85,15 @@ class Predictor:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str | int] | None = None,
-                       checkpoint: str = "final", device: str | torch.device = "auto",
-                       tta: bool = False, **kwargs: Any) -> Predictor:
-        loaded = load_models(model_dir, folds, checkpoint, device=device)
+                       checkpoint: str | None = None, device: str | torch.device = "auto",
+                       tta: bool = False, backend: str | None = None, **kwargs: Any) -> Predictor:
+        """A predictor over `load_models(model_dir, ...)`: a results network folder or a package."""
+        from pfseg_pipeline.inference.backends import backend_device
+
+        device = backend_device(backend, device)
+        loaded = load_models(model_dir, folds, checkpoint, device=device, backend=backend)
         return cls(loaded.models, loaded.plans, loaded.network, device=device, tta=tta,
-                   folds=loaded.folds, checkpoint=checkpoint, **kwargs)
+                   folds=loaded.folds, checkpoint=loaded.checkpoint, **kwargs)
 
     @property
     def n_forward_passes(self) -> int:
@@ -119,9 +114,13 @@ class Predictor:
                                         tile_batch=self.tile_batch, gaussian=True,
                                         activation="sigmoid")
 
-    def predict_probabilities(self, image: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Probabilities (K, Z, Y, X) float32 of a preprocessed image (C, Z, Y, X).
+    def predict_preprocessed(self, image: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Probabilities (K, Z, Y, X) float32 of an image (C, Z, Y, X) ALREADY PREPROCESSED.
 
+        `image` must be what `preprocessing.case.preprocess_case` returns (cropped, normalised,
+        resampled to the target spacing; a cached case's `image`); the probabilities are on that
+        grid. A raw scan is not checked for and gives wrong labels: segment scans with
+        `pfseg_pipeline.api` or `inference.pipeline.predict_folder`, which preprocess them.
         The mean over folds (and mirrors with `tta`) of each network's sigmoid probabilities.
         """
         volume = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray)
@@ -158,25 +157,42 @@ class LoadedModels:
     folds: list[str]
     checkpoints: list[Path]
     dataset: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "final"
+    backend: str = "torch"
+    postprocessing: Postprocessing | None = None   # the folder's postprocessing.json, if any
 
 
 def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
-                checkpoint: str = "final", device: str | torch.device = "cpu",
-                network: str | None = None) -> LoadedModels:
-    """Build and load one network per fold from a results network folder.
+                checkpoint: str | None = None, device: str | torch.device = "cpu",
+                network: str | None = None, backend: str | None = None,
+                postprocessing: bool = True) -> LoadedModels:
+    """Build and load one network per fold from a results network folder or a model package.
 
     Parameters
     ----------
     model_dir : `results/NAME/NETWORK[__VARIANT]` or a copy of it: plans.json (and dataset.json)
-        beside fold_* folders.
+        beside fold_* folders; or a model package (`inference.packaged`).
     folds : fold names (0..4, 'all', 'paper', ...); None = every fold with the checkpoint.
-    checkpoint : 'final', 'best' or 'latest' (checkpoint_<kind>.pt).
+    checkpoint : 'final', 'best' or 'latest' (checkpoint_<kind>.pt); None = final (a package's own).
     network : expected registry name; None = what the checkpoints say.
+    backend : 'torch' (eager) or 'onnxruntime' (`inference.backends`); None = torch (an onnx
+        package: onnxruntime).
+    postprocessing : read the folder's postprocessing.json into `LoadedModels.postprocessing`
+        (False: leave it out, unread).
 
     Every problem a user can fix is a UserError naming the file: a missing folder, plans or
     checkpoint; a corrupt checkpoint; weights that do not fit the network the plans describe.
     """
+    from pfseg_pipeline.inference.backends import check_backend, to_backend
+    from pfseg_pipeline.inference.packaged import is_package, load_package
+
+    if is_package(model_dir):
+        return load_package(model_dir, folds, checkpoint, device, network, backend, postprocessing)
+    backend = check_backend(backend or "torch")
+    checkpoint = checkpoint or "final"
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        raise UserError(f"{model_dir}: neither a model folder nor a model package zip")
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: model folder not found (train first, or pass --model-dir "
                         "a results network folder)")
@@ -213,7 +229,10 @@ def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
             raise UserError(f"{path}: network options {options} do not fit {name!r} ({exc})") from exc
         load_weights(model, ckpt["model"], path, plans_path)
         models.append(model.to(resolve_device(device)).eval())
-    return LoadedModels(models, plans, name, dict(options or {}), fold_names, paths, dataset)
+    return LoadedModels(to_backend(models, plans, name, backend), plans, name, dict(options or {}),
+                        fold_names, paths, dataset, checkpoint=checkpoint, backend=backend,
+                        postprocessing=(model_postprocessing(model_dir, plans.target) if postprocessing
+                                        else None))
 
 
 _NETWORK_FIELDS = ("modalities", "target", "hr_shape_zyx", "lr_scale_zyx", "lr_operator", "network",

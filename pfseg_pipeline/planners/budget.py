@@ -112,36 +112,59 @@ class Budget:
         return max(batch, 2)
 
     def lr_scale(self, network: str, start: list[int], candidate: Callable[[list[int]], Plans],
-                 forced: bool) -> Plans:
-        """The plan of the smallest LR scale from `start`, raised on the largest LR axis, whose
-        `network` step fits at batch 1 (`forced`: `start` as asked, with a warning if over)."""
+                 forced: bool, refusal: Callable[[list[int]], str | None] | None = None) -> Plans:
+        """The plan of the smallest LR scale from `start` whose `network` step fits at batch 1.
+
+        The LR input is a memory device: the scale is raised only while the step at batch 1 is
+        predicted over the budget, one axis by one step at a time, on the axis whose raise gives
+        the most memory back. All three raises are traced, since the HR shape is a multiple of
+        lr_scale * 2**n_pool and can grow with the scale, so the largest LR axis is not always
+        the cheapest. `refusal(lr)` returns why a scale is refused (the small-structure check)
+        or None; a refused raise is not taken, and when no admissible raise is left the plan is
+        a UserError naming the figures. `forced`: `start` as asked (--lr-scale), with a warning
+        when it is over the budget. The reason names every candidate's predicted peak.
+        """
         lr = list(start)
         plans = candidate(lr)
-        tried = []
+        steps = [f"{lr} {gib(self.peak(network, plans, 1))}"]
         while not self.fits(network, plans, 1):
-            tried.append((list(lr), self.peak(network, plans, 1)))
+            over = self.peak(network, plans, 1)
+            steps[-1] += " (over)"
             if forced:
                 self.warnings.append(
-                    f"--lr-scale {lr}: the PFSeg step at batch 1 needs {gib(tried[-1][1])} GiB, more "
-                    f"than the {self.gpu_memory_gb:g} GiB budget (kept because it was asked for)")
+                    f"--lr-scale {lr}: the PFSeg step at batch 1 needs {gib(over)} GiB, more than the "
+                    f"{self.gpu_memory_gb:g} GiB budget (kept because it was asked for)")
                 break
-            lr_shape = [h / s for h, s in zip(plans.hr_shape_zyx, lr)]
-            axis = int(np.argmax(lr_shape))  # the largest LR axis gives the most memory back
-            if lr[axis] >= MAX_LR_SCALE:
+            raises, refused = [], []
+            for axis in range(3):
+                raised = [s + (a == axis) for a, s in enumerate(lr)]
+                why_not = (f"{raised} is over the limit {MAX_LR_SCALE}" if raised[axis] > MAX_LR_SCALE
+                           else refusal(raised) if refusal else None)
+                if why_not:
+                    refused.append(why_not)
+                    continue
+                option = candidate(raised)
+                raises.append((self.peak(network, option, 1), -plans.lr_shape_zyx[axis], raised, option))
+            if not raises:
                 raise UserError(
-                    f"PFSeg does not fit in {self.gpu_memory_gb:g} GiB even at LR scale {lr} (batch 1 needs "
-                    f"{gib(tried[-1][1])} GiB): use --gpu-memory-gb with a larger card or the demo preset")
-            lr[axis] += 1
-            plans = candidate(lr)
+                    f"PFSeg does not fit in {self.gpu_memory_gb:g} GiB at LR scale {lr} (batch 1 needs "
+                    f"{gib(over)} GiB) and no larger scale is admissible ({'; '.join(refused)}): plan with "
+                    "a larger --gpu-memory-gb or the demo preset, or accept a coarser input with --lr-scale")
+            # the most memory back; on a tie, the axis whose LR extent is largest
+            _, _, lr, plans = min(raises, key=lambda r: r[:2])
+            steps.append(", ".join(f"{r[2]} {gib(r[0])}" for r in raises)
+                         + (f" (refused: {'; '.join(refused)})" if refused else "") + f" -> {lr}")
+        if self.fits(network, plans, 1):
+            steps[-1] += " (fits)"
+        figures = (f"predicted PFSeg step peak at batch 1 in GiB against the {self.gpu_memory_gb:g} GiB "
+                   f"budget: {'; then '.join(steps)}")
         if forced:
-            self.reasons["lr_scale_zyx"] = "as requested (--lr-scale)"
-        elif tried:
-            steps = "; ".join(f"{t[0]} needs {gib(t[1])} GiB" for t in tried)
-            self.reasons["lr_scale_zyx"] = (f"raised on the largest LR axis until batch 1 fits the "
-                                            f"{self.gpu_memory_gb:g} GiB budget ({steps})")
+            self.reasons["lr_scale_zyx"] = f"as requested (--lr-scale); {figures}"
+        elif len(steps) > 1:
+            self.reasons["lr_scale_zyx"] = (f"the smallest scale whose step fits, raised one axis at a time "
+                                            f"where the raise gives the most memory back; {figures}")
         else:
-            self.reasons["lr_scale_zyx"] = (f"2 per axis (the method's point): batch 1 fits the "
-                                            f"{self.gpu_memory_gb:g} GiB budget")
+            self.reasons["lr_scale_zyx"] = f"the smallest scale, {lr}: batch 1 fits; {figures}"
         return plans
 
     def patch_plan(self, plans: Plans, patch: list[int], batch: int, fixed: bool = False) -> None:
@@ -171,7 +194,8 @@ class Budget:
             why = (f"HR / 2 per axis ({original}) shrunk, largest axis first, until the baselines fit "
                    "the budget")
         else:
-            why = f"HR / 2 per axis (the paper's fraction), a multiple of 2**{plans.network.n_pool}"
+            why = (f"HR / 2 per axis (the paper's fraction), rounded up to a multiple of "
+                   f"2**{plans.network.n_pool}")
         self.reasons["patch_based.patch_shape_zyx"] = why
         self.reasons["patch_based.batch_size"] = ("the PFSeg batch, so every method sees as many cases "
                                                   "per step")
@@ -230,6 +254,9 @@ def round_up(value: float, multiple: int) -> int:
 
 
 def half_patch(hr: Sequence[int], n_pool: int) -> list[int]:
-    """HR / 2 per axis, rounded down to a multiple of 2**n_pool (at least MIN_BOTTLENECK of them)."""
+    """HR / 2 per axis, rounded up to a multiple of 2**n_pool (at least MIN_BOTTLENECK of them,
+    at most the HR extent). Up, so a baseline never sees less than the paper's half: at LR scale
+    2 the HR shape is a multiple of 2 * 2**n_pool and HR / 2 is exact; at scale 1 it need not be
+    (HR 40 at 3 poolings: 24, not 16)."""
     step = 2 ** n_pool
-    return [max(MIN_BOTTLENECK * step, (h // 2) // step * step) for h in hr]
+    return [min(h, max(MIN_BOTTLENECK * step, round_up(h / 2, step))) for h in hr]

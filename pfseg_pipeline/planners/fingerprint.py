@@ -1,8 +1,9 @@
 """The dataset fingerprint: what the planner needs to know about every case, and the summary.
 
 Per case: shape, spacing, orientation (axis codes of the affine), the brain box (union of the
-non-zero voxels of every modality), per-modality intensity percentiles inside the brain, label
-voxel counts, and the sizes of the tumour's connected components per region (WT, TC, ET).
+non-zero voxels of every modality), per-modality intensity percentiles inside the brain and the
+correlations between modalities (`data.appearance`, which prediction compares new cases with),
+label voxel counts, and the sizes of the tumour's connected components per region (WT, TC, ET).
 Dataset-wide: medians and percentiles of those. Cases are read in worker processes, one case
 per task, so memory is bounded by the number of workers. Written as `fingerprint.json`.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.appearance import case_appearance
 from pfseg_pipeline.data.labels import LabelScheme, region_names
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.errors import UserError, VerificationError
@@ -26,10 +28,6 @@ from pfseg_pipeline.parallel import map_cases
 log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = 1
-INTENSITY_PERCENTILES = (0.5, 50.0, 99.5)
-# Intensity statistics from at most this many brain voxels per case (a fixed, seeded sample):
-# percentiles of 10^5 samples are within a fraction of a percent of the full-volume ones.
-MAX_INTENSITY_SAMPLES = 100_000
 
 
 def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme) -> dict[str, Any]:
@@ -42,18 +40,8 @@ def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme)
     images, seg, geometry = read_case(case, list(modalities))
     brain = np.any(images != 0, axis=0)
     box = box_of_mask(brain)
-    rng = np.random.default_rng(0)
     n_brain = int(brain.sum())
-    if n_brain > MAX_INTENSITY_SAMPLES:
-        picks = np.sort(rng.choice(n_brain, MAX_INTENSITY_SAMPLES, replace=False))
-    else:
-        picks = None
-    intensity = {}
-    for c, modality in enumerate(modalities):
-        values = images[c][brain]
-        if picks is not None:
-            values = values[picks]
-        intensity[modality] = _intensity_stats(values)
+    appearance = case_appearance(images, modalities, geometry.spacing_zyx)
     del images
     out = {
         "case": case.case_id,
@@ -63,7 +51,8 @@ def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme)
         "brain_box_zyx": box,
         "brain_box_shape_zyx": [b1 - b0 for b0, b1 in box],
         "brain_voxels": n_brain,
-        "intensity": intensity,
+        "intensity": appearance["intensity"],
+        "correlation": appearance["correlation"],
         "label_voxels": None,
         "components": None,
     }
@@ -79,14 +68,6 @@ def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme)
             components[region] = sorted(int(s) for s in sizes)
         out["components"] = components
     return out
-
-
-def _intensity_stats(values: np.ndarray) -> dict[str, float]:
-    if values.size == 0:
-        return {"p0.5": 0.0, "p50": 0.0, "p99.5": 0.0, "mean": 0.0, "std": 0.0}
-    p = np.percentile(values, INTENSITY_PERCENTILES)
-    return {"p0.5": float(p[0]), "p50": float(p[1]), "p99.5": float(p[2]),
-            "mean": float(values.mean(dtype=np.float64)), "std": float(values.std(dtype=np.float64))}
 
 
 def _fingerprint_task(case_json: dict, modalities: list[str], scheme_json: dict) -> dict[str, Any]:

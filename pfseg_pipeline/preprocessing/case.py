@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.appearance import case_appearance
 from pfseg_pipeline.data.case_reader import nonzero_box, read_case
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
+from pfseg_pipeline.data.nifti import Geometry
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.preprocessing.crop import box_shape, centered_box, crop, uncrop
@@ -66,25 +68,34 @@ def preprocessing_steps(plans: Plans) -> dict[str, Any]:
     return steps
 
 
-def preprocess_case(case: Case, plans: Plans, with_label: bool = True
+def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
+                    arrays: tuple[np.ndarray, Geometry] | None = None
                     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read, crop, normalise and resample one case as `plans` says.
+
+    `arrays`: the case's images already in memory, (C, Z, Y, X) float32 in `plans.modalities`
+    order, with their geometry, used instead of reading `case.images` (no label); the Python
+    API's arrays take this path, so they are preprocessed exactly as files are.
 
     Returns
     -------
     image : float32 (C, Z, Y, X) on the target grid, channels in `plans.modalities` order.
     seg : uint8 (Z, Y, X) with the raw label values, or None when the case has no label.
-    properties : JSON-ready dict (source geometry, crop box, shapes, normalisation, timings).
+    properties : JSON-ready dict (source geometry, crop box, shapes, normalisation, the raw
+        appearance (`data.appearance`), timings).
     """
     steps = preprocessing_steps(plans)
     t0 = time.perf_counter()
-    images, seg, geometry = read_case(case, list(plans.modalities), with_label)
+    images, seg, geometry = (read_case(case, list(plans.modalities), with_label) if arrays is None
+                             else (arrays[0], None, arrays[1]))
     if seg is not None:
         unknown = check_label_values(seg, plans.scheme)
         if unknown:
             raise UserError(f"{case.label}: label values {unknown} are not in the "
                             f"{plans.scheme.name} scheme {list(plans.scheme.values)}")
     t_read = time.perf_counter() - t0
+    # before any normalisation: what prediction holds against the training fingerprint
+    appearance = case_appearance(images, list(plans.modalities), geometry.spacing_zyx)
 
     if steps["crop"] == "nonzero":
         box = nonzero_box(images)
@@ -116,6 +127,7 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True
         "spacing_zyx": spacing,
         "modalities": list(plans.modalities),
         "normalisation": stats,
+        "appearance": appearance,
         "label_voxels": _label_voxels(seg) if seg is not None else None,
         "sources": {m: {"path": str(case.images[m])} for m in plans.modalities},
         "plans_hash": plans.hash(),

@@ -5,7 +5,8 @@ this package's cache writer; the splits (splits.py) are written here, with the p
 
 Writes into `preprocessed/NAME/` of the workspace: fingerprint.json, plans.json, dataset.json,
 splits.json, cases/, and plan_and_preprocess.log (the log of this run, appended). Nothing is
-written when verification finds a problem.
+written when verification finds a problem. The folder is locked while it is written
+(`locks.exclusive`): a second run on it, or one started while a training reads it, is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pfseg_pipeline import presets
+from pfseg_pipeline import locks, presets
 from pfseg_pipeline.data.labels import LabelScheme
 from pfseg_pipeline.data.layouts import MODALITIES
 from pfseg_pipeline.errors import UserError
@@ -66,6 +67,7 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     out = ws.preprocessed(name)
+    locks.check_free(out, "preprocessed dataset")  # before a long verification, not after it
     requested_modalities = list(modalities) if modalities else None
     modalities = tuple(modalities) if modalities else default_modalities(preset)
     requested_workers = workers
@@ -81,7 +83,8 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
         raise UserError(f"{raw}: no usable cases")
     seconds["verify"] = time.perf_counter() - t0
 
-    with _log_to(out / LOG_FILE):
+    # one run rewrites a dataset at a time, and never while a training reads it (locks.py)
+    with locks.exclusive(out, "preprocessed dataset"), _log_to(out / LOG_FILE):
         log.info("plan_and_preprocess %s -> %s (preset %s, modalities %s, budget %g GiB)", raw, out, preset,
                  " ".join(modalities), gpu_memory_gb)
         log.info("verified %d case(s), layout %s, label scheme %s (%.1f s)", len(report.cases), report.layout,

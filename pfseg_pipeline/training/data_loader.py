@@ -22,6 +22,7 @@ error names the real cause instead of "workers are no longer alive".
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -33,6 +34,7 @@ from batchgenerators.dataloading.data_loader import DataLoader
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import load_npz
+from pfseg_pipeline.parallel import end_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,7 @@ class _Guarded:
         self.transform = transform
         self.in_worker = in_worker
         self._configured = False
+        self.parent_pid = os.getpid()   # built in the training process, called in its workers
 
     def __call__(self, **batch):
         if ERROR_KEY in batch:
@@ -188,6 +191,9 @@ class _Guarded:
             # mid-message instead would leave the main process blocked reading half a batch.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, _interrupt)
+            # a trainer killed with -9 leaves no worker behind; SIGKILL, since a worker that exits
+            # politely first flushes its queue into a pipe nobody reads any more, and waits forever
+            end_with_parent(self.parent_pid, signal.SIGKILL)
         # batchgenerators' Gaussian noise draws from python's `random`, which the augmenter never
         # seeds: tie it to numpy's seeded stream so batches stay reproducible
         random.seed(int(np.random.randint(0, 2**31 - 1)))

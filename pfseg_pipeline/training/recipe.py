@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from pfseg_pipeline.checkpoints import checkpoint_path
+from pfseg_pipeline.checkpoints import checkpoint_path, previous_path
+from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
@@ -38,6 +39,8 @@ from pfseg_pipeline.plans_settings import apply_settings
 from pfseg_pipeline.splits import held_out_cases, monitor_split, read_splits, select_split
 from pfseg_pipeline.training import distributed as ddp
 from pfseg_pipeline.training.cpu_threads import available_cores, cpu_split
+from pfseg_pipeline.training.out_of_memory import out_of_memory_as_plan_error
+from pfseg_pipeline.training.resume import check_plans_unchanged, resumable_checkpoint
 from pfseg_pipeline.training.rng import seed_everything
 from pfseg_pipeline.training.schedules import make_scheduler
 from pfseg_pipeline.training.trainer import Trainer, TrainOptions
@@ -72,13 +75,12 @@ def _setting(name: str, given, planned):
     return given
 
 
-def training_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's CUDA device when there is one, else the CPU."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+
+
+def run_plans(plans: Plans, overrides: Overrides) -> Plans:
+    """The plans a run trains with: plans.json with the run's `--set` settings applied."""
+    label = f"variant {overrides.variant}" if overrides.variant else ""
+    return apply_settings(plans, overrides.settings, label)
 
 
 def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: list[str], network: str,
@@ -101,8 +103,7 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
 
     dist = dist or ddp.DistContext()
     spec = network_spec(network)
-    plans = apply_settings(plans, overrides.settings,
-                           f"variant {overrides.variant}" if overrides.variant else "")
+    plans = run_plans(plans, overrides)
     options = training_options(network, plans, ablation)
     t = plans.training
     training = dataclasses.replace(
@@ -165,7 +166,7 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
 
 def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: str = "folds",
                ablation: str = FULL, overrides: Overrides = Overrides(), device: torch.device | None = None,
-               dist: ddp.DistContext | None = None, resume: bool = False) -> int | None:
+               dist: ddp.DistContext | None = None, resume: bool = False, force: bool = False) -> int | None:
     """Train `network` on one fold of the preprocessed dataset `name`, then score its held-out cases.
 
     Parameters
@@ -176,14 +177,16 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     split : "folds", "paper" or "paper622".
     ablation : a row of `networks.losses.ABLATIONS` (pfseg only); "full" is the network as specified.
     overrides : what this run changes of plans.json.
-    device : default: CUDA when there is one (`training_device`).
+    device : default: CUDA when there is one (`devices.resolve_device`).
     dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
-    resume : continue from checkpoint_latest.pt when there is one.
+    resume : continue from checkpoint_latest.pt when there is one (from the generation before it
+        when it is damaged: `training.resume`).
+    force : resume even though plans.json changed since the checkpoint was written.
 
     Returns None when training finished, or the number of the signal that stopped it.
     """
     dist = dist or ddp.DistContext()
-    device = device or training_device("auto", dist.local_rank)
+    device = device or resolve_device("auto", dist.local_rank)
     check_preprocessed(workspace, name)
     network_spec(network).options(ablation)  # an ablation row the network does not take is a UserError
     plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
@@ -200,6 +203,9 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
                         f"{sorted(missing)[0]}.npz (re-run pfseg_plan_and_preprocess)")
     if not train_ids:
         raise UserError(f"{preprocessed / 'splits.json'}: split {split} fold {fold} has no training cases")
+    found = resumable_checkpoint(fold_dir, device) if resume else None
+    if found:  # before anything is written: a refused resume leaves the network folder as it was
+        check_plans_unchanged(*found, run_plans(plans, overrides), plans_file, force)
     share = cpu_split(device.type, dist.world_size, overrides.num_workers)
     if share.threads is not None:   # a CPU: torch's threads and the loader's workers share the cores
         torch.set_num_threads(share.threads)
@@ -211,7 +217,11 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     trainer = build_trainer(plans, cases_dir, train_ids, val_ids, network, fold_dir, device, ablation,
                             overrides, dist, {"dataset": name, "split": split, "fold": fold})
     if dist.is_main:  # plans.json and dataset.json beside the folds: a copied results folder predicts alone
-        write_bytes(fold_dir.parent / dataset_file.name, dataset_file.read_bytes())
+        # (fingerprint.json too: prediction holds new cases against the training cases)
+        fingerprint_file = workspace.preprocessed(name) / "fingerprint.json"
+        for source in (dataset_file, fingerprint_file):
+            if source.is_file():
+                write_bytes(fold_dir.parent / source.name, source.read_bytes())
         if overrides.settings:   # the plans this run trained with, its settings recorded in `reasons`
             save_plans(trainer.plans, fold_dir.parent / plans_file.name)
         else:
@@ -219,13 +229,16 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     log.info("training %s on %s %s (%d train, %d validation cases) on %s -> %s", network, split, fold,
              len(train_ids), len(val_ids), device, fold_dir)
     latest = checkpoint_path(fold_dir, "latest")
-    if resume and latest.is_file():
-        trainer.resume(latest)
+    if found:
+        trainer.resume(found[1], found[0])
     elif resume:
         log.warning("--continue: no %s yet; starting from scratch", latest)
     elif latest.is_file():
         log.warning("starting over: the checkpoints in %s will be replaced (--continue resumes)", fold_dir)
-    stopped = trainer.fit()
+        if dist.is_main:  # never fall back to a generation of the run being replaced
+            previous_path(latest).unlink(missing_ok=True)
+    with out_of_memory_as_plan_error(trainer, dataset_file):
+        stopped = trainer.fit()
     if stopped:
         return int(stopped)
     if dist.is_main:

@@ -26,7 +26,13 @@ resumed from an epoch boundary writes the same metrics.csv rows as an uninterrup
 SIGINT/SIGTERM set a flag; at the next iteration boundary checkpoint_latest.pt is saved with the
 weights of that moment and `epoch` = the epochs completed, so resuming restarts the interrupted
 epoch from its beginning (from those weights: exact reproduction holds for epoch-boundary
-checkpoints only). `fit` then returns the signal number; the command exits 128 + it (130, 143).
+checkpoints only). A second signal stops at once without saving (`training.interrupts`): the
+last complete checkpoint stays as it was. `fit` then returns the signal number; the command
+exits 128 + it (130, 143).
+
+checkpoint_latest.pt holds the optimiser state and keeps one generation back while training
+runs (`checkpoints.save_checkpoint(keep_previous=True)`); checkpoint_final.pt and
+checkpoint_best.pt hold what prediction needs (`checkpoints.for_prediction`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,13 +49,21 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from pfseg_pipeline.checkpoints import checkpoint_path, load_weights, read_checkpoint, save_checkpoint
+from pfseg_pipeline.checkpoints import (
+    checkpoint_path,
+    for_prediction,
+    load_weights,
+    previous_path,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.networks.registry import count_parameters, inference_parameter_count
 from pfseg_pipeline.networks.step import train_step
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training import distributed as ddp
+from pfseg_pipeline.training.interrupts import StopNow, stop_signals
 from pfseg_pipeline.training.records import (
     TIMING_SUFFIX,
     headline_memory,
@@ -98,7 +111,8 @@ class Trainer:
     Parameters
     ----------
     network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
-    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close()`.
+    train_batches : an endless batch iterator with `set_epoch(epoch)` and `close(force=False)`
+        (`force`: stop the workers without draining their queues, after a second stop signal).
     validation : the per-epoch Dice of the fold's reported cases (logged only), or None.
     optimizer, scheduler : built from the plans (`training.recipe`).
     device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
@@ -124,6 +138,8 @@ class Trainer:
         self.best: dict = {"dice": None, "epoch": None, "on": self._selection_cases()}
         self.stopped_early: int | None = None   # the epoch after which early stopping ended the run
         self._stop: int | None = None
+        self.saved_epoch: int | None = None   # epochs held by the last complete checkpoint_latest.pt
+        self._rotate = False  # latest on disk is this run's (or the one resumed): keep it as .prev
 
     def _selection_cases(self) -> str | None:
         """Which cases choose checkpoint_best.pt: the monitor cases; the reported validation cases
@@ -147,13 +163,21 @@ class Trainer:
         return state
 
     def save(self, which: str, epochs_done: int, interrupted: dict | None = None) -> None:
+        latest = which == "latest"
         if self.dist.is_main:
-            save_checkpoint(checkpoint_path(self.output_dir, which), self._state(epochs_done, interrupted))
+            state = self._state(epochs_done, interrupted)
+            if not latest:
+                state = for_prediction(state)  # final and best: what prediction needs
+            save_checkpoint(checkpoint_path(self.output_dir, which), state,
+                            keep_previous=latest and self._rotate)
+        if latest:
+            self._rotate, self.saved_epoch = True, epochs_done
         ddp.barrier(self.dist)
 
-    def resume(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimiser, scheduler, scaler, epoch, RNG, history."""
-        ckpt = read_checkpoint(path, map_location=self.device)
+    def resume(self, path: Path, ckpt: dict | None = None) -> None:
+        """Continue from a checkpoint (`ckpt`: already read from `path`): weights, optimiser,
+        scheduler, scaler, epoch, RNG, history."""
+        ckpt = ckpt if ckpt is not None else read_checkpoint(path, map_location=self.device)
         if ckpt.get("network") != self.run_info["network"] or \
                 ckpt.get("network_options", {}) != self.run_info.get("network_options", {}):
             raise UserError(f"{path}: was trained as {ckpt.get('network')} {ckpt.get('network_options')}, "
@@ -168,38 +192,49 @@ class Trainer:
         self.stopped_early = ckpt.get("stopped_early")
         note = (" (interrupted mid-epoch: that epoch restarts from its beginning)"
                 if "interrupted" in ckpt else "")
+        self.saved_epoch = self.start_epoch
+        self._rotate = Path(path) == checkpoint_path(self.output_dir, "latest")
         log.info("resuming from %s at epoch %d%s", path, self.start_epoch, note)
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> int | None:
         """Train to `options.epochs`; returns None when done, or the signal number that stopped it."""
-        handlers = self._install_signal_handlers()
         try:
-            for epoch in range(self.start_epoch, self.options.epochs):
-                if self.stopped_early is not None:
-                    break
-                start = time.perf_counter()
-                losses = self._train_epoch(epoch)
-                if losses is None:
-                    return self._stop or signal.SIGTERM
-                train_seconds = time.perf_counter() - start
-                if epoch + 1 < self.options.epochs:
-                    self.train_batches.set_epoch(epoch + 1)  # workers prefetch during validation
-                self._end_epoch(epoch, losses, train_seconds, start)
-                if self.stopped_early is not None:
-                    log.info("early stop after epoch %d: no better monitor Dice for %d epochs", epoch,
-                             self.options.early_stopping_patience)
-                if self._stop is not None:
-                    log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
-                    return self._stop
-            self.save("final", self._epochs_done())
-            if self.dist.is_main:
-                self._write_summary()
-            return None
+            with stop_signals(self._request_stop):
+                return self._fit()
+        except StopNow as stop:
+            self.train_batches.close(force=True)  # now: no draining of the workers' queues
+            held = (f"checkpoint_latest.pt ({self.saved_epoch} epoch(s) done) is the last complete checkpoint"
+                    if self.saved_epoch is not None else "no checkpoint was saved")
+            log.warning("stopped at once by a second %s; %s", signal.Signals(stop.signum).name, held)
+            return stop.signum
         finally:
             self.train_batches.close()
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+
+    def _fit(self) -> int | None:
+        for epoch in range(self.start_epoch, self.options.epochs):
+            if self.stopped_early is not None:
+                break
+            start = time.perf_counter()
+            losses = self._train_epoch(epoch)
+            if losses is None:
+                return self._stop or signal.SIGTERM
+            train_seconds = time.perf_counter() - start
+            if epoch + 1 < self.options.epochs:
+                self.train_batches.set_epoch(epoch + 1)  # workers prefetch during validation
+            self._end_epoch(epoch, losses, train_seconds, start)
+            if self.stopped_early is not None:
+                log.info("early stop after epoch %d: no better monitor Dice for %d epochs", epoch,
+                         self.options.early_stopping_patience)
+            if self._stop is not None:
+                log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
+                return self._stop
+        self.save("final", self._epochs_done())
+        if self.dist.is_main:
+            # finished: the generation kept against a damaged latest is no longer needed
+            previous_path(checkpoint_path(self.output_dir, "latest")).unlink(missing_ok=True)
+            self._write_summary()
+        return None
 
     def _train_epoch(self, epoch: int) -> dict | None:
         self.train_batches.set_epoch(epoch)
@@ -327,15 +362,7 @@ class Trainer:
     def _epochs_done(self) -> int:
         return self.options.epochs if self.stopped_early is None else self.stopped_early + 1
 
-    def _install_signal_handlers(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum, frame):
-            if self._stop is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop now
-            self._stop = signum
-            log.warning("received %s: saving checkpoint_latest.pt at the next iteration boundary",
-                        signal.Signals(signum).name)
-
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def _request_stop(self, signum: int) -> None:
+        self._stop = signum
+        log.warning("received %s: saving checkpoint_latest.pt at the next iteration boundary "
+                    "(a second signal stops at once)", signal.Signals(signum).name)

@@ -78,18 +78,21 @@ def validation_dice(network: torch.nn.Module, cases: ValidationCases, device: to
     scores = []
     with predictor_for(network, cases.plans, device, amp) as predictor:
         for _, image, regions in cases:
-            predicted = predictor.predict_probabilities(image) > 0.5
+            predicted = predictor.predict_preprocessed(image) > 0.5
             scores.append([dice(r, p) for r, p in zip(regions, predicted)])
     return np.mean(np.asarray(scores, dtype=np.float64), axis=0).tolist()
 
 
 def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case], device: torch.device,
-                   out_dir: Path, amp: bool = False, extra: dict | None = None) -> dict:
+                   out_dir: Path, amp: bool = False, extra: dict | None = None,
+                   postprocess: bool = False) -> dict:
     """Predict held-out cases from their source files and score them on their native grid.
 
     Writes `out_dir/<case>.nii.gz`, `timings.json` (per-case read / preprocess / network /
     export seconds), `summary.json` and `summary.csv`; returns the summary. `extra` adds
-    fields (which checkpoint, which cases).
+    fields (which checkpoint, which cases). With `postprocess` (validation cases only), the
+    summary also holds `postprocessed`: the postprocessing chosen on these same cases and the
+    metrics with it, labelled as chosen on them (the predictions written stay raw).
     """
     from pfseg_pipeline.evaluation.evaluate import evaluate_folder, write_per_case_csv
     from pfseg_pipeline.inference.pipeline import predict_folder
@@ -104,6 +107,10 @@ def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case]
     summary = evaluate_folder(None, out_dir, scheme=plans.scheme, target=plans.target,
                               references=labelled, progress=False, write=False)
     summary.update(extra or {})
+    if postprocess and labelled:
+        from pfseg_pipeline.evaluation.postprocessing import postprocessed_summary
+
+        summary["postprocessed"] = postprocessed_summary(out_dir, labelled, plans.scheme, plans.target)
     write_json(out_dir / "summary.json", summary)
     write_per_case_csv(summary, out_dir / "summary.csv")
     return summary
@@ -139,7 +146,8 @@ def evaluate_held_out(trainer, case_ids: Sequence[str], cases_from: str, split: 
                         "pfseg_plan_and_preprocess)")
     summary = evaluate_cases(trainer.network, trainer.plans, [sources[c] for c in case_ids], trainer.device,
                              trainer.output_dir / "validation", trainer.amp,
-                             extra={"checkpoint": which, "cases_from": cases_from, "split": split, **extra})
+                             extra={"checkpoint": which, "cases_from": cases_from, "split": split, **extra},
+                             postprocess=cases_from == "validation")
     for region, metrics in summary["summary"].items():
         log.info("%s (%s cases, %s checkpoint): Dice %.4f", region, cases_from, which,
                  metrics["dice"]["mean"])

@@ -269,3 +269,20 @@ def temporary_files(*folders: Path) -> list[Path]:
         if folder.is_dir():
             found += [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(".pfseg-")]
     return sorted(found)
+
+
+# ---- another run's locks ------------------------------------------------------------------------
+def foreign_lock(path: Path, command: str) -> Path:
+    """A lock (or reader marker) at `path` held by a live process that is not this one: the one
+    that started pytest. Its pid and start time are real, so pfseg must take it as live."""
+    import json
+    import socket
+
+    from pfseg_pipeline import locks
+
+    pid = os.getppid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "boot_id": locks._boot_id(),
+                                "start_ticks": locks._start_ticks(pid),
+                                "started": "2026-11-27T09:00:00+00:00", "command": command}))
+    return path

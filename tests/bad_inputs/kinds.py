@@ -10,7 +10,9 @@ make_reliability_doc.py renders the same table as docs/RELIABILITY.md.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +107,7 @@ def predict_args(ctx: Ctx, inp: Path, model: Path | None = None, *extra) -> list
 
 def predict_outputs(ctx: Ctx) -> list[Path]:
     out = ctx.tmp / "out"
-    return [out / f"{c}.nii.gz" for c in b.GOOD] + [out / "timings.json"]
+    return [out / f"{c}.nii.gz" for c in b.GOOD] + [out / "timings.json", out / "label_scheme.json"]
 
 
 def evaluate_args(ref: Path, pred: Path, *extra) -> list[str]:
@@ -276,7 +278,7 @@ def _dotdot_case(command: str):
             return Scenario(verify_args(ctx, raw), names, [ctx.tmp])
         return Scenario(predict_args(ctx, raw), names, [ctx.tmp],
                         expect_outputs=[ctx.tmp / "out" / f"{c}.nii.gz" for c in b.CASES]
-                        + [ctx.tmp / "out" / "timings.json"])
+                        + [ctx.tmp / "out" / "timings.json", ctx.tmp / "out" / "label_scheme.json"])
     return make
 
 
@@ -605,7 +607,8 @@ KINDS += [
          _corrupt_checkpoint("predict", "truncated"), ("checkpoint",)),
     Kind("corrupt-checkpoint", "predict", "checkpoint holding a pickled Python object (refused unread)",
          _corrupt_checkpoint("predict", "pickled"), ("checkpoint",), variant="pickled"),
-    Kind("corrupt-checkpoint", "train", "truncated checkpoint_latest.pt with --continue",
+    Kind("corrupt-checkpoint", "train",
+         "truncated checkpoint_latest.pt with --continue (no generation before it)",
          _corrupt_checkpoint("train", "truncated"), ("checkpoint",),
          "the training log and the copies of plans.json and dataset.json in the network folder"),
     Kind("corrupt-cache", "train", "cached cases (cases/<case>.npz) truncated", _corrupt_cache,
@@ -670,6 +673,101 @@ KINDS += [
          ("at least 1",), variant="epochs",
          left="the training log and the copies of plans.json and dataset.json"),
     Kind("bad-option", "train", "FOLD 7", _train_fold_seven, ("invalid choice",), variant="fold"),
+]
+
+
+# ---- runs at once, a changed plan, a device out of memory ------------------------------------------
+def _held_by_another_run(what: str):
+    """A live process (pytest's parent) holds the folder the command needs: it is refused, one
+    line naming that run, and nothing of the holder's is touched."""
+    def make(ctx: Ctx) -> Scenario:
+        if what == "fold":
+            folder = ctx.workspace() / "results" / "Tiny" / "pfseg" / "fold_all"
+            lock = b.foreign_lock(folder / ".pfseg.lock", "pfseg_train Tiny all")
+            argv = train_args(ctx)
+        elif what == "dataset":
+            folder = ctx.workspace() / "preprocessed" / "Tiny"
+            lock = b.foreign_lock(folder / ".pfseg.lock", "pfseg_plan_and_preprocess -d Tiny")
+            argv = train_args(ctx)
+        elif what == "reader":
+            folder = ctx.tmp / "ws" / "preprocessed" / "Bad"
+            lock = b.foreign_lock(folder / f".pfseg.reader.{socket.gethostname()}.{os.getppid()}.json",
+                                  "pfseg_train Bad 0")
+            argv = plan_args(ctx, ctx.raw())
+        else:
+            folder = ctx.tmp / "out"
+            lock = b.foreign_lock(folder / ".pfseg.lock", "pfseg_predict -o out")
+            argv = predict_args(ctx, ctx.raw())
+        return Scenario(argv, str(folder), [ctx.tmp], intact=[lock])
+    return make
+
+
+def _changed_plans(ctx: Ctx) -> Scenario:
+    """A fold trained for one epoch, then plans.json edited (another learning rate)."""
+    from pfseg_pipeline.cli import train
+    from pfseg_pipeline.cli.common import run
+
+    assert run(train.main, train_args(ctx)) == 0
+    plans_file = ctx.workspace() / "preprocessed" / "Tiny" / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["training"]["lr"] = 0.1
+    plans_file.write_text(json.dumps(plans))
+    network = ctx.workspace() / "results" / "Tiny" / "pfseg"
+    return Scenario(train_args(ctx, "--continue", "--epochs", "2"), str(plans_file), [ctx.tmp],
+                    intact=[network / "plans.json", network / "fold_all" / "checkpoint_latest.pt"])
+
+
+def _out_of_memory(ctx: Ctx) -> Scenario:
+    """torch.OutOfMemoryError injected into the second training step (epoch 1), on the CPU."""
+    import torch
+
+    from pfseg_pipeline.training import trainer
+
+    plans_file = ctx.workspace() / "preprocessed" / "Tiny" / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["memory"] = {"budget_gb": 11.0, "predicted_peak_bytes": {"pfseg": 9 * 2**30},
+                       "batch_size": {"pfseg": 1}}
+    plans_file.write_text(json.dumps(plans))
+    real_step, steps = trainer.train_step, []
+
+    def step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_step(*args, **kwargs)
+
+    ctx.monkeypatch.setattr(trainer, "train_step", step)
+    fold = ctx.workspace() / "results" / "Tiny" / "pfseg" / "fold_all"
+
+    def check() -> None:
+        from pfseg_pipeline.checkpoints import read_checkpoint
+
+        assert read_checkpoint(fold / "checkpoint_latest.pt")["epoch"] == 1
+        assert not (fold / "checkpoint_final.pt").exists()
+
+    return Scenario(train_args(ctx, "--epochs", "2"), str(fold / "checkpoint_latest.pt"), [ctx.tmp],
+                    allowed=("plans.json", "dataset.json", "checkpoint_latest.pt", "metrics.csv",
+                             "progress.png"), check=check)
+
+
+TRAINING_LEFT = "the training log and the copies of plans.json and dataset.json"
+KINDS += [
+    Kind("locked", "train", "the fold folder is held by another running pfseg_train (a live process)",
+         _held_by_another_run("fold"), ("another pfseg run is using this fold folder", "pid")),
+    Kind("locked", "train",
+         "the preprocessed dataset is being rewritten by a running pfseg_plan_and_preprocess",
+         _held_by_another_run("dataset"), ("another pfseg run is using this preprocessed dataset", "pid"),
+         variant="dataset"),
+    Kind("locked", "plan_and_preprocess", "the preprocessed dataset is being read by a running pfseg_train",
+         _held_by_another_run("reader"), ("another pfseg run is reading this preprocessed dataset", "pid")),
+    Kind("locked", "predict", "the output folder is being written by another running pfseg_predict",
+         _held_by_another_run("output"), ("another pfseg run is using this prediction output folder", "pid")),
+    Kind("plans-changed", "train", "--continue after plans.json changed since the checkpoint (training.lr)",
+         _changed_plans, ("changed since checkpoint_latest.pt", "training.lr", "--force"),
+         "the training log (the checkpoint and the network folder's plans.json as they were)"),
+    Kind("out-of-memory", "train", "CUDA out of memory in the 2nd training step (injected on the CPU)",
+         _out_of_memory, ("out of memory", "9.0 GiB", "intact", "--gpu-memory-gb 8.5"),
+         f"{TRAINING_LEFT}; checkpoint_latest.pt of epoch 1 intact, metrics.csv", exit_code=1),
 ]
 
 
@@ -870,4 +968,7 @@ LIMITS = [
      "test_resources.py: cases between read and written never exceed workers + 3 (9 cases, 1 worker)"),
     ("every writer", "disk full: the previous file stays intact, no temporary file left",
      "test_resources.py (fileio writers, NIfTI writer) and the disk-full rows above"),
+    ("plan_and_preprocess at scale", "the peak resident memory of the whole process tree does not grow "
+     "with the number of cases (40 cases of 240x240x155 within 15 % of 8)",
+     "bench/preprocess_memory.py (a benchmark, not CI): docs/BENCHMARKS.md"),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .faults import FAULTS
 from .kinds import CONSOLE, CRASH_NOTE, CRASHES, KINDS, LIMITS, ODD, ODD_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,8 @@ NAMES = {
     "bad-option": "the option", "unknown-network": "the network (option or checkpoint)",
     "dataset-json": "dataset.json", "plans-invalid": "plans.json and the field",
     "checkpoint-other-plan": "the checkpoint and plans.json", "corrupt-checkpoint": "the checkpoint",
+    "locked": "the folder, and the run holding it (pid, host)", "plans-changed": "plans.json and the fields",
+    "out-of-memory": "the intact checkpoint",
     "missing-modality": "the case and its folder", "missing-label": "the case and its folder",
     "duplicate-case": "both folders / files", "case-id-dotdot": "the file", "case-id-separator": "the file",
 }
@@ -52,6 +55,16 @@ Rules every command follows (DESIGN.md, Conventions: Errors):
   full disk or a killed process never leaves a half-written file under the final name, and
   the previous version of the file stays intact.
 """
+
+
+LOCK_NOTE = """\
+Locks (`pfseg_pipeline/locks.py`): a run that writes a folder holds `.pfseg.lock` in it (pid, host,
+boot id, the process's start time, the command, when it started), created atomically (a hard
+link of a complete file); a training also leaves a reader's marker `.pfseg.reader.HOST.PID.json`
+in its preprocessed dataset. Held: the fold folder (`pfseg_train`; rank 0 under torchrun), the
+preprocessed dataset (`pfseg_plan_and_preprocess`, after verification), the output folder
+(`pfseg_predict`). A lock whose process is gone, or whose pid now belongs to another process
+(start time differs), or that predates a restart, is stale and taken over with a log line."""
 
 
 def _words(words: tuple[str, ...]) -> str:
@@ -84,6 +97,15 @@ def render() -> str:
     for c in CRASHES:
         lines.append(f"| `{c.console}` | {_cell(c.killed_when)} | {_cell(c.rerun)} | {_cell(c.compared)} |")
     lines += ["", CRASH_NOTE]
+    lines += ["", "## Damaged checkpoints, impatient users, runs at once, a device out of memory", "",
+              "Each row is checked by the tests it names (rows of the table above by their id).", "",
+              "| fault | command | what pfseg does | files afterwards | tests |", "|---|---|---|---|---|"]
+    for f in FAULTS:
+        tests = "<br>".join(f"`{t}`" for t in f.tests)
+        commands = " / ".join(f"`{c}`" if c.startswith("pfseg") else c for c in f.command.split(", "))
+        lines.append(f"| {_cell(f.fault)} | {commands} | {_cell(f.behaviour)} | {_cell(f.left)} "
+                     f"| {tests} |")
+    lines += ["", LOCK_NOTE]
     lines += ["", "## Resource limits", "", "| stage | limit | checked by |", "|---|---|---|"]
     for stage, limit, check in LIMITS:
         lines.append(f"| {stage} | {_cell(limit)} | {_cell(check)} |")
@@ -107,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text, encoding="utf-8")
     print(f"wrote {DOC.relative_to(ROOT)}: {len(KINDS)} bad-input rows, {len(ODD)} odd inputs, "
-          f"{len(CRASHES)} crash tests")
+          f"{len(CRASHES)} crash tests, {len(FAULTS)} faults")
     return 0
 
 

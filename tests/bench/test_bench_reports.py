@@ -18,40 +18,55 @@ def _scores(wt: float, tc: float = 0.5, et: float = 0.4) -> dict:
             for r, d in zip(REGIONS, (wt, tc, et))}
 
 
-def _compare_figures(runs: list[tuple[float, float]]) -> dict:
-    train = {"seconds_per_iteration": 0.5, "peak_rss_bytes": 2**30, "parameters": 10**6, "lr": 3e-3,
-             "iterations": 100}
-    first = runs[0]
-    return {
-        "cases": 16, "test_cases": 4, "shape_xyz": [64, 64, 48], "epochs": 10, "iterations_per_epoch": 10,
-        "workers": 2, "cpus": 2, "versions": {"nnunetv2": "2.6.0"}, "load_average_1min": [0.1, 0.2],
-        "nnunet_plan": {"patch_size_zyx": [40, 56, 48], "batch_size": 2},
-        "pfseg_plan": {"preset": "demo", "hr_shape_zyx": [48, 64, 48], "widths": [8, 16, 32, 64]},
-        "preprocess_seconds": {"pfseg": 5.0, "nnunet": 20.0},
-        "train": {"pfseg": train, "nnunet": {**train, "seconds_per_iteration": 1.0}},
-        "predict": {"pfseg": {"seconds_per_case": 0.1}, "nnunet": {"seconds_per_case": 1.0},
-                    "nnunet_mirroring": {"seconds_per_case": 3.0}},
-        "scores": {"pfseg": _scores(first[0]), "nnunet": _scores(first[1]),
-                   "nnunet_mirroring": _scores(first[1])},
-        "runs": [{"seed": 12345 + i, "pfseg": _scores(p), "nnunet": _scores(n)}
-                 for i, (p, n) in enumerate(runs)],
-        "equal_time": None, "equal_time_iterations": 200,
-    }
+def _run(pfseg: tuple, resunet3d: tuple, nnunet: tuple, seed: int) -> dict:
+    """One run's test-set means: each method's (WT, TC, ET) Dice and WT HD95."""
+    def scores(dice, wt_hd95):
+        return {r: {"dice": d, "hd95": wt_hd95 if r == "WT" else 10.0} for r, d in zip(REGIONS, dice)}
+
+    train = {"iterations": 100, "train_seconds": 50.0}
+    return {"seed": seed,
+            "scores": {"pfseg": scores(*pfseg), "resunet3d": scores(*resunet3d),
+                       "resunet3d_iterations": scores(*resunet3d), "nnunet": scores(*nnunet),
+                       "nnunet_mirroring": scores(*nnunet)},
+            "train": {k: train for k in ("pfseg", "resunet3d", "resunet3d_iterations", "nnunet",
+                                         "nnunet_mirroring")}}
 
 
-def test_nnunet_compare_verdict_uses_the_mean_over_the_training_runs():
-    from bench.nnunet_compare import _markdown
+def _compare_figures(runs: list[dict]) -> dict:
+    return {"train_cases": 16, "test_cases": 8, "spacing_mm": 4, "nnunet_iterations": 1000,
+            "nnunet_epochs": 40,
+            "versions": {"nnunetv2": "2.6.0"}, "load_average_1min": [0.1, 0.2],
+            "nnunet_plan": {"patch_size_zyx": [40, 48, 40], "batch_size": 2, "features_per_stage": [32, 64]},
+            "pfseg_plan": {"preset": "demo", "hr_shape_zyx": [40, 48, 40], "lr_scale_zyx": [1, 1, 1],
+                           "patch_shape_zyx": [16, 24, 16], "widths": [8, 16, 32, 64], "batch_size": 2,
+                           "optimizer": "adam", "lr": 3e-3},
+            "calibration": {"nnunet": 3.0, "pfseg": 0.5, "resunet3d": 0.25}, "budget_seconds": 3000.0,
+            "planned_iterations": {"pfseg": 6000, "resunet3d": 12000, "resunet3d_iterations": 1000},
+            "preprocess_seconds": {"pfseg": 5.0, "nnunet": 20.0}, "run_results": runs,
+            "predict": {"pfseg": {"seconds_per_case": 0.1}, "nnunet": {"seconds_per_case": 1.0},
+                        "nnunet_mirroring": {"seconds_per_case": 3.0}}}
 
-    # run 1 alone would miss the target (-0.10); the mean of the three runs is -0.01
-    text = _markdown(_compare_figures([(0.60, 0.70), (0.75, 0.70), (0.72, 0.70)]))
-    assert "mean of 3 run(s) = -0.010 at equal iterations (target: within 0.02: met)" in text
-    assert "| 1 | 12345 | 0.600 | 0.700 |" in text and "| -0.100 |" in text
-    assert "| mean | | **0.690** | **0.700** |" in text
-    assert "PFSeg is 10.0x faster than nnU-Net without mirroring and 30.0x faster" in text
-    assert "at least 5x without mirroring: met" in text
-    text = _markdown(_compare_figures([(0.60, 0.70), (0.66, 0.70)]))
-    assert "mean of 2 run(s) = -0.070 at equal iterations (target: within 0.02: NOT met)" in text
-    assert "PFSeg runs about 200 iterations. (Not trained in this run: --no-equal-time.)" in text
+
+def test_nnunet_compare_judges_the_means_over_the_runs():
+    from bench.nnunet_compare import _markdown, summarise, verdicts
+
+    # run 1 alone has PFSeg's WT below ResUNet3D's (0.86 < 0.88); the mean over both runs is above it
+    runs = [_run(((0.86, 0.80, 0.75), 6.0), ((0.88, 0.83, 0.80), 7.0), ((0.87, 0.86, 0.79), 8.0), 12345),
+            _run(((0.92, 0.84, 0.79), 4.0), ((0.86, 0.85, 0.82), 9.0), ((0.87, 0.88, 0.81), 6.0), 12346)]
+    summary = summarise(runs)
+    assert summary["pfseg"]["WT_dice"] == {"mean": 0.89, "min": 0.86, "max": 0.92, "n": 2}
+    held = [ok for _, ok in verdicts(summary)]
+    # WT >= ResUNet3D (0.89 >= 0.87), WT >= nnU-Net - 0.01, TC 0.82 within 0.05 of 0.87 (met: 0.82 >= 0.82),
+    # ET 0.77 vs 0.81 (met), WT HD95 5.0 <= min(8.0, 7.0)
+    assert held == [True, True, True, True, True]
+    worse = [_run(((0.86, 0.70, 0.75), 9.5), ((0.88, 0.83, 0.80), 7.0), ((0.87, 0.86, 0.79), 8.0), 12345)]
+    assert [ok for _, ok in verdicts(summarise(worse))] == [False, True, False, True, False]
+    text = _markdown(_compare_figures(runs))
+    assert "| PFSeg (whole volume, one pass), equal wall-clock | 100 | 50 | 0.890 (0.860-0.920) |" in text
+    assert "| nnU-Net 3d_fullres, no mirroring | 100 | 300 | 0.870 (0.870-0.870) |" in text
+    assert "in which PFSeg trains 6000 iterations and ResUNet3D 12000" in text
+    assert "10.0x faster than nnU-Net without mirroring and 30.0x faster than with it" in text
+    assert text.count("**met**") == 5 and "NOT met" not in text
 
 
 def test_ablation_mean_table_averages_each_row_over_the_seeds():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pfseg_pipeline.data.dataset_json import label_scheme_of
 from pfseg_pipeline.data.labels import (
     BRATS2020,
     BRATS2023,
@@ -14,7 +15,6 @@ from pfseg_pipeline.data.labels import (
     labels_to_regions,
     region_names,
     regions_to_labels,
-    scheme_from_nnunet_dataset_json,
 )
 from pfseg_pipeline.errors import UserError
 
@@ -76,12 +76,12 @@ def test_scheme_lookup_values_and_json():
 
 def test_nnunet_dataset_json_schemes():
     plain = {"labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 4}}
-    assert scheme_from_nnunet_dataset_json(plain) == BRATS2020
+    assert label_scheme_of(plain) == BRATS2020
     region_based = {"labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
                                "enhancing tumor": [3]}, "regions_class_order": [1, 2, 3]}
-    scheme = scheme_from_nnunet_dataset_json(region_based)
+    scheme = label_scheme_of(region_based)
     assert scheme.regions == {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
     seg = _label_map([0, 1, 2, 3])
     assert np.array_equal(regions_to_labels(labels_to_regions(seg, scheme), scheme), seg)
-    with pytest.raises(UserError, match="neither"):
-        scheme_from_nnunet_dataset_json({"labels": {"background": 0, "tumour": 1}})
+    with pytest.raises(UserError, match="cannot tell which tumour class label 1 'tumour' is.*--label-scheme"):
+        label_scheme_of({"labels": {"background": 0, "tumour": 1}})

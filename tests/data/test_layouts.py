@@ -173,3 +173,42 @@ def test_two_files_of_one_kind_in_one_folder(tmp_path):
     _nifti(tmp_path / "case1" / "case1_t2.nii")
     (line,) = discover(tmp_path, require_label=True).problems
     assert "case1_t2.nii and case1_t2.nii.gz" in line
+
+
+# ---- the MSD BrainTumour task: 4D images, labels by name --------------------------------------------
+@pytest.mark.parametrize("form", ["v1", "v2"])
+def test_msd_data_reads_like_the_brats_cases_it_came_from(synthetic_raw, tmp_path, form):
+    from pfseg_pipeline.data.case_reader import read_case
+    from pfseg_pipeline.data.labels import BRATS2020, MSD, labels_to_regions
+    from pfseg_pipeline.data.verify import verify_dataset
+    from tests.msd_data import write_msd_dataset
+
+    ids = write_msd_dataset(synthetic_raw, tmp_path / "Task01_BrainTumour", form)
+    found = discover(tmp_path / "Task01_BrainTumour", require_label=True)
+    assert [c.case_id for c in found.cases] == ids and found.problems == [] and found.label_scheme is MSD
+    if form == "v1":
+        assert found.cases[0].channels == {"t1": 1, "t1ce": 2, "t2": 3, "flair": 0}
+        assert len({p for p in found.cases[0].images.values()}) == 1
+    brats = {c.case_id: c for c in discover(synthetic_raw, require_label=True).cases}
+    for case in found.cases:
+        images, seg, _ = read_case(case, list(MODALITIES))
+        brats_images, brats_seg, _ = read_case(brats[case.case_id], list(MODALITIES))
+        assert np.array_equal(images, brats_images)     # channels in our order, whatever the file's
+        assert np.array_equal(labels_to_regions(seg, MSD), labels_to_regions(brats_seg, BRATS2020))
+    report = verify_dataset(tmp_path / "Task01_BrainTumour")
+    assert report.ok and report.label_scheme is MSD
+
+
+def test_a_4d_file_without_the_channel_dataset_json_names_is_one_problem(tmp_path):
+    from pfseg_pipeline.data.verify import verify_dataset
+
+    root = tmp_path / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 3), np.int16), np.eye(4)), root / "imagesTr" / "c1.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.eye(4)), root / "labelsTr" / "c1.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}}))
+    (line,) = verify_dataset(root).problems
+    assert line == f"{root / 'imagesTr' / 'c1.nii.gz'}: has 3 volume(s), no channel 3 (t2)"

@@ -61,7 +61,7 @@ def test_label_map_is_the_cached_grid_prediction_mapped_back(predicted, case_id)
     case = Case(case_id, {m: folder / f"{case_id}_{m}.nii.gz" for m in MODALITIES})
     loaded = load_models(predicted / "model")
     image, _, properties = preprocess_case(case, loaded.plans, with_label=False)
-    cached = Predictor(loaded.models, loaded.plans, loaded.network).predict_probabilities(image)
+    cached = Predictor(loaded.models, loaded.plans, loaded.network).predict_preprocessed(image)
     restored = restore_to_source(cached, properties, order=1)
     assert restored.shape[1:] == tuple(reversed(nib.load(case.images["t1"]).shape))
     wt, tc, et = restored > 0.5

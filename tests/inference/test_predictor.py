@@ -25,8 +25,8 @@ def test_fold_ensemble_is_the_mean_of_the_folds_probabilities():
         torch.manual_seed(seed)
         models.append(build_network("pfseg", plans).eval())
     image = _image()
-    each = [Predictor([m], plans, "pfseg").predict_probabilities(image) for m in models]
-    ensemble = Predictor(models, plans, "pfseg").predict_probabilities(image)
+    each = [Predictor([m], plans, "pfseg").predict_preprocessed(image) for m in models]
+    ensemble = Predictor(models, plans, "pfseg").predict_preprocessed(image)
     assert ensemble.shape == (3, 13, 21, 10) and ensemble.dtype == np.float32
     np.testing.assert_allclose(ensemble, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(each[0], each[1])  # the folds really differ
@@ -40,14 +40,14 @@ def test_whole_volume_for_patch_free_and_sliding_window_for_patch_based():
     expected = whole_volume_inference(volume, pf.forward_infer, plans.hr_divisor_zyx, plans.hr_shape_zyx)
     predictor = Predictor([pf], plans, "pfseg")
     assert predictor.patch_free
-    np.testing.assert_allclose(predictor.predict_probabilities(image), expected[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_preprocessed(image), expected[0].numpy(), atol=1e-6)
 
     pb = build_network("resunet3d", plans).eval()
     expected = sliding_window_inference(volume, pb.forward_infer, plans.patch_based.patch_shape_zyx,
                                         step=plans.patch_based.step)
     predictor = Predictor([pb], plans, "resunet3d")
     assert not predictor.patch_free
-    np.testing.assert_allclose(predictor.predict_probabilities(image), expected[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_preprocessed(image), expected[0].numpy(), atol=1e-6)
 
 
 def test_mirror_tta_averages_the_eight_flips():
@@ -65,14 +65,14 @@ def test_mirror_tta_averages_the_eight_flips():
     manual /= 8
     tta = Predictor([model], plans, "hdc", tta=True)
     assert tta.n_forward_passes == 8
-    np.testing.assert_allclose(tta.predict_probabilities(image), manual[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(tta.predict_preprocessed(image), manual[0].numpy(), atol=1e-6)
 
 
 def test_wrong_channel_count_is_refused():
     plans = tiny_plans()
     predictor = Predictor([build_network("pfseg", plans)], plans, "pfseg")
     with pytest.raises(ValueError, match="channels"):
-        predictor.predict_probabilities(_image((3, 8, 8, 8)))
+        predictor.predict_preprocessed(_image((3, 8, 8, 8)))
 
 
 def test_load_models_builds_every_fold_and_matches_the_saved_weights(tmp_path):
@@ -84,8 +84,8 @@ def test_load_models_builds_every_fold_and_matches_the_saved_weights(tmp_path):
     assert loaded.network == "pfseg" and loaded.folds == ["0", "1", "all"]
     image = _image()
     for ours, theirs in zip(loaded.models, saved):
-        a = Predictor([ours], loaded.plans, "pfseg").predict_probabilities(image)
-        b = Predictor([theirs], plans, "pfseg").predict_probabilities(image)
+        a = Predictor([ours], loaded.plans, "pfseg").predict_preprocessed(image)
+        b = Predictor([theirs], plans, "pfseg").predict_preprocessed(image)
         np.testing.assert_array_equal(a, b)
     assert load_models(tmp_path / "pfseg", folds=[1]).folds == ["1"]
 

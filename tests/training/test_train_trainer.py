@@ -93,6 +93,19 @@ def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspa
     assert a["epoch"] == b["epoch"] == 3
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    # the fold summary: raw figures, and beside them the postprocessing chosen on these cases
+    from pfseg_pipeline.fileio import read_json
+
+    summary = read_json(straight.root.joinpath(*fold, "validation", "summary.json"))
+    post = summary["postprocessed"]
+    assert summary["cases_from"] == "validation"
+    assert post["note"].startswith("postprocessing chosen on these cases")
+    assert [c["case"] for c in post["per_case"]] == [c["case"] for c in summary["per_case"]]
+    assert post["postprocessing"]["chosen_on"]["n_cases"] == len(summary["per_case"])
+    for region in ("WT", "TC", "ET"):  # chosen where it does not lower the mean Dice
+        raw = summary["summary"][region]["dice"]["mean"]
+        assert post["postprocessing"]["mean_dice"]["raw"][region] == pytest.approx(raw)
+        assert post["summary"][region]["dice"]["mean"] >= raw - 1e-12
 
 
 def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
@@ -110,6 +123,7 @@ def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
 
     summary = read_json(fold_dir / "validation" / "summary.json")
     assert summary["cases_from"] == "test" and summary["checkpoint"] == "final"
+    assert "postprocessed" not in summary   # never chosen on test cases
     assert [c["case"] for c in summary["per_case"]] == ["case_05"]  # the last 20 % by sorted id
     assert set(summary["summary"]) == {"WT", "TC", "ET"}
     train = read_json(fold_dir / "train_summary.json")

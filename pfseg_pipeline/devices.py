@@ -1,0 +1,59 @@
+"""Which device a command runs on: `--device auto|cpu|cuda|cuda:N|mps`, the same for every command.
+
+torch is imported inside the function, so the foundation layer stays importable without it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from pfseg_pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(choice: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device for a `--device` value.
+
+    Parameters
+    ----------
+    choice : "auto" (this process's CUDA GPU, else Apple's MPS, else the CPU), "cpu", "cuda"
+        (this process's GPU: `local_rank` under torchrun, else GPU 0), "cuda:N" or "mps";
+        a `torch.device` is returned as it is.
+    local_rank : the process's GPU under torchrun (one process per GPU).
+
+    Raises a one-line `UserError` for an unknown value or a device this machine does not have.
+    """
+    import torch
+
+    if isinstance(choice, torch.device):
+        return choice
+    name = str(choice).strip().lower()
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        if cuda:
+            return torch.device("cuda", local_rank)
+        return torch.device("mps") if mps else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match:
+        if not cuda:
+            raise UserError(f"--device {choice}: no CUDA GPU is available to this torch "
+                            f"({torch.__version__}); use --device cpu or auto")
+        index = int(match.group(1)) if match.group(1) is not None else local_rank
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {choice}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        return torch.device("cuda", index)
+    if name == "mps":
+        if not mps:
+            raise UserError(f"--device {choice}: Apple's MPS is not available to this torch; use --device "
+                            "cpu or auto")
+        return torch.device("mps")
+    raise UserError(f"--device {choice!r}: choose {DEVICE_CHOICES}")
