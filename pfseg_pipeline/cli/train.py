@@ -77,7 +77,7 @@ def build_parser() -> ArgumentParser:
                    help="with --continue: resume even though plans.json changed since the checkpoint")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="background augmentation processes (0: in the training process; default: on a CPU "
-                        "1 and the other cores torch threads; on a GPU the cores but one)")
+                        "0, every core a torch thread; on a GPU the cores but one)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="default: plans.json")
     p.add_argument("--use-best", action="store_true",
                    help="report the best-validation checkpoint instead of the final one")

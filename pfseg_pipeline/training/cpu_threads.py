@@ -42,21 +42,24 @@ def cpu_split(device_type: str, world_size: int = 1, workers: int | None = None,
     """Threads and workers for one training process among `world_size` on this machine.
 
     On a CPU they add up to the process's share of the cores: with the workers given (`--num-
-    workers`), the threads take the rest; otherwise one worker (none on a single core) and the
-    rest torch threads. Measured at the demo's 4 mm anatomy shapes on 2 shared cores
-    (bench/loader_speed.py, docs/BENCHMARKS.md): 1 thread + 1 worker fed the step fastest for
-    PFSeg (1.3x 2 threads + 0 workers) and ResUNet3D (1.6x), while the old 2 threads + 1 worker
-    (3 busy threads on 2 cores) was the slowest for PFSeg. On a GPU: torch's threads unchanged,
-    the cores but one to the workers.
+    workers`), the threads take the rest; otherwise no worker (augmentation runs between steps)
+    and every core a torch thread. Measured on 2 idle cores (2026-11-30) with `pfseg_train` on
+    the demo's 4 mm anatomy plan, two rounds in turns: PFSeg 7.7 s per 10-iteration epoch with 2
+    threads + 0 workers against 11.7 s with 1 thread + 1 worker (1.5x; the loader makes 19
+    PFSeg batches/s in-process, against 1.3 steps/s: bench/loader_speed.py), ResUNet3D 1.7 s
+    either way. bench/loader_speed.py's run on a loaded machine had favoured 1 + 1: a worker
+    only pays where the step leaves a core idle. The old 2 threads + 1 worker (3 busy threads
+    on 2 cores) was the slowest for PFSeg. On a GPU: torch's threads unchanged, the cores but
+    one to the workers.
 
     >>> cpu_split("cpu", cores=2), cpu_split("cpu", cores=2, workers=0), cpu_split("cpu", cores=1)
-    (CpuSplit(threads=1, workers=1), CpuSplit(threads=2, workers=0), CpuSplit(threads=1, workers=0))
+    (CpuSplit(threads=2, workers=0), CpuSplit(threads=2, workers=0), CpuSplit(threads=1, workers=0))
     >>> cpu_split("cpu", world_size=2, cores=8), cpu_split("cuda", cores=8)
-    (CpuSplit(threads=3, workers=1), CpuSplit(threads=None, workers=7))
+    (CpuSplit(threads=4, workers=0), CpuSplit(threads=None, workers=7))
     """
     share = max(1, (cores or available_cores()) // max(1, world_size))
     if device_type != "cpu":
         return CpuSplit(None, workers if workers is not None else max(1, min(MAX_LOADER_WORKERS, share - 1)))
-    if workers is None:   # one process keeps up with the step (loader batches/s >> steps/s)
-        workers = 1 if share > 1 else 0
+    if workers is None:   # in-process augmentation costs a step little; a worker's core costs more
+        workers = 0
     return CpuSplit(max(1, share - workers), workers)

@@ -14,12 +14,12 @@ from pfseg_pipeline.training.cpu_threads import CpuSplit, available_cores, cpu_s
 
 
 @pytest.mark.parametrize("device, world, workers, cores, expected", [
-    ("cpu", 1, None, 2, CpuSplit(1, 1)),        # one worker, the rest torch threads
+    ("cpu", 1, None, 2, CpuSplit(2, 0)),        # default: no worker, every core a torch thread
     ("cpu", 1, None, 1, CpuSplit(1, 0)),        # one core: augmentation in the training process
     ("cpu", 1, 0, 2, CpuSplit(2, 0)),           # no workers asked for: every core a torch thread
     ("cpu", 1, 1, 2, CpuSplit(1, 1)),           # workers asked for: the threads take the rest
     ("cpu", 1, 3, 2, CpuSplit(1, 3)),           # never fewer than one thread
-    ("cpu", 2, None, 8, CpuSplit(3, 1)),        # DDP: each process its share
+    ("cpu", 2, None, 8, CpuSplit(4, 0)),        # DDP: each process its share
     ("cpu", 4, 1, 8, CpuSplit(1, 1)),
     ("cpu", 3, None, 2, CpuSplit(1, 0)),        # fewer cores than processes: one thread each
     ("cuda", 1, None, 8, CpuSplit(None, 7)),    # a GPU: torch's threads as they are, workers as before
