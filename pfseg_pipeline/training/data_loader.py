@@ -21,12 +21,14 @@ error names the real cause instead of "workers are no longer alive".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import signal
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +205,30 @@ class _Guarded:
             return _error_item(exc)
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this process while the block runs (workers forked in it inherit the
+    mask, so Ctrl-C to the process group never reaches them: the trainer stops them in order).
+    Blocked, not ignored: a Ctrl-C that arrives meanwhile stays pending and reaches the trainer's
+    handler when the block ends; ignoring it lost the user's Ctrl-C whenever it fell while the
+    workers of a new epoch started. Without `pthread_sigmask` (Windows) it is ignored meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if hasattr(signal, "pthread_sigmask"):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return
+    restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, restore)
+
+
 def worker_seed(seed: int, epoch: int, rank: int, worker: int) -> int:
     """A 32-bit seed for one worker of one rank in one epoch."""
     return int(np.random.SeedSequence([seed, epoch, rank, worker]).generate_state(1)[0])
@@ -245,15 +271,8 @@ class BackgroundBatches:
         self._augmenter = MultiThreadedAugmenter(
             self.loader, _Guarded(self.transform, True), self.num_workers,
             num_cached_per_queue=self.num_cached, seeds=seeds)
-        # Workers ignore Ctrl-C: the trainer handles it and shuts them down in order.
-        restore = None
-        if threading.current_thread() is threading.main_thread():
-            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+        with _sigint_held():   # the workers start with Ctrl-C held off; the trainer handles it
             self._augmenter._start()  # start now so the workers prefetch during validation
-        finally:
-            if restore is not None:
-                signal.signal(signal.SIGINT, restore)
 
     def __iter__(self):
         return self

@@ -175,3 +175,30 @@ def test_paper_preset_shifts_in_plane_only(workspace):
     starts = np.array([loader._patch_start("case_01", seg) for _ in range(200)])
     assert np.all(starts[:, 0] == 0)
     assert starts[:, 1:].min() == -3 and starts[:, 1:].max() == 3
+
+
+def test_a_ctrl_c_while_the_workers_start_reaches_the_trainer_and_not_the_workers(workspace, monkeypatch):
+    """Ctrl-C is held off while an epoch's workers start (they must never see it), and then
+    delivered: ignoring it instead lost the user's Ctrl-C when it fell in that window."""
+    import os
+    import signal
+
+    from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+
+    start = MultiThreadedAugmenter._start
+
+    def start_then_ctrl_c(self):
+        start(self)                           # the workers are forked with SIGINT blocked
+        os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C lands before the start is over
+
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    monkeypatch.setattr(MultiThreadedAugmenter, "_start", start_then_ctrl_c)
+    stream = _batches(workspace, workers=1)
+    try:
+        stream.set_epoch(0)
+        assert received == [signal.SIGINT]    # delivered once the workers are up
+        assert next(stream)["image"].shape[0] == 2   # the workers did not die of it
+    finally:
+        stream.close()
+        signal.signal(signal.SIGINT, previous)
