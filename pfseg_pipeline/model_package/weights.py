@@ -30,10 +30,7 @@ def inference_network(model: nn.Module) -> nn.Module:
 
     `forward_infer` gives the same logits as before: it never runs those modules.
     """
-    for name in spec_of(model).training_only:
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
-    return model
+    return spec_of(model).drop_training_only(model)
 
 
 def build_inference_network(network: str, plans, options: dict[str, Any]) -> nn.Module:

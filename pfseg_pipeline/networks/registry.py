@@ -97,14 +97,27 @@ class NetworkSpec:
         """The planned training batch: PFSeg's for patch-free networks, the baselines' otherwise."""
         return plans.batch_size if self.patch_free else plans.patch_based.batch_size
 
-    def training_only_modules(self, model: nn.Module) -> list[nn.Module]:
-        def find(path: str) -> nn.Module | None:
-            module = model
-            for name in path.split("."):
-                module = getattr(module, name, None)
-            return module
+    def _training_only_slots(self, model: nn.Module) -> list[tuple[nn.Module, str]]:
+        """(owner, attribute) of each training-only module `model` holds, its dotted path walked."""
+        slots = []
+        for path in self.training_only:
+            *parents, leaf = path.split(".")
+            owner = model
+            for name in parents:
+                owner = getattr(owner, name, None)
+            if owner is not None and getattr(owner, leaf, None) is not None:
+                slots.append((owner, leaf))
+        return slots
 
-        return [m for m in (find(a) for a in self.training_only) if m is not None]
+    def training_only_modules(self, model: nn.Module) -> list[nn.Module]:
+        """The training-only modules `model` holds (`training_only`, dotted paths resolved)."""
+        return [getattr(owner, leaf) for owner, leaf in self._training_only_slots(model)]
+
+    def drop_training_only(self, model: nn.Module) -> nn.Module:
+        """`model` without its training-only modules (each set to None), in place; returned."""
+        for owner, leaf in self._training_only_slots(model):
+            setattr(owner, leaf, None)
+        return model
 
 
 NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (

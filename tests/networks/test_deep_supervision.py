@@ -149,3 +149,18 @@ def test_the_region_prior_starts_every_head(make_plans):
     expected = torch.logit(torch.tensor([0.2, 0.05, 0.01]))
     for head in [model.output_head(), *model.ds_heads.heads]:
         torch.testing.assert_close(head.bias.detach(), expected)
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_a_packaged_network_leaves_its_heads_behind(make_plans, network):
+    """Inference-only weights (`model_package.weights`) hold no deep-supervision head, whether the
+    spec names the heads on the network itself or on its inner U-Net (a dotted path)."""
+    from pfseg_pipeline.model_package.weights import inference_network
+
+    plans = _plans(make_plans)
+    model = build_network(network, plans, **training_options(network, plans))
+    expected = inference_parameter_count(model)
+    inference_network(model)
+    assert not any(type(m).__name__ == "DeepSupervisionHeads" for m in model.modules())
+    assert not any("ds_heads" in k for k in model.state_dict())
+    assert count_parameters(model) == expected
