@@ -193,10 +193,8 @@ def load_model(source: PathLike, *, folds: Sequence[str | int] | None = None, ch
     postprocessing : apply the model's postprocessing.json when it has one (as pfseg_predict
         does; False: as `pfseg_predict --no-postprocessing`).
     """
-    device = resolve_device(backend_device(backend, device))
-    loaded = load_models(source, folds, checkpoint, device=device, backend=backend,
-                         postprocessing=postprocessing)
-    predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=tta,
-                          folds=loaded.folds, checkpoint=loaded.checkpoint)
+    loaded = load_models(source, folds, checkpoint, device=resolve_device(backend_device(backend, device)),
+                         backend=backend, postprocessing=postprocessing)
+    predictor = Predictor.from_loaded(loaded, device, tta)
     scheme = get_scheme(label_scheme) if label_scheme else loaded.plans.scheme
     return Model(loaded, predictor, scheme, str(source))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from pfseg_pipeline.api import Model, geometry_from_affine, load_model
 from pfseg_pipeline.cli.common import run
@@ -103,6 +104,21 @@ def test_onnx_runtime_from_python(setup):
     assert model.backend == "onnxruntime" and model.predictor.device.type == "cpu"
     labels = model.segment(setup["files"]).labels
     assert np.mean(labels == setup["cli_labels"]) >= 0.9999
+
+
+def test_an_onnx_package_runs_on_the_cpu_where_auto_would_pick_cuda(setup, tmp_path, monkeypatch):
+    """An onnx package loaded without a backend runs on ONNX Runtime: the predictor stays on the
+    CPU with the default device 'auto' on a machine that has a GPU; asking for CUDA is refused."""
+    pytest.importorskip("onnxruntime")
+    package = export_model(setup["dir"], tmp_path / "onnx.zip", fmt="onnx").path
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)        # a GPU machine, as torch sees it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    model = load_model(package)
+    assert model.backend == "onnxruntime" and model.predictor.device == torch.device("cpu")
+    with pytest.raises(UserError, match="--backend onnxruntime runs on the CPU"):
+        load_model(package, device="cuda")
+    monkeypatch.undo()
+    assert np.mean(model.segment(setup["files"]).labels == setup["cli_labels"]) >= 0.9999
 
 
 @pytest.mark.parametrize("images, words", [

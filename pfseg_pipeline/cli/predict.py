@@ -23,7 +23,6 @@ from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.devices import DEVICE_CHOICES, resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.report import SCAN_PREFERENCE, write_preview
-from pfseg_pipeline.fileio import read_json
 from pfseg_pipeline.inference.backends import BACKENDS, backend_device
 from pfseg_pipeline.inference.distribution import load_training_distribution
 from pfseg_pipeline.inference.pipeline import check_folders, output_path, predict_folder
@@ -160,10 +159,8 @@ def _main(argv: Sequence[str] | None, stack: contextlib.ExitStack) -> int:
     device = resolve_device(backend_device(args.backend, args.device))
     loaded = load_models(model_dir, args.folds, args.checkpoint, device=device, network=args.network,
                          backend=args.backend, postprocessing=not args.no_postprocessing)
-    model_dataset = model_dir / "dataset.json"
     found = cases_from_paths(inputs, loaded.plans.modalities, parse_channels(args.channels),
-                             stacked_order(read_json(model_dataset) if model_dataset.is_file() else None),
-                             args.exclude)
+                             stacked_order(loaded.dataset), args.exclude)
     postprocessing = loaded.postprocessing   # postprocessing.json, unless --no-postprocessing
     check_folders(input_dir, output_dir)  # only now create OUT: a model error leaves no empty folder
     locks.check_free(output_dir, LOCKED)  # a refused run writes no line into the other's log
@@ -176,8 +173,7 @@ def _main(argv: Sequence[str] | None, stack: contextlib.ExitStack) -> int:
     else:
         log.info("no postprocessing (%s)", "--no-postprocessing" if args.no_postprocessing else
                  f"no {POSTPROCESSING_FILE} in the model folder; pfseg_find_postprocessing chooses one")
-    predictor = Predictor(loaded.models, loaded.plans, loaded.network, device=device, tta=args.tta,
-                          folds=loaded.folds, checkpoint=loaded.checkpoint)
+    predictor = Predictor.from_loaded(loaded, args.device, args.tta)
     scheme = get_scheme(args.label_scheme) if args.label_scheme else None
     discovered = found.layout in ("brats", "nnunet")   # a folder in a layout: predict_folder finds it again
     with locks.exclusive(output_dir, LOCKED):

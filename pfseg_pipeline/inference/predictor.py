@@ -90,10 +90,20 @@ class Predictor:
         """A predictor over `load_models(model_dir, ...)`: a results network folder or a package."""
         from pfseg_pipeline.inference.backends import backend_device
 
-        device = backend_device(backend, device)
-        loaded = load_models(model_dir, folds, checkpoint, device=device, backend=backend)
-        return cls(loaded.models, loaded.plans, loaded.network, device=device, tta=tta,
-                   folds=loaded.folds, checkpoint=loaded.checkpoint, **kwargs)
+        loaded = load_models(model_dir, folds, checkpoint, device=backend_device(backend, device),
+                             backend=backend)
+        return cls.from_loaded(loaded, device, tta, **kwargs)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModels, device: str | torch.device = "auto", tta: bool = False,
+                    **kwargs: Any) -> Predictor:
+        """A predictor over what `load_models` returned, on `device` as the user asked for it
+        ('auto', 'cpu', 'cuda' ...), held to the backend the models ended up on: an onnx package
+        loaded without `backend` runs on ONNX Runtime, so on the CPU even where CUDA is there."""
+        from pfseg_pipeline.inference.backends import backend_device
+
+        return cls(loaded.models, loaded.plans, loaded.network, device=backend_device(loaded.backend, device),
+                   tta=tta, folds=loaded.folds, checkpoint=loaded.checkpoint, **kwargs)
 
     @property
     def n_forward_passes(self) -> int:
