@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from pfseg_pipeline.data.image_io import read_label
 from pfseg_pipeline.data.labels import LabelScheme, labels_to_regions, region_names
-from pfseg_pipeline.data.nifti import read_label
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.metrics import dice
 from pfseg_pipeline.inference.postprocessing import (
@@ -223,32 +223,35 @@ def validation_predictions(network_dir: Path, folds: Sequence[str] | None = None
     fold whose validation/ holds a named split's test cases is refused: postprocessing is
     chosen on validation cases only.
     """
+    from pfseg_pipeline.evaluation.evaluate import find_predictions
     from pfseg_pipeline.fileio import read_json
 
     if folds:
         names = list(dict.fromkeys(str(f) for f in folds))
+        summaries = {f: read_json(_summary_path(network_dir, f)) for f in names}
     else:
         found = [p.parent.parent.name[len("fold_"):]
                  for p in network_dir.glob("fold_*/validation/summary.json")]
-        names = [f for f in sorted(found, key=lambda f: (not f.isdigit(), f))
-                 if _cases_from(read_json(_summary_path(network_dir, f)), f) == "validation"]
+        summaries = {f: read_json(_summary_path(network_dir, f))
+                     for f in sorted(found, key=lambda f: (not f.isdigit(), f))}
+        summaries = {f: s for f, s in summaries.items() if _cases_from(s, f) == "validation"}
+        names = list(summaries)
         if not names:
             raise UserError(f"{network_dir}: no fold_*/validation/summary.json of validation cases "
                             "(train the cross-validation folds to their end first)")
     predictions: dict[str, Path] = {}
     for fold in names:
-        path = _summary_path(network_dir, fold)
-        summary = read_json(path)
+        path, summary = _summary_path(network_dir, fold), summaries[fold]
         scored = _cases_from(summary, fold)
         if scored != "validation":
             raise UserError(f"{path}: fold {fold} scored {scored} cases; postprocessing is chosen on "
                             "cross-validation cases only (folds 0-4)")
+        written, _ = find_predictions(path.parent)   # in the cases' own format: .nii.gz, .mha, ...
         for case in [e.get("case") for e in summary.get("per_case", [])] + list(summary.get("missing", [])):
-            file = path.parent / f"{case}.nii.gz"
-            if file.is_file():
-                predictions[str(case)] = file
+            if str(case) in written:
+                predictions[str(case)] = written[str(case)]
             else:
-                log.warning("fold %s: no prediction %s, left out", fold, file)
+                log.warning("fold %s: no prediction of case %s in %s, left out", fold, case, path.parent)
     return names, predictions
 
 

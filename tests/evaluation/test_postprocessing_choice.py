@@ -193,3 +193,22 @@ def test_find_postprocessing_refuses_test_cases_and_missing_folds(results, capsy
     assert "fold_3/validation/summary.json: file not found" in err and len(err.strip().splitlines()) == 1
     assert run(find_main, ["Tiny", "--network", "resunet3d", "--workspace", ws]) == 2
     assert "no such results folder" in capsys.readouterr().err
+
+
+def test_find_postprocessing_reads_predictions_in_their_own_format(results, tmp_path):
+    """A dataset of .mha scans has .mha validation predictions (pfseg_predict writes each case in
+    its input's format): they are found and read as the NIfTI ones are, with the same choice."""
+    from pfseg_pipeline.data import image_io
+    from pfseg_pipeline.fileio import read_json
+
+    expected = find_postprocessing(results, progress=False)[0].to_json()
+    for path in [*results.glob("fold_*/validation/*.nii.gz"), *(tmp_path / "raw").glob("*.nii.gz")]:
+        mha = path.with_name(path.name[:-len(".nii.gz")] + ".mha")
+        image_io.write_label_map(image_io.read_label(path)[0], path, mha)
+        path.unlink()
+    dataset = read_json(results / "dataset.json")
+    for entry in dataset["cases"]:
+        entry["label"] = entry["label"][:-len(".nii.gz")] + ".mha"
+    write_json(results / "dataset.json", dataset)
+    choice, _ = find_postprocessing(results, progress=False)
+    assert choice.cases == ["a", "b", "c"] and choice.to_json() == expected
