@@ -21,16 +21,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from scipy import ndimage
 
 from pfseg_pipeline.data.fields import (
+    NON_ENHANCING,
+    TUMOUR_RANK,
     add_rician_noise,
     random_rotation,
     sigmoid,
     smooth_noise,
     to_scanner_units,
+    tumour_fractions,
 )
-from pfseg_pipeline.data.layouts import MODALITIES
+from pfseg_pipeline.data.modalities import MODALITIES
 from pfseg_pipeline.errors import UserError
 
 MIN_SHAPE_XYZ = (12, 12, 8)
@@ -51,10 +53,9 @@ CONTRAST = {
 # Global gain per modality (scanner units); each case multiplies it by U(0.75, 1.3).
 GAIN = (600.0, 700.0, 900.0, 500.0)
 # While painting, solid non-enhancing tumour gets the value 3 so that it can be rendered with
-# its own contrast; it becomes label 1 (NCR/NET) before the label map is returned.
-_NON_ENHANCING = 3
-# Label painting priority: a core label always wins over edema, necrosis over the rim.
-_RANK = np.array([0, 3, 1, 3, 2], dtype=np.uint8)  # rank of label value 0, 1, 2, 3, 4
+# its own contrast (`fields.NON_ENHANCING`); it becomes label 1 (NCR/NET) before the label map
+# is returned. Label painting priority (`fields.TUMOUR_RANK`): a core label always wins over
+# edema, necrosis over the rim.
 
 def _ellipsoid_radius(grid: tuple[np.ndarray, ...], centre: np.ndarray, semi_axes: np.ndarray,
                       rotation: np.ndarray) -> np.ndarray:
@@ -109,7 +110,7 @@ def _brain(rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, n
 
 def _paint(seg: np.ndarray, mask: np.ndarray, value: int) -> None:
     """Write `value` where `mask`, unless a label of higher priority is already there."""
-    keep = _RANK[seg[mask]] >= _RANK[value]
+    keep = TUMOUR_RANK[seg[mask]] >= TUMOUR_RANK[value]
     seg[mask] = np.where(keep, seg[mask], np.uint8(value))
 
 
@@ -163,7 +164,7 @@ def _add_lesion(rng: np.random.Generator, seg: np.ndarray, edema_strength: np.nd
         _paint(seg_box, necrosis, 1)
     if rng.random() < 0.4:  # some rims hold patches of non-enhancing solid tumour
         patches = smooth_noise(rng, box_shape, max(2.0, core_radius)) > rng.uniform(0.3, 1.0)
-        _paint(seg_box, core & patches, _NON_ENHANCING)
+        _paint(seg_box, core & patches, NON_ENHANCING)
     return box
 
 
@@ -218,24 +219,8 @@ def make_case(shape_zyx: tuple[int, int, int], rng: np.random.Generator | int | 
         box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
                     for a in range(3))
     images = _render(rng, anatomy, seg, edema_strength, box, noise_level)
-    seg[seg == _NON_ENHANCING] = 1
+    seg[seg == NON_ENHANCING] = 1
     return images, seg
-
-
-def _tumour_weights(seg_box: np.ndarray, edema_strength_box: np.ndarray) -> dict[str, np.ndarray]:
-    """Soft (partial-volume) weights of the four tumour tissues inside the tumour box.
-
-    Edema is weighted by its fading strength. The weights sum to at most 1.
-    """
-    hard = {
-        "edema": (seg_box == 2) * edema_strength_box,
-        "enhancing": seg_box == 4,
-        "necrosis": seg_box == 1,
-        "non_enhancing": seg_box == _NON_ENHANCING,
-    }
-    weights = {name: ndimage.gaussian_filter(h.astype(np.float32), 0.6) for name, h in hard.items()}
-    scale = np.maximum(sum(weights.values()), 1.0)
-    return {name: w / scale for name, w in weights.items()}
 
 
 def _render(rng: np.random.Generator, anatomy: dict[str, np.ndarray], seg: np.ndarray,
@@ -244,7 +229,7 @@ def _render(rng: np.random.Generator, anatomy: dict[str, np.ndarray], seg: np.nd
     """The four MR images (float32 (Z, Y, X), integer values) of an anatomy and its tumour."""
     shape = seg.shape
     brain = anatomy["brain"]
-    tumour = _tumour_weights(seg[box], edema_strength[box]) if box is not None else {}
+    tumour = tumour_fractions(seg[box], edema_strength[box], sigma=0.6) if box is not None else {}
     if tumour:
         tumour_total = sum(tumour.values())
         normal_box = 1.0 - tumour_total

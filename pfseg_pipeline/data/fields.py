@@ -110,3 +110,21 @@ def to_scanner_units(signal: np.ndarray, brain: np.ndarray) -> np.ndarray:
     np.clip(signal, 1, 32767, out=signal)
     signal[~brain] = 0
     return signal
+
+
+NON_ENHANCING = 3   # a generator's own label for the solid core that does not enhance (written as 1)
+# rank of label values 0, 1, 2, 3, 4 when tumour tissues overlap: core over enhancing over edema
+TUMOUR_RANK = np.array([0, 3, 1, 3, 2], dtype=np.uint8)
+
+
+def tumour_fractions(seg: np.ndarray, strength: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
+    """Soft (partial-volume) fractions of the four tumour tissues of a label map (labels 1, 2,
+    4 and `NON_ENHANCING`), blurred by `sigma` voxels; they sum to at most 1.
+
+    Edema counts with its strength: faint edema leaves the tissue it infiltrates visible.
+    """
+    hard = {"edema": (seg == 2) * strength, "enhancing": seg == 4, "necrosis": seg == 1,
+            "non_enhancing": seg == NON_ENHANCING}
+    soft = {name: ndimage.gaussian_filter(h.astype(np.float32), sigma) for name, h in hard.items()}
+    total = np.maximum(sum(soft.values()), 1.0)
+    return {name: w / total for name, w in soft.items()}

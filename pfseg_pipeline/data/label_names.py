@@ -25,7 +25,7 @@ CLASS_TEXT = {"edema": "edema", "core": "necrotic / non-enhancing core", "enhanc
 BUILTIN_SCHEMES = (BRATS2020, BRATS2023, MSD)
 # Whole names (after normalisation) that are abbreviations, matched exactly.
 _ABBREVIATIONS = {
-    "ed": "edema", "snfh": "edema", "oedema": "edema",
+    "ed": "edema", "snfh": "edema",
     "ncr": "core", "net": "core", "netc": "core", "ncr net": "core", "nec": "core", "necrosis": "core",
     "et": "enhancing", "enh": "enhancing",
     "background": "background", "bg": "background", "bkg": "background", "unlabeled": "background",

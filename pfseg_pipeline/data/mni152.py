@@ -25,20 +25,20 @@ from pfseg_pipeline.data.anatomy import (
     tissue_fractions,
     warp_channels,
 )
-from pfseg_pipeline.data.fields import interpolate_separable
+from pfseg_pipeline.data.fields import NON_ENHANCING, interpolate_separable, tumour_fractions
 from pfseg_pipeline.data.mr_contrast import render_contrasts
 from pfseg_pipeline.data.tumour import (
-    NON_ENHANCING,
     Lesion,
     choose_seeds,
     draw_lesions,
     efface_csf,
     grow_lesion,
     paint,
-    tumour_fractions,
 )
 from pfseg_pipeline.errors import UserError
 
+# a blur of under half a voxel: the share of a voxel that a boundary through it leaves inside
+_PARTIAL_VOLUME_SIGMA = 0.45
 _OVERVIEW_MM = 4   # the brain is located, and seeds chosen, on the 4 mm grid whatever the spacing
 
 
@@ -131,7 +131,8 @@ def simulate_case(wheel: str | os.PathLike, spacing_mm: int,
         paint(seg, strength, box, labels, lesion_strength)
     brain = tissue["mask"] >= 0.5
     seg[~brain] = 0
-    images = render_contrasts(rng, tissue, tumour_fractions(seg, strength), spacing_mm, brain)
+    fractions = tumour_fractions(seg, strength, _PARTIAL_VOLUME_SIGMA)
+    images = render_contrasts(rng, tissue, fractions, spacing_mm, brain)
     seg[seg == NON_ENHANCING] = 1
 
     return SimulatedCase(_uncrop(images, shape, crop, np.float32), _uncrop(seg, shape, crop, np.uint8),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pfseg_pipeline.data.fields import add_rician_noise, smooth_noise, to_scanner_units
-from pfseg_pipeline.data.layouts import MODALITIES
+from pfseg_pipeline.data.modalities import MODALITIES
 
 # Mean intensity of each tissue per contrast (t1, t1ce, t2, flair), relative to white matter on
 # T1, read off typical BraTS scans: CSF dark on T1 and FLAIR, brightest on T2; grey matter
@@ -41,7 +41,7 @@ def render_contrasts(rng: np.random.Generator, tissue: dict[str, np.ndarray],
     tissue : fractions "mask", "wm", "gm", "csf", "ventricles" and the structure weights
         "periventricular" and "surface" (outer 3 mm of the brain), each (Z, Y, X) in [0, 1].
     tumour : fractions "edema" (weighted by its strength), "enhancing", "necrosis",
-        "non_enhancing", summing to at most 1 (see `tumour.tumour_fractions`).
+        "non_enhancing", summing to at most 1 (see `fields.tumour_fractions`).
     spacing_mm : voxel size, which sets the size of texture and vessels in voxels.
     brain : bool (Z, Y, X), the skull-stripped brain.
     """

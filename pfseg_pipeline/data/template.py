@@ -10,9 +10,7 @@ fetched again, so every case is generated from the same bytes.
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +50,6 @@ class Template:
     t1: np.ndarray
     gm: np.ndarray
     wm: np.ndarray
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manual_hint(cache_dir: Path) -> str:
@@ -128,12 +119,9 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "failed"
 
 
-@functools.lru_cache(maxsize=2)
 def read_template(wheel: str | os.PathLike) -> Template:
-    """The template's T1, GM and WM maps read from the wheel (checked first), in memory.
-
-    Kept per process: every case a worker generates reuses the one copy (about 100 MB).
-    """
+    """The template's T1, GM and WM maps read from the wheel (checked first), in memory (about
+    100 MB). Not kept: its caller keeps what the cases reuse (`anatomy`'s 1 mm channels)."""
     import nibabel as nib
 
     wheel = Path(wheel)

@@ -17,11 +17,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
-from pfseg_pipeline.data.fields import block_mean, interpolate_separable, smooth_noise
+from pfseg_pipeline.data.fields import (
+    NON_ENHANCING,
+    TUMOUR_RANK,
+    block_mean,
+    interpolate_separable,
+    smooth_noise,
+)
 
-NON_ENHANCING = 3
-# painting priority of label values 0..4: a core label wins over edema, necrosis over the rim
-_RANK = np.array([0, 3, 1, 3, 2], dtype=np.uint8)
 # front speed: wm_fraction ** exponent + gm_fraction * gm_speed + csf_fraction * csf_speed.
 # The exponent makes a voxel that is partly cortex slow: edema (exponent 3) stays in the white
 # matter of the gyri, as on real FLAIR, instead of crossing the partial-volume cortex.
@@ -191,7 +194,7 @@ def paint(seg: np.ndarray, strength: np.ndarray, box: tuple[slice, ...], labels:
     """Merge one lesion into the case: the label of higher priority wins; edema strength adds
     up to 1 where two lesions' edema meet."""
     seg_box = seg[box]
-    take = _RANK[labels] > _RANK[seg_box]
+    take = TUMOUR_RANK[labels] > TUMOUR_RANK[seg_box]
     seg_box[take] = labels[take]
     strength[box] = np.minimum(1.0, strength[box] + lesion_strength)
     strength[box][seg_box != 2] = 0.0
@@ -208,16 +211,3 @@ def efface_csf(tissue: dict[str, np.ndarray], centre_mm: np.ndarray, reach_mm: f
     tissue["csf"] -= lost
     tissue["gm"] += lost
     tissue["ventricles"] = np.minimum(tissue["ventricles"], tissue["csf"])
-
-
-def tumour_fractions(seg: np.ndarray, strength: np.ndarray) -> dict[str, np.ndarray]:
-    """Soft (partial-volume) fractions of the four tumour tissues; they sum to at most 1.
-
-    Edema counts with its strength: faint edema leaves the tissue it infiltrates visible.
-    """
-    hard = {"edema": (seg == 2) * strength, "enhancing": seg == 4, "necrosis": seg == 1,
-            "non_enhancing": seg == NON_ENHANCING}
-    # a blur of under half a voxel: the share of a voxel that a boundary through it leaves inside
-    soft = {name: ndimage.gaussian_filter(h.astype(np.float32), 0.45) for name, h in hard.items()}
-    total = np.maximum(sum(soft.values()), 1.0)
-    return {name: w / total for name, w in soft.items()}

@@ -12,7 +12,6 @@ never forks them), one case per task, so memory is bounded by the number of work
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -25,26 +24,17 @@ import numpy as np
 from pfseg_pipeline.data.labels import LabelScheme
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.errors import UserError, VerificationError
-from pfseg_pipeline.fileio import load_npz, read_json, save_npz, write_json
+from pfseg_pipeline.fileio import file_sha256, load_npz, read_json, save_npz, write_json
 from pfseg_pipeline.parallel import map_cases, workers_for_memory
 from pfseg_pipeline.plans import Plans
 
 log = logging.getLogger(__name__)
 
-HASH_CHUNK = 1 << 20
 # Bytes a worker holds per voxel of the source grid for each image channel: the read volume,
 # the cropped copy, the normalised copy, the resampled copy (float32 each), with slack.
 BYTES_PER_VOXEL_PER_CHANNEL = 16
 # ... and for the label: uint8 map, two float32 one-hot scores and the output (with slack).
 BYTES_PER_VOXEL_LABEL = 12
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_files(case: Case, modalities: Sequence[str]) -> dict[str, Path]:
@@ -61,7 +51,7 @@ def source_records(case: Case, modalities: Sequence[str]) -> dict[str, dict[str,
     for key, path in source_files(case, modalities).items():
         st = path.stat()
         records[key] = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                        "sha256": sha256_of(path)}
+                        "sha256": file_sha256(path)}
     return records
 
 
@@ -79,7 +69,7 @@ def _sources_unchanged(recorded: dict, case: Case, modalities: Sequence[str]) ->
             return False
         if st.st_size == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns"):
             continue  # the fast check: same size and modification time
-        if st.st_size != rec.get("size") or sha256_of(path) != rec.get("sha256"):
+        if st.st_size != rec.get("size") or file_sha256(path) != rec.get("sha256"):
             return False  # touched and changed (a touched but identical file passes)
     return True
 
