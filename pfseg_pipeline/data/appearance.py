@@ -49,8 +49,8 @@ def pair_key(a: str, b: str) -> str:
     return f"{a}|{b}"
 
 
-def case_appearance(images: np.ndarray, modalities: Sequence[str],
-                    spacing_zyx: Sequence[float]) -> dict[str, Any]:
+def case_appearance(images: np.ndarray, modalities: Sequence[str], spacing_zyx: Sequence[float],
+                    brain: np.ndarray | None = None) -> dict[str, Any]:
     """Raw intensity statistics, modality correlations and brain extent of one case.
 
     Parameters
@@ -58,11 +58,13 @@ def case_appearance(images: np.ndarray, modalities: Sequence[str],
     images : (C, Z, Y, X) raw (not normalised) modalities, zero outside the brain.
     modalities : the C modality names.
     spacing_zyx : voxel size in mm.
+    brain : (Z, Y, X) bool, the voxels non-zero in any modality, when the caller has it already.
 
     Returns a JSON-ready dict (see the module docstring); a correlation is None when a
     modality is constant inside the brain.
     """
-    brain = np.any(images != 0, axis=0)
+    if brain is None:
+        brain = np.any(images != 0, axis=0)
     picks = brain_sample(brain)
     samples = np.empty((len(modalities), int(brain.sum()) if picks is None else picks.size), np.float64)
     for c in range(len(modalities)):

@@ -41,7 +41,7 @@ def fingerprint_case(case: Case, modalities: Sequence[str], scheme: LabelScheme)
     brain = np.any(images != 0, axis=0)
     box = box_of_mask(brain)
     n_brain = int(brain.sum())
-    appearance = case_appearance(images, modalities, geometry.spacing_zyx)
+    appearance = case_appearance(images, modalities, geometry.spacing_zyx, brain)
     del images
     out = {
         "case": case.case_id,

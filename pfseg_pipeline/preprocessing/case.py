@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pfseg_pipeline.data.appearance import case_appearance
-from pfseg_pipeline.data.case_reader import nonzero_box, read_case
+from pfseg_pipeline.data.case_reader import box_of_mask, read_case
 from pfseg_pipeline.data.labels import check_label_values
 from pfseg_pipeline.data.layouts import Case
 from pfseg_pipeline.data.nifti import Geometry
@@ -95,10 +95,11 @@ def preprocess_case(case: Case, plans: Plans, with_label: bool = True,
                             f"{plans.scheme.name} scheme {list(plans.scheme.values)}")
     t_read = time.perf_counter() - t0
     # before any normalisation: what prediction holds against the training fingerprint
-    appearance = case_appearance(images, list(plans.modalities), geometry.spacing_zyx)
+    brain = np.any(images != 0, axis=0)
+    appearance = case_appearance(images, list(plans.modalities), geometry.spacing_zyx, brain)
 
     if steps["crop"] == "nonzero":
-        box = nonzero_box(images)
+        box = box_of_mask(brain)
     else:
         box = centered_box(geometry.shape_zyx, steps["center_crop_zyx"])
     images = crop(images, box)
