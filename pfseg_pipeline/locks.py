@@ -346,9 +346,7 @@ def shared(folder: str | os.PathLike, what: str) -> Iterator[None]:
             tmp.unlink(missing_ok=True)
             raise write_error(folder, exc) from exc
         try:
-            _, holder, state = _holder_of(folder / LOCK_FILE)
-            if state in ("alive", "unknown") and not holder.is_me():
-                raise _busy(folder, what, holder, folder / LOCK_FILE)
+            check_free(folder, what)
             _mark_held(marker, True)
             yield
         finally:

@@ -37,6 +37,15 @@ def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), signum)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all of the machine's on macOS
+    and Windows, which have no affinity call)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def available_memory_bytes() -> int:
     """Free physical memory (Linux and macOS sysconf)."""
     try:

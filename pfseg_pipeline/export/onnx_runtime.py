@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.export.onnx_export import METADATA_KEY
+from pfseg_pipeline.parallel import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,10 @@ def _onnxruntime():
     return onnxruntime
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:          # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
-
-
 def session_options(threads: int | None = None, optimization: str = "all"):
     """`onnxruntime.SessionOptions` for inference on the CPU (see the module docstring).
 
-    threads : intra-op threads; None = `available_cpus()`.
+    threads : intra-op threads; None = `parallel.available_cores()`.
     optimization : graph optimisation level, one of OPTIMIZATION_LEVELS.
     """
     ort = _onnxruntime()
@@ -66,7 +58,7 @@ def session_options(threads: int | None = None, optimization: str = "all"):
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[optimization]
-    options.intra_op_num_threads = int(threads) if threads else available_cpus()
+    options.intra_op_num_threads = int(threads) if threads else available_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return options

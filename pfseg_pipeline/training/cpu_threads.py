@@ -14,8 +14,9 @@ the commands set before torch loads is cli/__init__.py's `WAIT_POLICY`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from pfseg_pipeline.parallel import available_cores
 
 MAX_LOADER_WORKERS = 8   # background augmentation processes: more rarely feed a step faster
 
@@ -29,28 +30,17 @@ class CpuSplit:
     workers: int
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask; all of the machine's elsewhere)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def cpu_split(device_type: str, world_size: int = 1, workers: int | None = None,
               cores: int | None = None) -> CpuSplit:
     """Threads and workers for one training process among `world_size` on this machine.
 
     On a CPU they add up to the process's share of the cores: with the workers given (`--num-
     workers`), the threads take the rest; otherwise no worker (augmentation runs between steps)
-    and every core a torch thread. Measured on 2 idle cores (2026-11-30) with `pfseg_train` on
-    the demo's 4 mm anatomy plan, two rounds in turns: PFSeg 7.7 s per 10-iteration epoch with 2
-    threads + 0 workers against 11.7 s with 1 thread + 1 worker (1.5x; the loader makes 19
-    PFSeg batches/s in-process, against 1.3 steps/s: bench/loader_speed.py), ResUNet3D 1.7 s
-    either way. bench/loader_speed.py's run on a loaded machine had favoured 1 + 1: a worker
-    only pays where the step leaves a core idle. The old 2 threads + 1 worker (3 busy threads
-    on 2 cores) was the slowest for PFSeg. On a GPU: torch's threads unchanged, the cores but
-    one to the workers.
+    and every core a torch thread. Measured by bench/loader_speed.py on 2 idle cores at the demo's
+    4 mm anatomy plan (docs/BENCHMARKS.md): PFSeg's fed steps/s 1.27x those of 1 thread + 1
+    worker (the loader makes ~50 PFSeg batches/s in-process, the step ~1.3), ResUNet3D's 0.86x;
+    PFSeg, the method, decides. The old 2 threads + 1 worker put 3 busy threads on 2 cores. On a
+    GPU: torch's threads unchanged, the cores but one to the workers.
 
     >>> cpu_split("cpu", cores=2), cpu_split("cpu", cores=2, workers=0), cpu_split("cpu", cores=1)
     (CpuSplit(threads=2, workers=0), CpuSplit(threads=2, workers=0), CpuSplit(threads=1, workers=0))

@@ -14,7 +14,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from pfseg_pipeline.errors import UserError  # noqa: E402
 from pfseg_pipeline.export.onnx_export import export_onnx, onnx_bytes  # noqa: E402
-from pfseg_pipeline.export.onnx_runtime import OnnxRunner, available_cpus  # noqa: E402
+from pfseg_pipeline.export.onnx_runtime import OnnxRunner  # noqa: E402
+from pfseg_pipeline.parallel import available_cores  # noqa: E402
 
 
 def _other_shape(planned):
@@ -54,7 +55,7 @@ def test_the_runner_uses_every_allowed_cpu_and_all_graph_optimisations(build_cas
     network, plans, planned = build_case("hdc")
     runner = OnnxRunner(onnx_bytes(network, plans.in_channels, planned))
     options = runner.session.get_session_options()
-    assert runner.threads == options.intra_op_num_threads == available_cpus()
+    assert runner.threads == options.intra_op_num_threads == available_cores()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert OnnxRunner(onnx_bytes(network, plans.in_channels, planned), threads=1).threads == 1
