@@ -98,8 +98,14 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray,
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     if reference.shape != prediction.shape:
         raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
-    ref_regions = labels_to_regions(reference, scheme, target)
-    pred_regions = labels_to_regions(prediction, scheme, target)
+    return _region_metrics(labels_to_regions(reference, scheme, target),
+                           labels_to_regions(prediction, scheme, target), spacing_zyx, target,
+                           hd95_definition)
+
+
+def _region_metrics(ref_regions: np.ndarray, pred_regions: np.ndarray, spacing_zyx: Sequence[float] | None,
+                    target: str, hd95_definition: str) -> dict[str, dict[str, float | None]]:
+    """`evaluate_arrays` on region masks (K, Z, Y, X) already made from the label maps."""
     return {name: region_metrics(ref_regions[k], pred_regions[k], spacing_zyx, hd95_definition)
             for k, name in enumerate(region_names(target))}
 
@@ -262,10 +268,12 @@ def evaluate_case(case: str, reference: Path, prediction: Path | None, scheme: L
             except UserError as exc:
                 raise UserError(f"{reference}: {exc}") from exc
             spacing = (1.0, 1.0, 1.0)
-        metrics = evaluate_arrays(ref_seg, pred_seg, spacing, scheme, target, hd95_definition)
+        ref_regions = labels_to_regions(ref_seg, scheme, target)
+        pred_regions = labels_to_regions(pred_seg, scheme, target)
+        metrics = _region_metrics(ref_regions, pred_regions, spacing, target, hd95_definition)
     except UserError as exc:
         return {"case": case, "error": str(exc)}
-    return {"case": case, "metrics": metrics, "counts": case_counts(ref_seg, pred_seg, scheme, target)}
+    return {"case": case, "metrics": metrics, "counts": case_counts(ref_regions, pred_regions, target)}
 
 
 def _evaluate_task(task: dict) -> dict:

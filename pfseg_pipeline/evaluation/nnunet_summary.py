@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pfseg_pipeline.data.labels import LabelScheme, labels_to_regions, region_names
+from pfseg_pipeline.data.labels import LabelScheme, region_names
 
 COUNT_METRICS = ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
 
@@ -48,11 +48,10 @@ def confusion(reference: np.ndarray, prediction: np.ndarray) -> dict[str, float 
             "TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn}
 
 
-def case_counts(reference: np.ndarray, prediction: np.ndarray, scheme: LabelScheme,
+def case_counts(ref_regions: np.ndarray, pred_regions: np.ndarray,
                 target: str) -> dict[str, dict[str, float | int]]:
-    """Region name -> `confusion` of two label maps (Z, Y, X)."""
-    ref_regions = labels_to_regions(reference, scheme, target)
-    pred_regions = labels_to_regions(prediction, scheme, target)
+    """Region name -> `confusion` of the reference's and the prediction's region masks (K, Z, Y, X)
+    (`data.labels.labels_to_regions` of the two label maps)."""
     return {name: confusion(ref_regions[k], pred_regions[k]) for k, name in enumerate(region_names(target))}
 
 
