@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pfseg_pipeline.networks.blocks import UpStage
+
 
 def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> tuple[int, list[int]]:
     """(lowest input offset d, kernel taps for offsets d, d + 1, ...) of one output phase."""
@@ -47,17 +49,23 @@ class SubPixelConvTranspose3d(nn.Module):
     """The output of `conv` (an `nn.ConvTranspose3d` with `supports_subpixel`) by phase convolutions.
 
     `forward(x)`: (B, Cin, Z, Y, X) -> (B, Cout, sz*Z, sy*Y, sx*X), equal to `conv(x)` up to float
-    rounding. The weights are copied from `conv` at construction.
+    rounding (`activation(conv(x))` with an element-wise `activation`, applied before the
+    interleave, where ONNX Runtime fuses it into the convolution). The weights are copied from
+    `conv` at construction.
 
-    All phases run as ONE convolution with sz*sy*sx*Cout outputs over the padded input (a larger
+    All phases run as ONE convolution with Cout*sz*sy*sx outputs over the padded input (a larger
     matrix product runs faster than one per phase); phase a's kernel sits in a window of the
     longest phase's length (zeros past its own taps: none for the up-stages here, whose phases
-    all have k/s taps), and its output starts at its lowest input offset. The phases are then
-    interleaved one axis at a time, x first, each a transpose that moves a single axis (about
-    half the time of one transpose of all axes in ONNX Runtime).
+    all have k/s taps). Along an axis, phase a's output for voxel m lies at convolution index
+    j = m + start_a, i.e. at output position s*j + g_a with g_a = a - s*start_a; the g_a of the s
+    phases are s consecutive integers, so with the phases ordered by g_a the convolution's
+    channels interleave (depth-to-space) into the output shifted by min(g_a): one slice at the
+    end, instead of a slice per phase and their concatenation (each a copy of the output in
+    ONNX Runtime). The interleave moves one axis at a time, x first (each single-axis transpose
+    about half the time of one transpose of all axes in ONNX Runtime).
     """
 
-    def __init__(self, conv: nn.ConvTranspose3d):
+    def __init__(self, conv: nn.ConvTranspose3d, activation: nn.Module | None = None):
         super().__init__()
         if not supports_subpixel(conv):
             raise ValueError(f"{conv} does not up-sample by exactly its stride")
@@ -69,27 +77,40 @@ class SubPixelConvTranspose3d(nn.Module):
         pad_before = [max(0, -min(lo for lo, _ in phases)) for phases in axes]
         pad_after = [max(0, max(lo for lo, _ in phases) + n - 1) for phases, n in zip(axes, length)]
         self.pad = [v for axis in (2, 1, 0) for v in (pad_before[axis], pad_after[axis])]
-        # where each phase's output starts in the convolution's output, per axis
-        self.starts: list[tuple[int, int, int]] = []
+        # per axis: the phases in the order of their output offset g_a, and the shift min(g_a)
+        by_offset, self.shift_zyx = [], []
+        for phases, s, before in zip(axes, self.scale_zyx, pad_before):
+            offsets = [a - s * (lo + before) for a, (lo, _) in enumerate(phases)]
+            if sorted(offsets) != list(range(min(offsets), min(offsets) + s)):   # cannot happen when
+                raise ValueError(f"{conv}: phase offsets {offsets} are not consecutive")  # k - 2p = s
+            by_offset.append([phases[a] for a in sorted(range(s), key=offsets.__getitem__)])
+            self.shift_zyx.append(-min(offsets))
         kernels = []
-        for pz, py, px in ((a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]):
+        for pz, py, px in ((a, b, c) for a in by_offset[0] for b in by_offset[1] for c in by_offset[2]):
             kernel = weight.new_zeros(weight.shape[1], weight.shape[0], *length)
             taps = weight[:, :, pz[1]][:, :, :, py[1]][:, :, :, :, px[1]].transpose(0, 1)
             kernel[:, :, :len(pz[1]), :len(py[1]), :len(px[1])] = taps
             kernels.append(kernel)
-            self.starts.append(tuple(lo + before for (lo, _), before in zip((pz, py, px), pad_before)))
-        self.register_buffer("weight", torch.cat(kernels, dim=0))    # (phases * Cout, Cin, L...)
-        bias = conv.bias.detach().repeat(len(kernels)) if conv.bias is not None else None
+        # channel c * phases + i: output channel c of phase i, so (B, Cout, phases, ...) is a view
+        self.register_buffer("weight", torch.stack(kernels, dim=1).flatten(0, 1))  # (Cout*phases, Cin, L...)
+        bias = conv.bias.detach().repeat_interleave(len(kernels)) if conv.bias is not None else None
         self.register_buffer("bias", bias)
         self.out_channels = int(weight.shape[1])
+        self.activation = activation
+        # the interleaved convolution output overhangs the output by the same voxel counts at
+        # every input size: cropped by ONE negative pad (a slice is one copy per axis in ONNX)
+        overhang = [s * (before + after - n + 1) for s, before, after, n in
+                    zip(self.scale_zyx, pad_before, pad_after, length)]
+        self.crop = [v for axis in (2, 1, 0) for v in
+                     (-self.shift_zyx[axis], -(overhang[axis] - self.shift_zyx[axis]))]
 
     def forward(self, x: Tensor) -> Tensor:
-        z, y, x_ = x.shape[2], x.shape[3], x.shape[4]
         out = F.conv3d(F.pad(x, self.pad) if any(self.pad) else x, self.weight, self.bias)
-        c = self.out_channels
-        phases = [out[:, i * c:(i + 1) * c, a:a + z, b:b + y, d:d + x_]
-                  for i, (a, b, d) in enumerate(self.starts)]
-        return interleave_phases(torch.stack(phases, dim=2), self.scale_zyx)
+        if self.activation is not None:
+            out = self.activation(out)
+        b, _, z, y, x_ = out.shape
+        out = interleave_phases(out.reshape(b, self.out_channels, -1, z, y, x_), self.scale_zyx)
+        return F.pad(out, self.crop) if any(self.crop) else out
 
 
 def interleave_phases(phases: Tensor, scale_zyx: tuple[int, int, int]) -> Tensor:
@@ -129,19 +150,22 @@ class NestedMeanInstanceNorm3d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         centred = x - _nested_mean(x)
-        out = centred * torch.rsqrt(_nested_mean(centred * centred) + self.eps)
-        if self.weight is not None:
-            out = out * self.weight + self.bias
-        return out
+        scale = torch.rsqrt(_nested_mean(centred * centred) + self.eps)     # (B, C, 1, 1, 1)
+        if self.weight is None:
+            return centred * scale
+        return centred * (scale * self.weight) + self.bias   # the affine folded into the scale
 
 
 def for_onnx_runtime(network: nn.Module) -> nn.Module:
-    """A copy of `network` with each supported `nn.ConvTranspose3d` in its phase form and each
-    `nn.InstanceNorm3d` without running statistics in its nested-mean form."""
+    """A copy of `network` with each supported `nn.ConvTranspose3d` in its phase form (an
+    `UpStage`'s activation inside it) and each `nn.InstanceNorm3d` without running statistics in
+    its nested-mean form."""
     network = copy.deepcopy(network)
     for module in list(network.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.ConvTranspose3d) and supports_subpixel(child):
+            if isinstance(child, UpStage) and supports_subpixel(child.conv):
+                setattr(module, name, SubPixelConvTranspose3d(child.conv, child.activation))
+            elif isinstance(child, nn.ConvTranspose3d) and supports_subpixel(child):
                 setattr(module, name, SubPixelConvTranspose3d(child))
             elif isinstance(child, nn.InstanceNorm3d) and not child.track_running_stats:
                 setattr(module, name, NestedMeanInstanceNorm3d(child))

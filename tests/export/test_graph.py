@@ -84,6 +84,21 @@ def test_subpixel_refuses_a_transposed_convolution_that_does_not_scale_by_its_st
     assert isinstance(rewritten[1], SubPixelConvTranspose3d)
 
 
+def test_an_up_stage_becomes_one_phase_module_with_its_activation_before_the_interleave():
+    from pfseg_pipeline.networks.blocks import UpStage
+
+    stage = UpStage(3, 4, (2, 1, 3)).eval()
+    nn.init.normal_(stage.conv.bias)              # negative values: the LeakyReLU's slope shows
+    rewritten = for_onnx_runtime(nn.Sequential(stage))
+    assert isinstance(rewritten[0], SubPixelConvTranspose3d)
+    assert isinstance(rewritten[0].activation, nn.LeakyReLU)
+    image = torch.randn(2, 3, 5, 4, 3)
+    with torch.no_grad():
+        expected = stage(image)
+        assert float(expected.min()) < 0
+        assert float((rewritten(image) - expected).abs().max()) < 1e-5
+
+
 @pytest.mark.parametrize("affine", [False, True])
 def test_nested_mean_instance_norm_is_instance_norm_and_exact_on_a_sparse_volume(affine):
     norm = nn.InstanceNorm3d(3, affine=affine, eps=1e-3)
