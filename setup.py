@@ -32,6 +32,8 @@ setup(
         "bench": ["nnunetv2>=2.6,<2.7", "dynamic-network-architectures<0.4"],
         # ONNX export and the ONNX Runtime backend (tested with onnx 1.23.2, onnxruntime 1.32.0)
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # the OpenVINO backend: the same ONNX graph on OpenVINO's CPU plugin (tested with 2026.4.1)
+        "openvino": ["onnx>=1.16", "openvino>=2024.0"],
     },
     entry_points={
         "console_scripts": [

@@ -1,4 +1,5 @@
-"""Exported inference against the eager path: ONNX Runtime and TorchScript, same input, one run.
+"""Exported inference against the eager path: ONNX Runtime, OpenVINO and TorchScript, same input,
+one run.
 
     python -m bench.export_speed [--quick] [--rounds N] [--threads N] [--backends B ...]
 
@@ -11,6 +12,8 @@ decoder) on one preprocessed synthetic case, padded as the predictor pads it, th
   `export.onnx_runtime.OnnxRunner`;
 - `onnxruntime_plain`: the same export without the rewrites (ONNX's ConvTranspose and
   InstanceNormalization), to show their effect;
+- `openvino`: the export with the rewrites through `export.openvino_runtime.OpenVinoRunner`
+  (OpenVINO's CPU plugin, float32);
 - `torchscript`: the traced, frozen export (`export.torchscript_export`, as `load_torchscript`
   returns it; `torch.jit.optimize_for_inference` on top made it no faster);
 - on request only (`--backends`): `channels_last` (eager in `torch.inference_mode` on
@@ -50,7 +53,7 @@ from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, Plans
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKENDS = ("eager", "onnxruntime", "onnxruntime_plain", "torchscript")
+DEFAULT_BACKENDS = ("eager", "onnxruntime", "onnxruntime_plain", "openvino", "torchscript")
 OPTIONAL_BACKENDS = ("channels_last", "compile")
 BACKENDS = DEFAULT_BACKENDS + OPTIONAL_BACKENDS
 TARGET_RATIO = 1.5               # issue 16: at least 1.5x faster than eager at BraTS size
@@ -104,6 +107,12 @@ def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.
 
         runner = OnnxRunner(onnx_bytes(network, plans.in_channels, shape,
                                        rewrite=backend == "onnxruntime"), threads=threads)
+        return lambda: runner.forward_infer(image)
+    if backend == "openvino":
+        from pfseg_pipeline.export.onnx_export import onnx_bytes
+        from pfseg_pipeline.export.openvino_runtime import OpenVinoRunner
+
+        runner = OpenVinoRunner(onnx_bytes(network, plans.in_channels, shape), threads=threads)
         return lambda: runner.forward_infer(image)
     if backend == "torchscript":
         from pfseg_pipeline.export.torchscript_export import trace_inference
@@ -187,7 +196,7 @@ def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_
         seed: int = 0, threads: int | None = None) -> dict:
     """The demo size and, unless `quick`, BraTS size. Returns the figures and one Markdown section.
 
-    `threads` sets torch's threads and ONNX Runtime's alike (None: the defaults, every allowed CPU).
+    `threads` sets torch's, ONNX Runtime's and OpenVINO's alike (None: the defaults, every allowed CPU).
     """
     from pfseg_pipeline.networks.registry import build_network
 
@@ -195,7 +204,7 @@ def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_
         torch.set_num_threads(int(threads))
 
     sizes = [("demo", DEMO_SHAPE_XYZ)] + ([] if quick else [("BraTS", FULL_SHAPE_XYZ)])
-    figures = {"title": "Exported inference: ONNX Runtime and TorchScript vs the eager path",
+    figures = {"title": "Exported inference: ONNX Runtime, OpenVINO and TorchScript vs the eager path",
                "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "sizes": []}
     try:
         import onnxruntime
@@ -203,6 +212,12 @@ def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_
     except ImportError:
         backends = [b for b in backends if not b.startswith("onnxruntime")]
         log.warning("onnxruntime is not installed (pip install 'pfseg[onnx]'): its rows are left out")
+    try:
+        import openvino
+        figures["openvino"] = openvino.__version__
+    except ImportError:
+        backends = [b for b in backends if b != "openvino"]
+        log.warning("openvino is not installed (pip install 'pfseg[openvino]'): its row is left out")
     for label, shape_xyz in sizes:
         plans, image = bench_input(shape_xyz, demo=label == "demo", seed=seed)
         torch.manual_seed(seed)
@@ -216,7 +231,8 @@ def run(quick: bool = False, rounds: int = 3, backends: Sequence[str] = DEFAULT_
 
 
 def _markdown(f: dict) -> str:
-    versions = f"torch {f['torch']}" + (f", onnxruntime {f['onnxruntime']}" if "onnxruntime" in f else "")
+    versions = ", ".join([f"torch {f['torch']}"]
+                         + [f"{k} {f[k]}" for k in ("onnxruntime", "openvino") if k in f])
     lines = [f"PFSeg's inference path on one synthetic case per size, random weights, float32 on the "
              f"CPU ({f['torch_threads']} threads; {versions}). Each round runs every backend once "
              "(order rotated), so load falls on all alike. Ratio = eager median / backend median. "
@@ -255,7 +271,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the demo size only (a smoke run)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per backend (default 3)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for torch and ONNX Runtime alike (default: every allowed CPU)")
+                        help="threads for torch, ONNX Runtime and OpenVINO alike "
+                             "(default: every allowed CPU)")
     parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=BACKENDS,
                         help="backends to time; eager is always the first (the reference)")
     args = parser.parse_args(argv)

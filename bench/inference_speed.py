@@ -6,8 +6,9 @@ The same synthetic BraTS-like cases (the demo's 64 x 64 x 48, then 240 x 240 x 1
 go through `inference.pipeline.predict_folder` on the same machine in the same process: with
 PFSeg (one forward pass over the whole padded volume; the SR decoder is not run), with the
 patch-based ResUNet3D (Gaussian sliding window over its planned patch, step 0.5) and, when
-onnxruntime is installed, with PFSeg on ONNX Runtime (`pfseg_predict --backend onnxruntime`:
-the network exported to ONNX when loaded; its load time is reported apart).
+onnxruntime or openvino is installed, with PFSeg on ONNX Runtime or OpenVINO (`pfseg_predict
+--backend onnxruntime|openvino`: the network exported to ONNX when loaded; its load time is
+reported apart).
 Both networks have the paper's widths (32, 32, 64, 128, 256) and random weights: speed does not
 depend on training. The plan is built like the planner's rules on these cases: target spacing
 1 mm, HR shape = the largest brain box rounded up to LR scale x 2**4 = 32 per axis, LR scale 2,
@@ -43,9 +44,11 @@ log = logging.getLogger(__name__)
 
 PAPER_WIDTHS = [32, 32, 64, 128, 256]
 METHODS = ("pfseg", "resunet3d")
-# PFSeg's networks on ONNX Runtime (`pfseg_predict --backend onnxruntime`), when it is installed
-ONNX_METHOD = "pfseg_onnxruntime"
-NAMES = {"pfseg": "PFSeg", "resunet3d": "ResUNet3D", ONNX_METHOD: "PFSeg, ONNX Runtime"}
+# PFSeg's networks exported (`pfseg_predict --backend B`), when B's package is installed (CPU)
+GRAPH_METHODS = {"pfseg_onnxruntime": ("onnxruntime", "ONNX Runtime", "onnx"),
+                 "pfseg_openvino": ("openvino", "OpenVINO", "openvino")}     # backend, name, extra
+NAMES = {"pfseg": "PFSeg", "resunet3d": "ResUNet3D",
+         **{m: f"PFSeg, {name}" for m, (_, name, _) in GRAPH_METHODS.items()}}
 
 
 def _round_up(n: float, multiple: int) -> int:
@@ -130,14 +133,16 @@ def measure(shape_xyz: tuple[int, int, int], n_cases: int = 1, device: str = "cp
                        brain_shapes_zyx=[list(s) for s in brain_shapes])
         torch.nn.functional.conv3d(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 3, 3, 3))  # thread pool up
 
-        methods = list(METHODS) + ([ONNX_METHOD] if _has_onnxruntime() and torch_device.type == "cpu" else [])
+        exported = [m for m in GRAPH_METHODS if _installed(m)] if torch_device.type == "cpu" else []
+        methods = list(METHODS) + exported
         predictors, load_seconds = {}, {}
         for method in methods:
             network = method.split("_")[0]
             torch.manual_seed(seed)
             model = build_network(network, plans).eval()
             t0 = time.perf_counter()
-            models = to_backend([model], plans, network, "onnxruntime" if method == ONNX_METHOD else "torch")
+            models = to_backend([model], plans, network, GRAPH_METHODS[method][0] if method in GRAPH_METHODS
+                                else "torch")
             load_seconds[method] = time.perf_counter() - t0
             predictors[method] = Predictor(models, plans, network, device=torch_device)
             windows = [int(np.prod([len(window_starts(s, p, plans.patch_based.step))
@@ -163,9 +168,9 @@ def measure(shape_xyz: tuple[int, int, int], n_cases: int = 1, device: str = "cp
                 m["end_to_end"].append(report.wall_seconds / n_cases)
                 m["stages"].append({k: float(np.mean([t[k] for t in report.timings]))
                                     for k in ("read", "preprocess", "network", "export", "total")})
-        if ONNX_METHOD in methods:
-            figures["onnxruntime_labels_alike"] = _labels_alike(tmp / f"out_{ONNX_METHOD}_0",
-                                                                tmp / "out_pfseg_0")
+        for method in (m for m in methods if m in GRAPH_METHODS):
+            figures[f"{GRAPH_METHODS[method][0]}_labels_alike"] = _labels_alike(tmp / f"out_{method}_0",
+                                                                                tmp / "out_pfseg_0")
         del predictors
     figures["load_after"] = os.getloadavg()[0]
     for m in figures["methods"].values():
@@ -176,18 +181,19 @@ def measure(shape_xyz: tuple[int, int, int], n_cases: int = 1, device: str = "cp
         a, b = ru[f"{kind}_seconds_per_case"], pf[f"{kind}_seconds_per_case"]
         figures[f"{kind}_ratio"] = a["median"] / b["median"]
         figures[f"{kind}_round_ratios"] = [x / y for x, y in zip(a["values"], b["values"])]
-        if ONNX_METHOD in figures["methods"]:
-            ort = figures["methods"][ONNX_METHOD][f"{kind}_seconds_per_case"]
-            figures[f"onnxruntime_{kind}_ratio"] = b["median"] / ort["median"]
+        for method in (m for m in figures["methods"] if m in GRAPH_METHODS):
+            exported = figures["methods"][method][f"{kind}_seconds_per_case"]
+            figures[f"{GRAPH_METHODS[method][0]}_{kind}_ratio"] = b["median"] / exported["median"]
     figures["markdown"] = _markdown(figures)
     return figures
 
 
-def _has_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        log.warning("onnxruntime is not installed (pip install 'pfseg[onnx]'): no ONNX Runtime row")
+def _installed(method: str) -> bool:
+    import importlib.util
+
+    package, name, extra = GRAPH_METHODS[method]
+    if importlib.util.find_spec(package) is None:
+        log.warning("%s is not installed (pip install 'pfseg[%s]'): no %s row", package, extra, name)
         return False
     return True
 
@@ -234,12 +240,14 @@ def _markdown(f: dict) -> str:
     lines += ["", f"PFSeg is **{f['network_ratio']:.1f}x** faster in the network and "
               f"**{f['end_to_end_ratio']:.1f}x** faster end to end (ResUNet3D / PFSeg, ratio of the medians; "
               f"end to end per round: {rounds}; same cases, same run)."]
-    if "onnxruntime_network_ratio" in f:
-        lines += ["", "PFSeg on ONNX Runtime (`pfseg_predict --backend onnxruntime`; load s: the export to "
-                  f"ONNX and the session, once per run) is **{f['onnxruntime_network_ratio']:.2f}x** the "
-                  f"eager path's speed in the network and **{f['onnxruntime_end_to_end_ratio']:.2f}x** end "
-                  f"to end (ratio of the medians), with {100 * f['onnxruntime_labels_alike']:.4f} % of the "
-                  "written labels alike."]
+    for backend, name, _ in GRAPH_METHODS.values():
+        if f"{backend}_network_ratio" in f:
+            network, end, alike = (f[f"{backend}_{k}"] for k in ("network_ratio", "end_to_end_ratio",
+                                                                  "labels_alike"))
+            lines += ["", f"PFSeg on {name} (`pfseg_predict --backend {backend}`; load s: the export to "
+                      f"ONNX and the compiled graph, once per run) is **{network:.2f}x** the eager path's "
+                      f"speed in the network and **{end:.2f}x** end to end (ratio of the medians), with "
+                      f"{100 * alike:.4f} % of the written labels alike."]
     return "\n".join(lines) + "\n"
 
 

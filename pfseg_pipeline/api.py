@@ -187,7 +187,7 @@ def load_model(source: PathLike, *, folds: Sequence[str | int] | None = None, ch
     source : a model package zip (`pfseg_export_model`), the folder it unpacks to, or a results
         network folder (`results/NAME/NETWORK[__VARIANT]`, or a copy of it).
     folds : the folds to ensemble (default: all); checkpoint : "final" (default) or "best".
-    device : "auto", "cpu", "cuda" or "cuda:N"; backend : "torch" or "onnxruntime" (CPU).
+    device : "auto", "cpu", "cuda" or "cuda:N"; backend : "torch", "onnxruntime" or "openvino" (CPU).
     tta : average over the mirror flips training used; label_scheme : write labels in another
         scheme ("brats2020", "brats2023"; default: the model's).
     postprocessing : apply the model's postprocessing.json when it has one (as pfseg_predict

@@ -46,6 +46,7 @@ examples:
   pfseg_predict -i BRATS_485.nii.gz -o pred -d MSD --channels FLAIR T1w T1gd T2w   # one 4D file
   pfseg_predict -i scans -o pred --model-dir pfseg_brats.zip    # a model package (pfseg_export_model)
   pfseg_predict -i scans -o pred -d BraTS --backend onnxruntime # the networks on ONNX Runtime (CPU)
+  pfseg_predict -i scans -o pred -d BraTS --backend openvino    # ... on OpenVINO (CPU; fastest there)
 
 IN: a folder of cases: BraTS case folders (<case>/<case>_<modality>.nii.gz), an nnU-Net raw or MSD
 dataset (imagesTr/), or a flat folder of <case>_<modality> / <case>_000K files; one case's
@@ -65,7 +66,8 @@ plans.json, dataset.json and fold_*/checkpoint_{final,best,latest}.pt (no prepro
 needed), or a model package zip from pfseg_export_model (checked, then unpacked to a temporary
 folder). Default folds: every fold with the requested checkpoint; their probabilities are
 averaged. --backend onnxruntime exports each fold to ONNX when loading (a package of format onnx
-holds the graphs) and runs them with ONNX Runtime on the CPU (pip install 'pfseg[onnx]').
+holds the graphs) and runs them with ONNX Runtime on the CPU (pip install 'pfseg[onnx]');
+--backend openvino runs the same graphs with OpenVINO on the CPU (pip install 'pfseg[openvino]').
 When the folder holds postprocessing.json (pfseg_find_postprocessing), its rules are applied to
 every label map (--no-postprocessing: not); timings.json records which.
 """
@@ -100,8 +102,8 @@ def build_parser() -> ArgumentParser:
                         help="a results network folder (plans.json + dataset.json + fold_*), anywhere, "
                              "or a model package zip")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="torch (eager PyTorch; default) or onnxruntime (CPU; the default for an onnx "
-                             "package)")
+                        help="torch (eager PyTorch; default), onnxruntime (CPU; the default for an onnx "
+                             "package) or openvino (CPU)")
     parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     parser.add_argument("--tta", action="store_true",
                         help="mirror test-time augmentation over the axes training flipped (plans.json "

@@ -64,7 +64,47 @@ def session_options(threads: int | None = None, optimization: str = "all"):
     return options
 
 
-class OnnxRunner:
+class GraphRunner:
+    """What every runner of a pfseg ONNX export shares: the graph's metadata (`network_name`,
+    `in_channels`, `divisor_zyx`), the input check and `forward_infer`; a subclass runs the
+    graph (`run_array`)."""
+
+    metadata: dict[str, Any]
+
+    def _read_metadata(self, meta: str | None, source: str) -> None:
+        if meta is None:
+            raise UserError(f"{source}: an ONNX model without pfseg metadata (not a pfseg export)")
+        self.metadata = json.loads(meta)
+        self.network_name: str = self.metadata["network"]
+        self.in_channels = int(self.metadata["in_channels"])
+        self.divisor_zyx = tuple(int(d) for d in self.metadata["divisor_zyx"])
+
+    def check_input(self, image: Tensor | np.ndarray) -> None:
+        """Raise a ValueError unless `image` is (B, C, Z, Y, X) with valid C and spatial sizes."""
+        shape = tuple(image.shape)
+        if len(shape) != 5 or shape[1] != self.in_channels:
+            raise ValueError(f"expected a batch (B, {self.in_channels}, Z, Y, X), got shape {shape}")
+        if any(n % d for n, d in zip(shape[2:], self.divisor_zyx)):
+            raise ValueError(f"input shape {shape[2:]} is not a multiple of the network's divisor "
+                             f"{self.divisor_zyx} per axis (pad it first)")
+
+    def run_array(self, array: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """Logits (B, K, Z, Y, X) float32 of a float32 array (B, C, Z, Y, X)."""
+        self.check_input(image)
+        return self.run_array(np.ascontiguousarray(image, dtype=np.float32))
+
+    def forward_infer(self, image: Tensor) -> Tensor:
+        """Logits (B, K, Z, Y, X) float32 of a CPU tensor (B, C, Z, Y, X), as the network's
+        `forward_infer`; the result is on the CPU."""
+        return torch.from_numpy(self.run(image.detach().cpu().numpy()))
+
+    __call__ = forward_infer
+
+
+class OnnxRunner(GraphRunner):
     """An ONNX Runtime session over an exported graph, called like a network's `forward_infer`.
 
     Parameters
@@ -84,37 +124,17 @@ class OnnxRunner:
             self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:   # onnxruntime raises its own exception types, not exported
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{source}: not a loadable ONNX model ({first})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if meta is None:
-            raise UserError(f"{source}: an ONNX model without pfseg metadata (not a pfseg export)")
-        self.metadata: dict[str, Any] = json.loads(meta)
-        self.network_name: str = self.metadata["network"]
-        self.in_channels = int(self.metadata["in_channels"])
-        self.divisor_zyx = tuple(int(d) for d in self.metadata["divisor_zyx"])
+            raise UserError(f"{source}: not a loadable ONNX model ({first_line(exc)})") from None
+        self._read_metadata(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), source)
         self.threads = options.intra_op_num_threads
         self._input = self.session.get_inputs()[0].name
         log.info("ONNX Runtime %s: %s on %d thread(s)", ort.__version__, self.network_name, self.threads)
 
-    def check_input(self, image: Tensor | np.ndarray) -> None:
-        """Raise a ValueError unless `image` is (B, C, Z, Y, X) with valid C and spatial sizes."""
-        shape = tuple(image.shape)
-        if len(shape) != 5 or shape[1] != self.in_channels:
-            raise ValueError(f"expected a batch (B, {self.in_channels}, Z, Y, X), got shape {shape}")
-        if any(n % d for n, d in zip(shape[2:], self.divisor_zyx)):
-            raise ValueError(f"input shape {shape[2:]} is not a multiple of the network's divisor "
-                             f"{self.divisor_zyx} per axis (pad it first)")
-
-    def run(self, image: np.ndarray) -> np.ndarray:
-        """Logits (B, K, Z, Y, X) float32 of a float32 array (B, C, Z, Y, X)."""
-        self.check_input(image)
-        array = np.ascontiguousarray(image, dtype=np.float32)
+    def run_array(self, array: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: array})[0]
 
-    def forward_infer(self, image: Tensor) -> Tensor:
-        """Logits (B, K, Z, Y, X) float32 of a CPU tensor (B, C, Z, Y, X), as the network's
-        `forward_infer`; the result is on the CPU."""
-        return torch.from_numpy(self.run(image.detach().cpu().numpy()))
 
-    __call__ = forward_infer
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

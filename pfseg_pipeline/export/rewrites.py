@@ -128,7 +128,9 @@ def interleave_phases(phases: Tensor, scale_zyx: tuple[int, int, int]) -> Tensor
 def _nested_mean(x: Tensor) -> Tensor:
     """Mean over the spatial axes of (B, C, Z, Y, X) as the mean along x, then y, then z (exact
     for equal counts per row), so no float32 sum runs over more than one axis's voxels."""
-    return x.mean(dim=4, keepdim=True).mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+    # the middle level as a sum over y times 1 / Y: a graph optimiser that merges chained means
+    # into one mean over all voxels (OpenVINO's does) cannot merge a sum with a mean
+    return (x.mean(dim=4, keepdim=True).sum(dim=3, keepdim=True) / x.shape[3]).mean(dim=2, keepdim=True)
 
 
 class NestedMeanInstanceNorm3d(nn.Module):

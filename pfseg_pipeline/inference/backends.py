@@ -1,13 +1,14 @@
-"""Where the networks run: eager PyTorch, or ONNX Runtime (`pfseg_predict --backend`).
+"""Where the networks run: eager PyTorch, ONNX Runtime or OpenVINO (`pfseg_predict --backend`).
 
     models = to_backend(models, plans, "pfseg", "onnxruntime")    # each fold exported, in memory
 
-`OnnxModule` puts an ONNX Runtime session (`export.onnx_runtime.OnnxRunner`) in the place of a
-network: it has `forward_infer`, `divisor_zyx` and `network_name`, so the predictor's whole
-volume and sliding window drive it as they drive the network it was exported from. A network
-is exported at its spec's training input shape (`NetworkSpec.input_shape`: the HR shape, or the
-patch of a patch-based network); the graph's spatial axes are dynamic, so any valid shape runs.
-ONNX Runtime runs on the CPU here (the onnxruntime package's CPU provider).
+`OnnxModule` puts a runner of the exported graph (`export.onnx_runtime.OnnxRunner`, or
+`export.openvino_runtime.OpenVinoRunner`) in the place of a network: it has `forward_infer`,
+`divisor_zyx` and `network_name`, so the predictor's whole volume and sliding window drive it
+as they drive the network it was exported from. A network is exported at its spec's training
+input shape (`NetworkSpec.input_shape`: the HR shape, or the patch of a patch-based network);
+the graph's spatial axes are dynamic, so any valid shape runs. Both exported backends run on
+the CPU here (ONNX Runtime's CPU provider, OpenVINO's CPU plugin).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from pfseg_pipeline.plans import Plans
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+GRAPH_BACKENDS = ("onnxruntime", "openvino")     # run the ONNX export, on the CPU
 
 
 class OnnxModule(nn.Module):
-    """An `OnnxRunner` called like a network's `forward_infer` (CPU tensors in and out).
+    """A runner of the exported graph called like a network's `forward_infer` (CPU tensors in
+    and out).
 
     Parameters
     ----------
-    runner : an `export.onnx_runtime.OnnxRunner` over a pfseg export.
+    runner : an `export.onnx_runtime.GraphRunner` (ONNX Runtime or OpenVINO) over a pfseg export.
     """
 
     def __init__(self, runner):
@@ -45,7 +48,7 @@ class OnnxModule(nn.Module):
     def forward_infer(self, image: Tensor) -> Tensor:
         """Logits (B, K, Z, Y, X) float32 of a CPU image (B, C, Z, Y, X)."""
         if image.device.type != "cpu":
-            raise ValueError("the ONNX Runtime backend runs on the CPU: pass a CPU tensor")
+            raise ValueError("the exported graph runs on the CPU: pass a CPU tensor")
         return self.runner.forward_infer(image)
 
     def forward(self, image: Tensor) -> Tensor:
@@ -59,24 +62,27 @@ def check_backend(backend: str) -> str:
 
 
 def backend_device(backend: str | None, device: str | torch.device) -> str | torch.device:
-    """The device a backend runs on: ONNX Runtime on the CPU ('auto' becomes 'cpu'; CUDA is a
-    UserError), eager PyTorch wherever asked."""
-    if backend != "onnxruntime":
+    """The device a backend runs on: ONNX Runtime and OpenVINO on the CPU ('auto' becomes 'cpu';
+    CUDA is a UserError), eager PyTorch wherever asked."""
+    if backend not in GRAPH_BACKENDS:
         return device
     name = str(device).strip().lower()
     if name not in ("auto", "cpu"):
-        raise UserError(f"--backend onnxruntime runs on the CPU (the onnxruntime package's CPU provider); "
+        raise UserError(f"--backend {backend} runs on the CPU here; "
                         f"use --device cpu (or auto), or --backend torch for --device {device}")
     return "cpu"
 
 
-def onnx_module(model: bytes, in_channels: int, network: str, source: str, threads: int | None = None
-                ) -> OnnxModule:
-    """An `OnnxModule` over the serialised graph `model`; a graph of another network or input
-    is a UserError naming `source`."""
-    from pfseg_pipeline.export.onnx_runtime import OnnxRunner
+def onnx_module(model: bytes, in_channels: int, network: str, source: str, threads: int | None = None,
+                backend: str = "onnxruntime") -> OnnxModule:
+    """An `OnnxModule` over the serialised graph `model` on `backend` (one of GRAPH_BACKENDS); a
+    graph of another network or input is a UserError naming `source`."""
+    if backend == "openvino":
+        from pfseg_pipeline.export.openvino_runtime import OpenVinoRunner as Runner
+    else:
+        from pfseg_pipeline.export.onnx_runtime import OnnxRunner as Runner
 
-    runner = OnnxRunner(model, threads=threads)
+    runner = Runner(model, threads=threads)
     if runner.network_name != network or runner.in_channels != in_channels:
         raise UserError(f"{source}: the ONNX graph is {runner.network_name!r} with {runner.in_channels} "
                         f"input channel(s); expected {network!r} with {in_channels}")
@@ -86,8 +92,8 @@ def onnx_module(model: bytes, in_channels: int, network: str, source: str, threa
 def to_backend(models: Sequence[nn.Module], plans: Plans, network: str, backend: str,
                threads: int | None = None) -> list[nn.Module]:
     """`models` (eager networks in eval mode) on `backend`: themselves for "torch"; for
-    "onnxruntime" each exported to ONNX in memory (`export.onnx_export.onnx_bytes`, with its
-    ONNX Runtime rewrites) and wrapped in an `OnnxModule`."""
+    "onnxruntime" and "openvino" each exported to ONNX in memory (`export.onnx_export.onnx_bytes`,
+    with its rewrites) and wrapped in an `OnnxModule`."""
     check_backend(backend)
     if backend == "torch":
         return list(models)
@@ -98,7 +104,7 @@ def to_backend(models: Sequence[nn.Module], plans: Plans, network: str, backend:
     for i, model in enumerate(models):
         t0 = time.perf_counter()
         data = onnx_bytes(model.to("cpu").eval(), plans.in_channels, shape)
-        out.append(onnx_module(data, plans.in_channels, network, f"fold {i}", threads))
+        out.append(onnx_module(data, plans.in_channels, network, f"fold {i}", threads, backend))
         log.info("model %d exported to ONNX (%.1f MB) in %.1f s", i + 1, len(data) / 1e6,
                  time.perf_counter() - t0)
     return out

@@ -8,8 +8,8 @@ API) predicts from a package too:
   read into memory, and the folder removed;
 - pytorch packages: each fold's network is built from plans.json with the manifest's options,
   its training-only modules left out, and its safetensors weights loaded strictly (eager
-  PyTorch, or exported to ONNX Runtime with `backend="onnxruntime"`);
-- onnx packages: each fold's graph runs on ONNX Runtime (the only backend they have);
+  PyTorch, or exported to ONNX with `backend="onnxruntime"` or `"openvino"`);
+- onnx packages: each fold's graph runs on ONNX Runtime (default) or OpenVINO;
 - torchscript packages hold TorchScript for other runtimes (libtorch, MONAI-style tools): a
   TorchScript file is a pickle-based archive, which pfseg never loads from a package.
 """
@@ -25,7 +25,7 @@ import torch
 from pfseg_pipeline.checkpoints import load_weights
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
-from pfseg_pipeline.inference.backends import check_backend, onnx_module, to_backend
+from pfseg_pipeline.inference.backends import GRAPH_BACKENDS, check_backend, onnx_module, to_backend
 from pfseg_pipeline.inference.postprocessing import model_postprocessing
 from pfseg_pipeline.model_package.archive import is_package_zip, unpacked
 from pfseg_pipeline.model_package.manifest import DATASET, MANIFEST, PLANS, Manifest, read_manifest
@@ -55,7 +55,7 @@ def load_package(source: str | Path, folds: Sequence[str | int] | None = None, c
     folds : a subset of the package's folds; None = all of them.
     checkpoint : must be the package's ("final" or "best") when given.
     network : the expected registry name, when given.
-    backend : "torch" or "onnxruntime"; None = what the package holds (onnx -> onnxruntime).
+    backend : "torch", "onnxruntime" or "openvino"; None = what the package holds (onnx -> onnxruntime).
     """
     source = Path(source)
     if is_package_zip(source):
@@ -81,8 +81,8 @@ def load_package(source: str | Path, folds: Sequence[str | int] | None = None, c
     if manifest.format == "torchscript":
         raise UserError(f"{what}: TorchScript is for other runtimes (libtorch, MONAI-style tools); pfseg "
                         "predicts from pytorch or onnx packages (pfseg_export_model --format pytorch|onnx)")
-    if manifest.format == "onnx" and backend != "onnxruntime":
-        raise UserError(f"{what}: an onnx package runs on --backend onnxruntime only")
+    if manifest.format == "onnx" and backend not in GRAPH_BACKENDS:
+        raise UserError(f"{what}: an onnx package runs on --backend {' or '.join(GRAPH_BACKENDS)} only")
 
     plans = load_plans(source / PLANS)
     dataset = read_json(source / DATASET)
@@ -90,7 +90,8 @@ def load_package(source: str | Path, folds: Sequence[str | int] | None = None, c
     models = []
     for path in paths:
         if manifest.format == "onnx":
-            models.append(onnx_module(path.read_bytes(), plans.in_channels, manifest.network, str(path)))
+            models.append(onnx_module(path.read_bytes(), plans.in_channels, manifest.network, str(path),
+                                      backend=backend))
             continue
         try:
             model = build_inference_network(manifest.network, plans, manifest.network_options)

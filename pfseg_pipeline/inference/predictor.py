@@ -10,7 +10,7 @@ the mirror combinations of the axes training flipped (`plans.training.augmentati
 `load_models` reads a results network folder (plans.json + dataset.json + fold_*/checkpoint_*.pt,
 through the shared `checkpoints` module) and builds each fold's network from the plans with
 `networks.registry.build_network`, or reads a model package (`inference.packaged`); with
-`backend="onnxruntime"` the networks run on ONNX Runtime (`inference.backends`). It never
+`backend="onnxruntime"` or `"openvino"` the networks run exported (`inference.backends`). It never
 imports training code: a copied results folder or a package predicts on its own.
 
 The predictor takes PREPROCESSED images (`predict_preprocessed`): cropped, normalised and
@@ -185,8 +185,8 @@ def load_models(model_dir: str | Path, folds: Sequence[str | int] | None = None,
     folds : fold names (0..4, 'all', 'paper', ...); None = every fold with the checkpoint.
     checkpoint : 'final', 'best' or 'latest' (checkpoint_<kind>.pt); None = final (a package's own).
     network : expected registry name; None = what the checkpoints say.
-    backend : 'torch' (eager) or 'onnxruntime' (`inference.backends`); None = torch (an onnx
-        package: onnxruntime).
+    backend : 'torch' (eager), 'onnxruntime' or 'openvino' (`inference.backends`); None = torch
+        (an onnx package: onnxruntime).
     postprocessing : read the folder's postprocessing.json into `LoadedModels.postprocessing`
         (False: leave it out, unread).
 

@@ -1,5 +1,5 @@
-"""The ONNX Runtime backend under the predictor: whole volume and sliding window give PyTorch's
-probabilities; the device rules."""
+"""The exported backends (ONNX Runtime, OpenVINO) under the predictor: whole volume and sliding
+window give PyTorch's probabilities; the device rules."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from pfseg_pipeline.networks.registry import build_network
 from .conftest import tiny_plans
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("network", ["pfseg", "resunet3d", "hdc"])
-def test_the_predictor_on_onnx_runtime_gives_pytorchs_probabilities(network):
-    pytest.importorskip("onnxruntime")
+def test_the_predictor_on_an_exported_backend_gives_pytorchs_probabilities(network, backend):
+    pytest.importorskip(backend)
     plans = tiny_plans()
     models = [build_network(network, plans).eval() for _ in range(2)]
-    onnx = to_backend(models, plans, network, "onnxruntime", threads=1)
+    onnx = to_backend(models, plans, network, backend, threads=1)
     assert all(isinstance(m, OnnxModule) and m.divisor_zyx == models[0].divisor_zyx for m in onnx)
     # larger than the exported shape on two axes: padding, several windows, batches of windows
     image = torch.randn(2, 20, 30, 17, generator=torch.Generator().manual_seed(3)).numpy()
@@ -33,9 +34,11 @@ def test_the_predictor_on_onnx_runtime_gives_pytorchs_probabilities(network):
 
 def test_which_device_each_backend_runs_on():
     assert backend_device("onnxruntime", "auto") == "cpu"
-    assert backend_device("onnxruntime", "cpu") == "cpu"
+    assert backend_device("onnxruntime", "cpu") == "cpu" and backend_device("openvino", "auto") == "cpu"
     assert backend_device("torch", "cuda:1") == "cuda:1" and backend_device(None, "auto") == "auto"
     with pytest.raises(UserError, match="--backend onnxruntime runs on the CPU"):
         backend_device("onnxruntime", "cuda")
-    with pytest.raises(UserError, match="--backend 'tensorrt': choose from torch, onnxruntime"):
+    with pytest.raises(UserError, match="--backend openvino runs on the CPU"):
+        backend_device("openvino", "cuda:0")
+    with pytest.raises(UserError, match="--backend 'tensorrt': choose from torch, onnxruntime, openvino"):
         check_backend("tensorrt")

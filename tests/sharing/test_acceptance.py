@@ -37,9 +37,12 @@ FRESH_RUNS = textwrap.dedent("""
     common = ["-i", str(cases), "--device", "cpu", "--no-progress"]
     for name, args in {"zip": ["--model-dir", str(models / "model.zip")],
                        "zip_ort": ["--model-dir", str(models / "model.zip"), "--backend", "onnxruntime"],
-                       "onnx_zip": ["--model-dir", str(models / "model_onnx.zip")]}.items():
+                       "onnx_zip": ["--model-dir", str(models / "model_onnx.zip")],
+                       "zip_ov": ["--model-dir", str(models / "model.zip"), "--backend", "openvino"],
+                       "onnx_zip_ov": ["--model-dir", str(models / "model_onnx.zip"), "--backend", "openvino"]
+                       }.items():
         assert run(predict, [*common, "-o", str(out / name), *args]) == 0, name
-    for name, backend in (("api", "torch"), ("api_ort", "onnxruntime")):
+    for name, backend in (("api", "torch"), ("api_ort", "onnxruntime"), ("api_ov", "openvino")):
         model = load_model(models / "model.zip", device="cpu", backend=backend)
         for case in sorted(p for p in cases.iterdir() if p.is_dir()):
             files = {m: case / f"{case.name}_{m}.nii.gz" for m in model.modalities}
@@ -61,6 +64,7 @@ def _subprocess(args: list[str], cwd: Path, home: Path) -> None:
 @pytest.mark.slow
 def test_a_demo_model_predicts_the_same_labels_from_a_fresh_folder(tmp_path):
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     ws, raw, test = tmp_path / "ws", tmp_path / "raw", tmp_path / "test_cases"
     # the demo's steps: synthetic cases, the demo preset, pfseg on fold 0 (a few iterations)
     assert run(make_synthetic.main, [str(raw), "--cases", "5", "--shape", *SHAPE_XYZ, "--seed", "1"]) == 0
@@ -100,7 +104,8 @@ def test_a_demo_model_predicts_the_same_labels_from_a_fresh_folder(tmp_path):
         got = _labels(out / name)
         assert got.keys() == reference.keys(), name
         assert all(np.array_equal(got[k], reference[k]) for k in got), name
-    for name in ("zip_ort", "onnx_zip", "api_ort"):   # ONNX Runtime: at least 99.99 % alike
+    for name in ("zip_ort", "onnx_zip", "api_ort",    # ONNX Runtime and OpenVINO: at least 99.99 % alike
+                 "zip_ov", "onnx_zip_ov", "api_ov"):
         got = _labels(out / name)
         alike = sum(int((got[k] == reference[k]).sum()) for k in reference)
         total = sum(v.size for v in reference.values())
