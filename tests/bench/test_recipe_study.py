@@ -119,3 +119,48 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
     monkeypatch.setattr("pfseg_pipeline.training.recipe.train_fold", no_training)
     again = recipe.run(quick=True, work=work)
     assert len(again["runs"]) == len(runs) and "| recipe:lr1-us |" in again["markdown"]
+
+
+def _hold_lock(folder: Path, seconds: float, then_write: Path | None = None):
+    """A process of its own holding `folder`'s lock for `seconds` (a study process on another core),
+    writing `then_write` just before it lets go."""
+    import subprocess
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom pfseg_pipeline import locks\n"
+            "with locks.exclusive(sys.argv[1], 'recipe run'):\n"
+            "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n"
+            "    if sys.argv[3]:\n        Path(sys.argv[3]).write_text('done')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder), str(seconds), str(then_write or "")],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_run_that_another_process_holds_is_skipped_and_the_setup_lock_is_waited_for(tmp_path, monkeypatch):
+    from bench.recipe import ROWS, Study, _waiting_for
+
+    study = Study(tmp_path / "study", 4, 4, 2, "default")
+    out = study._out("c2", "pfseg", 1, 10)
+    out.parent.mkdir(parents=True)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run held by another process was trained here too")
+
+    monkeypatch.setattr(Study, "_train_and_score", no_training)
+    holder = _hold_lock(out.with_name(f".{out.stem}"), 60)
+    try:
+        assert study.run(ROWS["c2"], "pfseg", 1, 10) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (its lock is stale) and has written the run: it is read, not trained
+    out.write_text(json.dumps({"row": "c2", "seed": 1}))
+    assert study.run(ROWS["c2"], "pfseg", 1, 10) == {"row": "c2", "seed": 1}
+    assert study.result("c2", "pfseg", 1, 10) == {"row": "c2", "seed": 1}
+    assert study.result("c2", "pfseg", 2, 10) is None
+
+    setup, marker = tmp_path / "study" / ".setup", tmp_path / "released"
+    holder = _hold_lock(setup, 1.0, then_write=marker)
+    with _waiting_for(setup, "the study's data and plans", poll_seconds=0.1):
+        assert marker.is_file()             # entered only after the other process let go
+    holder.wait()
