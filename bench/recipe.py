@@ -20,9 +20,10 @@ over the cases per epoch, ...) on the demo plan's networks. Each other row chang
 (ROWS). Runs go one at a time in this process and each writes one JSON (`WORK/runs/...`): a
 rerun skips what is done. Several processes may share one study: each run is locked while it
 runs and the others skip it (`taskset -c 0 python -m bench.recipe & taskset -c 1 python -m
-bench.recipe`: on 2 cores two one-thread processes train PFSeg 1.55x as fast as one two-thread
-process, ResUNet3D 2x; every run trains a fixed number of iterations, so only the s / it column
-depends on how the cores were shared). The table is made from every run on disk; rerun once
+bench.recipe`: on 2 cores two one-thread processes train PFSeg about 1.15x as fast in all as one
+two-thread process, 8.2 s per 8-iteration epoch each against 4.7 s, and ResUNet3D, whose steps
+are too small for two threads, about 2x; every run trains a fixed number of iterations, so only
+the s / it column depends on how the cores were shared). The table is made from every run on disk; rerun once
 when the others are done for the whole table. The table (docs/BENCHMARKS.md, section `recipe`)
 gives per row and network the mean (sd) over seeds, the paired difference to the baseline's
 mean Dice (WT, TC, ET averaged) with its standard error, and the decision rule's verdict: a
