@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 
 def _openvino():
     try:
+        import onnx  # noqa: F401  (the graph's pfseg metadata is read with it)
         import openvino
     except ImportError:
-        raise UserError("running on OpenVINO needs the optional package openvino: "
+        raise UserError("running on OpenVINO needs the optional packages openvino and onnx: "
                         "pip install 'pfseg[openvino]'") from None
     return openvino
 

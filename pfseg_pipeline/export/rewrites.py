@@ -1,4 +1,4 @@
-"""Equivalent forms of two modules that ONNX Runtime runs faster or more exactly.
+"""Equivalent forms of two modules that ONNX Runtime (and OpenVINO) run faster or more exactly.
 
 Both give the original module's output (up to the order of the float sums); the ONNX export
 applies them to a copy of the network (`for_onnx_runtime`), the network itself is untouched.
@@ -18,7 +18,8 @@ applies them to a copy of the network (`for_onnx_runtime`), the network itself i
   volume with zero background at BraTS size their output was off by up to 1e-2 (PyTorch's by
   4e-7), and PFSeg's logits by 2.5e-3. Means of at most a few hundred values at a time stay as
   exact as PyTorch, for about 1.7x the time of the fused kernel (still 2.5x faster than
-  PyTorch's instance norm).
+  PyTorch's instance norm). OpenVINO's MVN and its one mean over chained means lose the same
+  precision (PFSeg's logits off by 2e-2): the middle level is a sum, which it does not merge.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SubPixelConvTranspose3d(nn.Module):
     all have k/s taps). Along an axis, phase a's output for voxel m lies at convolution index
     j = m + start_a, i.e. at output position s*j + g_a with g_a = a - s*start_a; the g_a of the s
     phases are s consecutive integers, so with the phases ordered by g_a the convolution's
-    channels interleave (depth-to-space) into the output shifted by min(g_a): one slice at the
+    channels interleave (depth-to-space) into the output shifted by min(g_a): one crop at the
     end, instead of a slice per phase and their concatenation (each a copy of the output in
     ONNX Runtime). The interleave moves one axis at a time, x first (each single-axis transpose
     about half the time of one transpose of all axes in ONNX Runtime).

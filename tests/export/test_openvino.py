@@ -85,3 +85,19 @@ def test_a_file_that_is_not_a_pfseg_onnx_export_is_refused(tmp_path):
     plain.write_bytes(_onnx(nn.Conv3d(1, 1, 1), torch.zeros(1, 1, 2, 2, 2)))
     with pytest.raises(UserError, match="plain.onnx: an ONNX model without pfseg metadata"):
         OpenVinoRunner(plain)
+
+
+def test_without_openvino_the_runner_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(UserError, match=r"needs the optional packages openvino and onnx: "
+                                        r"pip install 'pfseg\[openvino\]'"):
+        OpenVinoRunner(b"anything")
