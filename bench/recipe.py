@@ -23,13 +23,13 @@ runs and the others skip it (`taskset -c 0 python -m bench.recipe & taskset -c 1
 bench.recipe`: on 2 cores two one-thread processes train PFSeg about 1.15x as fast in all as one
 two-thread process, 8.2 s per 8-iteration epoch each against 4.7 s, and ResUNet3D, whose steps
 are too small for two threads, about 2x; every run trains a fixed number of iterations, so only
-the s / it column depends on how the cores were shared). The table is made from every run on disk; rerun once
-when the others are done for the whole table. The table (docs/BENCHMARKS.md, section `recipe`)
-gives per row and network the mean (sd) over seeds, the paired difference to the baseline's
-mean Dice (WT, TC, ET averaged) with its standard error, and the decision rule's verdict: a
-change wins when its mean gain exceeds one standard error of the paired differences (3+
-seeds); else the simpler option stays. Rows are named (`recipe:a1`, ...) for plans.json
-reasons. Data and runs live under bench/_work/recipe (`--work`).
+the s / it column depends on how the cores were shared). The table is made from every run on
+disk: `python -m bench recipe` once the others are done writes the whole table. The table
+(docs/BENCHMARKS.md, section `recipe`) gives per row and network the mean (sd) over seeds, the
+paired difference to the baseline's mean Dice (WT, TC, ET averaged) with its standard error,
+and the decision rule's verdict: a change wins when its mean gain exceeds one standard error of
+the paired differences (3+ seeds); else the simpler option stays. Rows are named (`recipe:a1`,
+...) for plans.json reasons. Data and runs live under bench/_work/recipe (`--work`).
 """
 
 from __future__ import annotations
