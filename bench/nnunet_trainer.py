@@ -5,13 +5,18 @@
 
 Used by bench/nnunet_compare.py. `nnUNetTrainerBench` changes nothing of nnU-Net's
 `nnUNetTrainer` but its budget: `--epochs` epochs of `--iterations` training iterations, one
-validation iteration per epoch (nnU-Net's pseudo-Dice, not needed here), no intermediate
-checkpoints. It is instantiated here directly (fold `all`, configuration `3d_fullres`, the
-default plans) and `run_training()` is called, so nothing is copied into nnU-Net's package
-folder; nnU-Net's final validation (`perform_actual_validation`) is not run. Afterwards the
-final checkpoint's `trainer_name` is set to `nnUNetTrainer` (the network is built by that class's
-own `build_network_architecture`, which the subclass does not change), so nnU-Net's predictor,
-which looks trainers up by name inside its package, loads it.
+validation iteration per epoch (nnU-Net's pseudo-Dice, not needed here), and nnU-Net's
+`checkpoint_latest.pth` after every epoch: a run that was stopped (a 1,000-iteration run takes
+an hour or two on 2 CPU cores) resumes from it when started again, as `nnUNetv2_train --c`
+would (a latest checkpoint that does not load is set aside and the run starts over; the JSON's
+`resumed_at_epoch` says where it resumed, and its timings cover this process's epochs only;
+nnunet_compare's budget comes from its calibration, not from these). It is instantiated here
+directly (fold `all`, configuration `3d_fullres`, the default plans) and `run_training()` is
+called, so nothing is copied into nnU-Net's package folder; nnU-Net's final validation
+(`perform_actual_validation`) is not run. Afterwards the final checkpoint's `trainer_name` is
+set to `nnUNetTrainer` (the network is built by that class's own `build_network_architecture`,
+which the subclass does not change), so nnU-Net's predictor, which looks trainers up by name
+inside its package, loads it.
 
 nnU-Net reads nnUNet_raw / nnUNet_preprocessed / nnUNet_results when its modules are first
 imported: that is why it runs as a process of its own, with the environment set by the caller.
@@ -44,7 +49,7 @@ def make_trainer_class(epochs: int, iterations: int, val_iterations: int = 1):
             self.num_epochs = epochs
             self.num_iterations_per_epoch = iterations
             self.num_val_iterations_per_epoch = val_iterations
-            self.save_every = 10**9          # only checkpoint_final (and nnU-Net's best)
+            self.save_every = 1              # checkpoint_latest after every epoch: a stopped run resumes
             self.epoch_train_seconds: list[float] = []
             self._t_epoch = 0.0
 
@@ -84,6 +89,18 @@ def main(argv=None) -> int:
     dataset_json = load_json(str(folder / "dataset.json"))
     trainer_class = make_trainer_class(args.epochs, args.iterations, args.val_iterations)
     trainer = trainer_class(plans, "3d_fullres", "all", dataset_json, device=torch.device(args.device))
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    resumed_at = 0
+    if latest.is_file():
+        try:
+            trainer.load_checkpoint(str(latest))
+            resumed_at = trainer.current_epoch
+            print(f"resuming {latest} at epoch {resumed_at}", flush=True)
+        except Exception as exc:  # noqa: BLE001 (a damaged file: torch and pickle raise many types)
+            print(f"{latest} does not load ({type(exc).__name__}: {exc}); starting over", flush=True)
+            latest.rename(latest.with_name(latest.name + ".damaged"))
+            trainer = trainer_class(plans, "3d_fullres", "all", dataset_json,
+                                    device=torch.device(args.device))
     t0 = time.perf_counter()
     trainer.run_training()
     wall = time.perf_counter() - t0
@@ -100,6 +117,7 @@ def main(argv=None) -> int:
     config = trainer.configuration_manager
     result = {
         "trainer": TRAINER_NAME, "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+        "resumed_at_epoch": resumed_at,
         "val_iterations_per_epoch": args.val_iterations, "epoch_train_seconds": per_epoch,
         "seconds_per_iteration": sum(steady) / (len(steady) * args.iterations),
         "train_seconds": sum(per_epoch), "wall_seconds": wall,
