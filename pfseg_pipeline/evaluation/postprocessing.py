@@ -196,9 +196,14 @@ def choose_postprocessing(predictions: dict[str, Path], references: dict[str, Pa
 
 
 def postprocessed_summary(pred_dir: Path, references: dict[str, Path], scheme: LabelScheme, target: str,
-                          workers: int = 1) -> dict[str, Any]:
+                          workers: int = 1, raw: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `postprocessed` section of a fold's summary.json: the postprocessing chosen on the
-    folder's cases and every metric with it applied, labelled as chosen on those cases."""
+    folder's cases and every metric with it applied, labelled as chosen on those cases.
+
+    raw : the folder's summary without postprocessing (`evaluate_folder` on the same references),
+        when the caller has it: where the choice is to change nothing, its figures are those, and
+        the cases are not scored again.
+    """
     from pfseg_pipeline.evaluation.evaluate import evaluate_folder, find_predictions
 
     predictions, _ = find_predictions(pred_dir)
@@ -207,9 +212,12 @@ def postprocessed_summary(pred_dir: Path, references: dict[str, Path], scheme: L
     except UserError as exc:  # no case could be read: the raw figures above stand alone
         log.warning("no postprocessing chosen: %s", exc)
         return {"note": CHOSEN_ON, "error": str(exc)}
-    scored = evaluate_folder(None, pred_dir, scheme=scheme, target=target, references=references,
-                             num_processes=workers, progress=False, write=False,
-                             postprocessing=choice.postprocessing)
+    if raw is not None and choice.postprocessing.is_identity:
+        scored = raw
+    else:
+        scored = evaluate_folder(None, pred_dir, scheme=scheme, target=target, references=references,
+                                 num_processes=workers, progress=False, write=False,
+                                 postprocessing=choice.postprocessing)
     log.info("postprocessing chosen on these %d case(s): %s", len(choice.cases), choice.summary_line())
     return {"note": CHOSEN_ON, "postprocessing": choice.to_json(), "summary": scored["summary"],
             "per_case": scored["per_case"], "missing": scored["missing"]}

@@ -110,7 +110,8 @@ def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case]
     if postprocess and labelled:
         from pfseg_pipeline.evaluation.postprocessing import postprocessed_summary
 
-        summary["postprocessed"] = postprocessed_summary(out_dir, labelled, plans.scheme, plans.target)
+        summary["postprocessed"] = postprocessed_summary(out_dir, labelled, plans.scheme, plans.target,
+                                                         raw=summary)
     write_json(out_dir / "summary.json", summary)
     write_per_case_csv(summary, out_dir / "summary.csv")
     return summary

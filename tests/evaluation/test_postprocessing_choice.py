@@ -139,6 +139,24 @@ def test_the_chosen_figures_are_what_applying_it_scores(tmp_path):
     assert section["summary"]["WT"]["hd95"]["mean"] == 0.0   # the far blob no longer counts
 
 
+def test_a_choice_to_change_nothing_reuses_the_raw_figures(tmp_path, monkeypatch):
+    import pfseg_pipeline.evaluation.evaluate as evaluate
+
+    preds, refs = write_pairs(tmp_path, {"b": _small_et_cases()["b_true_216"]})   # nothing to gain
+    raw = evaluate_folder(None, tmp_path / "pred", scheme=BRATS2020, references=refs, write=False,
+                          progress=False)
+
+    def scored_again(*args, **kwargs):
+        raise AssertionError("the cases were scored again for an identity postprocessing")
+
+    monkeypatch.setattr(evaluate, "evaluate_folder", scored_again)
+    section = postprocessed_summary(tmp_path / "pred", refs, BRATS2020, "regions", raw=raw)
+    assert section["postprocessing"]["keep_largest_component"] == []
+    assert section["summary"] == raw["summary"] and section["per_case"] == raw["per_case"]
+    with pytest.raises(AssertionError, match="scored again"):      # without the raw figures: scored
+        postprocessed_summary(tmp_path / "pred", refs, BRATS2020, "regions")
+
+
 def _plans(target: str = "regions") -> Plans:
     plans = Plans(dataset_name="Tiny", modalities=["t1"], label_scheme=BRATS2020.to_json(),
                   hr_shape_zyx=[16, 16, 16], target_spacing_zyx=[1.0, 1.0, 1.0], target=target,
