@@ -18,12 +18,13 @@ The baseline (`base`) is today's default recipe: the `--base-preset` preset's tr
 (default: the default preset's, Adam 1e-4, plateau -> poly without monitor cases, one pass
 over the cases per epoch, ...) on the demo plan's networks. Each other row changes one thing
 (ROWS). Runs go one at a time in this process and each writes one JSON (`WORK/runs/...`): a
-rerun skips what is done. Several processes may share one study: each run is locked while it
-runs and the others skip it (`taskset -c 0 python -m bench.recipe & taskset -c 1 python -m
-bench.recipe`: on 2 cores two one-thread processes train PFSeg about 1.15x as fast in all as one
-two-thread process, 8.2 s per 8-iteration epoch each against 4.7 s, and ResUNet3D, whose steps
-are too small for two threads, about 2x; every run trains a fixed number of iterations, so only
-the s / it column depends on how the cores were shared). The table is made from every run on
+rerun skips what is done. Each process runs on one core of its own (`pin_to_a_free_core`: a
+run's figures depend on its thread count, and rows are paired with the baseline by seed), and
+several processes may share one study: each run is locked while it runs and the others skip it
+(`python -m bench.recipe & python -m bench.recipe`: on 2 cores two one-thread processes train
+PFSeg about 1.15x as fast in all as one two-thread process, 8.2 s per 8-iteration epoch each
+against 4.7 s, and ResUNet3D, whose steps are too small for two threads, about 2x; only the
+s / it column depends on how the cores were shared). The table is made from every run on
 disk: `python -m bench recipe` once the others are done writes the whole table. The table
 (docs/BENCHMARKS.md, section `recipe`) gives per row and network the mean (sd) over seeds, the
 paired difference to the baseline's mean Dice (WT, TC, ET averaged) with its standard error,
@@ -39,6 +40,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import time
@@ -130,11 +132,14 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=Non
     study = Study(Path(work) / f"{spacing}mm_{cases}x{test_cases}", spacing, cases, test_cases, base_preset)
     t0 = time.perf_counter()
     results = {}
-    for row_key in rows:
-        row = ROWS[row_key]
-        for network in row.networks:
-            for seed in seeds:
-                study.run(row, network, seed, iterations)
+    with contextlib.ExitStack() as stack:
+        if not quick:
+            pin_to_a_free_core(study.root, stack)
+        for row_key in rows:
+            row = ROWS[row_key]
+            for network in row.networks:
+                for seed in seeds:
+                    study.run(row, network, seed, iterations)
     for row_key in rows:           # every run on disk: those that other processes ran too
         for network in ROWS[row_key].networks:
             for seed in seeds:
@@ -148,6 +153,28 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=Non
                "runs": {f"{r}/{n}/{s}": v for (r, n, s), v in results.items()}}
     figures["markdown"] = markdown(figures, results)
     return figures
+
+
+def pin_to_a_free_core(root: Path, stack: contextlib.ExitStack) -> int:
+    """Run this process on one core that no other process of the study holds (its lock kept on
+    `stack`), so torch trains every run with one thread: a run's figures depend on its thread
+    count (float sums in another order; a seed whose ET is on the edge of vanishing tips one
+    way with 1 thread and the other with 2), and the rows are compared with the baseline seed by
+    seed. Two processes on 2 cores take one core each."""
+    from pfseg_pipeline import locks
+
+    cores = sorted(os.sched_getaffinity(0))
+    for core in cores:
+        try:
+            stack.enter_context(locks.exclusive(root / f".core{core}", f"core {core} of the study"))
+        except UserError as exc:
+            if not _busy(exc):
+                raise
+            continue
+        os.sched_setaffinity(0, {core})
+        log.info("this study process runs on core %d (one torch thread, as every run of the study)", core)
+        return core
+    raise UserError(f"every core this process may use ({cores}) already runs a process of this study")
 
 
 def _busy(exc: UserError) -> bool:

@@ -164,3 +164,29 @@ def test_a_run_that_another_process_holds_is_skipped_and_the_setup_lock_is_waite
     with _waiting_for(setup, "the study's data and plans", poll_seconds=0.1):
         assert marker.is_file()             # entered only after the other process let go
     holder.wait()
+
+
+def test_each_study_process_takes_a_core_of_its_own(tmp_path):
+    import contextlib
+    import os
+
+    from bench.recipe import pin_to_a_free_core
+    from pfseg_pipeline.errors import UserError
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores")
+    holder = _hold_lock(tmp_path / f".core{cores[0]}", 60)      # another study process on the first
+    try:
+        with contextlib.ExitStack() as stack:
+            assert pin_to_a_free_core(tmp_path, stack) == cores[1]
+            assert os.sched_getaffinity(0) == {cores[1]}
+            assert (tmp_path / f".core{cores[1]}" / ".pfseg.lock").is_file()
+        assert not (tmp_path / f".core{cores[1]}" / ".pfseg.lock").exists()      # let go with the stack
+        os.sched_setaffinity(0, {cores[0]})
+        with contextlib.ExitStack() as stack, pytest.raises(UserError, match="already runs a process"):
+            pin_to_a_free_core(tmp_path, stack)                 # its only core is taken
+    finally:
+        os.sched_setaffinity(0, cores)
+        holder.kill()
+        holder.wait()
