@@ -161,41 +161,33 @@ def pin_to_a_free_core(root: Path, stack: contextlib.ExitStack) -> int:
     count (float sums in another order; a seed whose ET is on the edge of vanishing tips one
     way with 1 thread and the other with 2), and the rows are compared with the baseline seed by
     seed. Two processes on 2 cores take one core each."""
-    from pfseg_pipeline import locks
-
     cores = sorted(os.sched_getaffinity(0))
     for core in cores:
-        try:
-            stack.enter_context(locks.exclusive(root / f".core{core}", f"core {core} of the study"))
-        except UserError as exc:
-            if not _busy(exc):
-                raise
-            continue
-        os.sched_setaffinity(0, {core})
-        log.info("this study process runs on core %d (one torch thread, as every run of the study)", core)
-        return core
+        if _take(stack, root / f".core{core}", f"core {core} of the study"):
+            os.sched_setaffinity(0, {core})
+            log.info("this study process runs on core %d (one torch thread, as every run of the study)", core)
+            return core
     raise UserError(f"every core this process may use ({cores}) already runs a process of this study")
 
 
-def _busy(exc: UserError) -> bool:
-    return "another pfseg run" in str(exc)
+def _take(stack: contextlib.ExitStack, folder: Path, what: str) -> bool:
+    """Hold the lock of `folder` on `stack`; False when another live process holds it."""
+    from pfseg_pipeline import locks
+
+    try:
+        stack.enter_context(locks.exclusive(folder, what))
+    except locks.Busy:
+        return False
+    return True
 
 
 @contextlib.contextmanager
 def _waiting_for(folder: Path, what: str, poll_seconds: float = 10.0):
     """Hold the lock of `folder`, waiting while another process holds it."""
-    from pfseg_pipeline import locks
-
     with contextlib.ExitStack() as stack:
-        while True:
-            try:
-                stack.enter_context(locks.exclusive(folder, what))
-                break
-            except UserError as exc:
-                if not _busy(exc):
-                    raise
-                log.info("waiting for another process: %s", what)
-                time.sleep(poll_seconds)
+        while not _take(stack, folder, what):
+            log.info("waiting for another process: %s", what)
+            time.sleep(poll_seconds)
         yield
 
 
@@ -257,22 +249,17 @@ class Study:
 
     def run(self, row: Row, network: str, seed: int, iterations: int) -> dict | None:
         """Train, predict and score one run; its JSON. None when another process is running it."""
-        from pfseg_pipeline import locks
-
         out = self._out(row.key, network, seed, iterations)
-        if out.is_file():
-            return json.loads(out.read_text())
+        done = self.result(row.key, network, seed, iterations)
+        if done is not None:
+            return done
         with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(locks.exclusive(out.with_name(f".{out.stem}"), "recipe run"))
-            except UserError as exc:
-                if not _busy(exc):
-                    raise
+            if not _take(stack, out.with_name(f".{out.stem}"), "recipe run"):
                 log.info("recipe %s, %s, seed %d: running in another process", row.key, network, seed)
                 return None
-            if out.is_file():                     # finished by another process meanwhile
-                return json.loads(out.read_text())
-            return self._train_and_score(row, network, seed, iterations, out)
+            # finished by another process meanwhile?
+            return self.result(row.key, network, seed, iterations) or self._train_and_score(
+                row, network, seed, iterations, out)
 
     def _train_and_score(self, row: Row, network: str, seed: int, iterations: int, out: Path) -> dict:
         from pfseg_pipeline.data.layouts import discover

@@ -219,15 +219,19 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _busy(folder: Path, what: str, holder: Holder | None, path: Path, reading: bool = False) -> UserError:
+class Busy(UserError):
+    """Another live pfseg run holds the lock (or is taking it right now)."""
+
+
+def _busy(folder: Path, what: str, holder: Holder | None, path: Path, reading: bool = False) -> Busy:
     if holder is None:
-        return UserError(f"{folder}: the {what} is being locked by another pfseg run right now ({path}); "
+        return Busy(f"{folder}: the {what} is being locked by another pfseg run right now ({path}); "
                          "try again in a moment")
     doing = "reading" if reading else "using"
     hint = ("wait for it to finish or stop it (a lock left by a killed run is taken over automatically)"
             if holder.state() == "alive" else
             f"pfseg cannot check a process on another host: if that run is gone, delete {path}")
-    return UserError(f"{folder}: another pfseg run is {doing} this {what} ({holder.describe()}); {hint}")
+    return Busy(f"{folder}: another pfseg run is {doing} this {what} ({holder.describe()}); {hint}")
 
 
 def _holder_of(path: Path) -> tuple[bytes | None, Holder | None, str]:

@@ -64,6 +64,7 @@ def test_a_live_holder_is_named_and_its_lock_left_alone(tmp_path, other_process)
         with locks.exclusive(tmp_path, "fold folder"):
             pytest.fail("took a lock held by a live process")
     line = str(info.value)
+    assert isinstance(info.value, locks.Busy)          # callers that wait or skip catch this kind
     assert line.startswith(f"{tmp_path}: another pfseg run is using this fold folder "
                            f"(pid {other_process.pid} on host {socket.gethostname()}")
     assert "pfseg_train Tiny 0" in line and "\n" not in line
