@@ -10,6 +10,13 @@ class UserError(Exception):
     """A problem with the user's input, files or options: one clear line, exit code 2."""
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name
+    when it has none: a third-party error quoted inside a one-line UserError."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class VerificationError(UserError):
     """Several problems found at once; `problems` holds one line each."""
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.errors import UserError, first_line
 from pfseg_pipeline.export.onnx_export import METADATA_KEY
 from pfseg_pipeline.parallel import available_cores
 
@@ -132,9 +132,3 @@ class OnnxRunner(GraphRunner):
 
     def run_array(self, array: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: array})[0]
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type's name when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

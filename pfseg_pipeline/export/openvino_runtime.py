@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.errors import UserError, first_line
 from pfseg_pipeline.export.onnx_export import METADATA_KEY
-from pfseg_pipeline.export.onnx_runtime import GraphRunner, first_line
+from pfseg_pipeline.export.onnx_runtime import GraphRunner
 from pfseg_pipeline.parallel import available_cores
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.errors import UserError, first_line
 from pfseg_pipeline.export.graph import InferenceGraph, example_input, export_metadata
 from pfseg_pipeline.fileio import write_bytes
 
@@ -91,8 +91,7 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu",
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable TorchScript file ({first})") from None
+        raise UserError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
     if not extra[METADATA_FILE]:
         raise UserError(f"{path}: a TorchScript file without {METADATA_FILE} (not a pfseg export)")
     metadata = json.loads(extra[METADATA_FILE])

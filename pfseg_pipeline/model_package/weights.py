@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.errors import UserError, first_line
 from pfseg_pipeline.networks.registry import build_network, spec_of
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:     # safetensors raises its own SafetensorError, not exported
-        raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(exc, 200)})") from None
 
 
 def safetensors_problem(path: str | Path) -> str | None:
@@ -70,10 +70,5 @@ def safetensors_problem(path: str | Path) -> str | None:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
     except Exception as exc:
-        return f"is not a well-formed safetensors file ({_first_line(exc)})"
+        return f"is not a well-formed safetensors file ({first_line(exc, 200)})"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
