@@ -101,18 +101,14 @@ def _prepare(backend: str, network: torch.nn.Module, plans: Plans, image: torch.
             with torch.no_grad():
                 return network.forward_infer(image)
         return eager
-    if backend.startswith("onnxruntime"):
+    if backend.startswith("onnxruntime") or backend == "openvino":
         from pfseg_pipeline.export.onnx_export import onnx_bytes
         from pfseg_pipeline.export.onnx_runtime import OnnxRunner
-
-        runner = OnnxRunner(onnx_bytes(network, plans.in_channels, shape,
-                                       rewrite=backend == "onnxruntime"), threads=threads)
-        return lambda: runner.forward_infer(image)
-    if backend == "openvino":
-        from pfseg_pipeline.export.onnx_export import onnx_bytes
         from pfseg_pipeline.export.openvino_runtime import OpenVinoRunner
 
-        runner = OpenVinoRunner(onnx_bytes(network, plans.in_channels, shape), threads=threads)
+        runner_class = OpenVinoRunner if backend == "openvino" else OnnxRunner
+        runner = runner_class(onnx_bytes(network, plans.in_channels, shape,
+                                         rewrite=backend != "onnxruntime_plain"), threads=threads)
         return lambda: runner.forward_infer(image)
     if backend == "torchscript":
         from pfseg_pipeline.export.torchscript_export import trace_inference
