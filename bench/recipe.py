@@ -15,22 +15,24 @@ from the training cases) for a fixed number of iterations (`--iterations`; epoch
 them (Dice, HD95 in mm): the test cases never steer anything.
 
 The baseline (`base`) is today's default recipe: the `--base-preset` preset's training plan
-(default: the default preset's, Adam 1e-4, plateau -> poly without monitor cases, one pass
-over the cases per epoch, ...) on the demo plan's networks. Each other row changes one thing
-(ROWS). Runs go one at a time in this process and each writes one JSON (`WORK/runs/...`): a
-rerun skips what is done. Each process runs on one core of its own (`pin_to_a_free_core`: a
-run's figures depend on its thread count, and rows are paired with the baseline by seed), and
-several processes may share one study: each run is locked while it runs and the others skip it
-(`python -m bench.recipe & python -m bench.recipe`: on 2 cores two one-thread processes train
-PFSeg about 1.15x as fast in all as one two-thread process, 8.2 s per 8-iteration epoch each
-against 4.7 s, and ResUNet3D, whose steps are too small for two threads, about 2x; only the
-s / it column depends on how the cores were shared). The table is made from every run on
-disk: `python -m bench recipe` once the others are done writes the whole table. The table
-(docs/BENCHMARKS.md, section `recipe`) gives per row and network the mean (sd) over seeds, the
-paired difference to the baseline's mean Dice (WT, TC, ET averaged) with its standard error,
-and the decision rule's verdict: a change wins when its mean gain exceeds one standard error of
-the paired differences (3+ seeds); else the simpler option stays. Rows are named (`recipe:a1`,
-...) for plans.json reasons. Data and runs live under bench/_work/recipe (`--work`).
+(default: the default preset's, Adam 1e-4, plateau -> poly without monitor cases, one pass over
+the cases per epoch, ...) on the demo plan's networks. Each other row changes one thing (ROWS);
+an LR-scale row that forces the scale the planner chose for the baseline anyway is the
+baseline's plan, and its runs are the baseline's (read, not trained again). Runs go one at a
+time in this process and each writes one JSON (`WORK/runs/...`): a rerun skips what is done.
+Each process runs on one core of its own (`pin_to_a_free_core`: a run's figures depend on its
+thread count, and rows are paired with the baseline by seed), and several processes may share
+one study: each run is locked while it runs and the others skip it (`python -m bench.recipe &
+python -m bench.recipe`: on 2 cores two one-thread processes train PFSeg about 1.15x as fast in
+all as one two-thread process, 8.2 s per 8-iteration epoch each against 4.7 s, and ResUNet3D,
+whose steps are too small for two threads, about 2x; only the s / it column depends on how the
+cores were shared). The table is made from every run on disk: `python -m bench recipe` once the
+others are done writes the whole table. The table (docs/BENCHMARKS.md, section `recipe`) gives
+per row and network the mean (sd) over seeds, the paired difference to the baseline's mean Dice
+(WT, TC, ET averaged) with its standard error, and the decision rule's verdict: a change wins
+when its mean gain exceeds one standard error of the paired differences (3+ seeds); else the
+simpler option stays. Rows are named (`recipe:a1`, ...) for plans.json reasons. Data and runs
+live under bench/_work/recipe (`--work`).
 """
 
 from __future__ import annotations
@@ -99,13 +101,13 @@ ROWS = {r.key: r for r in (
           networks=("pfseg",), lr_scale=s, ablation=a) for s in (1, 2, 4) for a in ("full", "us")),
 )}
 STUDY_ROWS = tuple(ROWS)
-QUICK_ROWS = ("base", "c2", "lr1-us")
+QUICK_ROWS = ("base", "c2", "lr1", "lr1-us")
 
 
 def options(argv: list[str]) -> dict:
     """`python -m bench recipe`'s own options (bench/__main__.py passes the rest of the line)."""
     p = argparse.ArgumentParser(prog="python -m bench recipe")
-    p.add_argument("--quick", action="store_true", help="tiny: 4 + 2 cases, 2 iterations, 2 seeds, 3 rows")
+    p.add_argument("--quick", action="store_true", help="tiny: 4 + 2 cases, 2 iterations, 2 seeds, 4 rows")
     p.add_argument("--iterations", type=int, default=None, help="training iterations per run (default 500)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
     p.add_argument("--rows", nargs="+", default=None, choices=STUDY_ROWS, metavar="ROW",
@@ -242,13 +244,30 @@ class Study:
     def _out(self, row_key: str, network: str, seed: int, iterations: int) -> Path:
         return self.root / "runs" / f"it{iterations}" / row_key / network / f"seed{seed}.json"
 
+    def same_as_base(self, row: Row) -> bool:
+        """Whether `row` only forces the LR scale that the planner chose for the baseline anyway:
+        then its plan is the baseline's (a forced scale replaces the planner's choice and nothing
+        else) and, one torch thread per run, so are its runs; they are not trained twice."""
+        if row.key == "base" or row.lr_scale is None or row.ablation != "full" or row.settings:
+            return False
+        from pfseg_pipeline.plans import load_plans
+
+        ws, name = self.workspace(None)
+        return list(load_plans(ws.plans_file(name)).lr_scale_zyx) == [row.lr_scale] * 3
+
     def result(self, row_key: str, network: str, seed: int, iterations: int) -> dict | None:
-        """The JSON of a finished run, or None."""
+        """The JSON of a finished run, or None (a row with the baseline's plan: the baseline's run)."""
+        if self.same_as_base(ROWS[row_key]):
+            base = self.result("base", network, seed, iterations)
+            return None if base is None else {**base, "row": row_key, "same_runs_as": "base"}
         out = self._out(row_key, network, seed, iterations)
         return json.loads(out.read_text()) if out.is_file() else None
 
     def run(self, row: Row, network: str, seed: int, iterations: int) -> dict | None:
         """Train, predict and score one run; its JSON. None when another process is running it."""
+        if self.same_as_base(row):
+            self.run(ROWS["base"], network, seed, iterations)
+            return self.result(row.key, network, seed, iterations)
         out = self._out(row.key, network, seed, iterations)
         done = self.result(row.key, network, seed, iterations)
         if done is not None:
@@ -371,6 +390,8 @@ def markdown(f: dict, results: dict) -> str:
             pairs = _paired(results, key, "base", network, seeds)
             if key == "base":
                 cells += ["-", "baseline"]
+            elif all(x.get("same_runs_as") == "base" for x in mine):
+                cells += ["-", "the baseline's plan and runs"]
             elif not pairs:
                 cells += ["-", "no baseline"]
             else:
@@ -405,7 +426,8 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
     if not rows:
         return []
     return ["", "PFSeg per LR scale (rows lr1, lr2, lr4 re-plan with `--lr-scale`; `recipe:base` keeps the "
-            "planner's own scale): the full network (SR + SGM) against the segmentation-only one (US, "
+            "planner's own scale, and the row forcing that same scale is the baseline's runs): the full "
+            "network (SR + SGM) against the segmentation-only one (US, "
             "`--ablation us`), paired by seed, Δ = US - full of the mean Dice: whether the SR and SGM "
             "branches earn their time at that scale. GiB: the memory model's predicted GPU training peak "
             "of the run's plan (batch as planned).", "",

@@ -95,7 +95,7 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
     work = tmp_path / "work"
     assert bench_main.main(["recipe", "--quick", "--no-write", "--work", str(work)]) == 0
     runs = {p.relative_to(work): json.loads(p.read_text()) for p in work.rglob("seed*.json")}
-    # base and c2 for both networks, lr1-us for PFSeg; seeds 1 and 2 each
+    # base and c2 for both networks, lr1-us for PFSeg (lr1 is the baseline: no file); seeds 1 and 2 each
     assert len(runs) == (2 + 2 + 1) * 2
     by_key = {(r["row"], r["network"], r["seed"]): r for r in runs.values()}
     for result in by_key.values():
@@ -109,6 +109,13 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
     assert by_key[("lr1-us", "pfseg", 1)]["ablation"] == "us"
     assert by_key[("base", "pfseg", 1)]["predicted_peak_bytes"] > 0
     table = capsys.readouterr().out
+    # lr1 forces the scale the planner chose for the baseline: the baseline's runs, not trained again
+    lr1 = recipe.Study(work / "4mm_4x2", 4, 4, 2, "default")
+    assert lr1.same_as_base(recipe.ROWS["lr1"]) and not lr1.same_as_base(recipe.ROWS["lr2"])
+    assert not lr1.same_as_base(recipe.ROWS["lr1-us"]) and not lr1.same_as_base(recipe.ROWS["c2"])
+    assert lr1.result("lr1", "pfseg", 2, 2) == {**by_key[("base", "pfseg", 2)], "row": "lr1",
+                                                "same_runs_as": "base"}
+    assert _cells(table, "| recipe:lr1 |")[9:11] == ["-", "the baseline's plan and runs"]
     assert "| recipe:base | today's default recipe | pfseg |" in table
     assert "| recipe:c2 | Adam 1e-3 | resunet3d |" in table and "too few seeds" in table
     assert not list(work.rglob("checkpoint_final.pt"))        # each run keeps its JSON only
@@ -118,7 +125,8 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr("pfseg_pipeline.training.recipe.train_fold", no_training)
     again = recipe.run(quick=True, work=work)
-    assert len(again["runs"]) == len(runs) and "| recipe:lr1-us |" in again["markdown"]
+    assert len(again["runs"]) == len(runs) + 2 and "| recipe:lr1-us |" in again["markdown"]
+    assert again["runs"]["lr1/pfseg/1"]["dice"] == by_key[("base", "pfseg", 1)]["dice"]
 
 
 def _hold_lock(folder: Path, seconds: float, then_write: Path | None = None):
