@@ -52,9 +52,11 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_settings(plans: Plans, settings: Iterable[tuple[str, Any]], label: str = "") -> Plans:
-    """A copy of `plans` with each (dotted field, value) set, validated, each change logged and
-    recorded in `reasons` ("set for this run"). `label` says which run (e.g. the variant)."""
+def apply_settings(plans: Plans, settings: Iterable[tuple[str, Any]], label: str = "",
+                   log_changes: bool = True) -> Plans:
+    """A copy of `plans` with each (dotted field, value) set, validated, each change logged (unless
+    `log_changes` is False: a check before the run, which logs them once) and recorded in `reasons`
+    ("set for this run"). `label` says which run (e.g. the variant)."""
     settings = list(settings)
     if not settings:
         return plans
@@ -69,8 +71,9 @@ def apply_settings(plans: Plans, settings: Iterable[tuple[str, Any]], label: str
             value = dataclasses.asdict(group(value))
         old = node[last]
         node[last] = value
-        log.info("%s %s: %s -> %s%s", SOURCE, key, json.dumps(old), json.dumps(value),
-                 f" ({label})" if label else "")
+        if log_changes:
+            log.info("%s %s: %s -> %s%s", SOURCE, key, json.dumps(old), json.dumps(value),
+                     f" ({label})" if label else "")
         reasons[key] = f"set for this run{f' ({label})' if label else ''}: {SOURCE} {key}={json.dumps(value)}"
     new = Plans.from_json(data, SOURCE)
     if new.hash() != plans.hash():

@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split, fold = _split_and_fold(args)
     settings = tuple(parse_setting(s) for s in args.settings)
     if settings:   # a bad one: one line, no log file yet
-        apply_settings(load_plans(ws.plans_file(args.name)), settings)
+        apply_settings(load_plans(ws.plans_file(args.name)), settings, log_changes=False)
     fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant)
     if rank == 0:
         check_training_free(ws.preprocessed(args.name), fold_dir)  # refused: not a line in its log

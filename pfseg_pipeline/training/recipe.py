@@ -77,10 +77,11 @@ def _setting(name: str, given, planned):
 
 
 
-def run_plans(plans: Plans, overrides: Overrides) -> Plans:
-    """The plans a run trains with: plans.json with the run's `--set` settings applied."""
+def run_plans(plans: Plans, overrides: Overrides, log_changes: bool = True) -> Plans:
+    """The plans a run trains with: plans.json with the run's `--set` settings applied (each
+    change logged once a run: by build_trainer)."""
     label = f"variant {overrides.variant}" if overrides.variant else ""
-    return apply_settings(plans, overrides.settings, label)
+    return apply_settings(plans, overrides.settings, label, log_changes)
 
 
 def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: list[str], network: str,
@@ -205,7 +206,7 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
         raise UserError(f"{preprocessed / 'splits.json'}: split {split} fold {fold} has no training cases")
     found = resumable_checkpoint(fold_dir, device) if resume else None
     if found:  # before anything is written: a refused resume leaves the network folder as it was
-        check_plans_unchanged(*found, run_plans(plans, overrides), plans_file, force)
+        check_plans_unchanged(*found, run_plans(plans, overrides, log_changes=False), plans_file, force)
     share = cpu_split(device.type, dist.world_size, overrides.num_workers)
     if share.threads is not None:   # a CPU: torch's threads and the loader's workers share the cores
         torch.set_num_threads(share.threads)

@@ -33,7 +33,14 @@ def test_a_variant_trains_with_its_settings_into_its_own_folder(tmp_path, make_w
     latest = read_checkpoint(net_dir / "fold_all" / "checkpoint_latest.pt")   # final holds no optimiser
     assert latest["optimizer"]["param_groups"][0]["lr"] == 0.005     # poly at the run's first (only) step
     log = (net_dir / "fold_all" / "training_log.txt").read_text()
-    assert "--set training.lr: 0.003 -> 0.005 (variant v1)" in log
+    assert log.count("--set training.lr: 0.003 -> 0.005 (variant v1)") == 1
+    # resumed with the same settings: each change is logged once more (once per run started), on the
+    # console too (checking the settings before the run logs nothing)
+    capsys.readouterr()
+    assert run(main, [*argv, "--epochs", "2", "--continue"]) == 0
+    log = (net_dir / "fold_all" / "training_log.txt").read_text()
+    assert log.count("--set training.lr: 0.003 -> 0.005 (variant v1)") == 2
+    assert capsys.readouterr().err.count("--set training.lr: 0.003 -> 0.005") == 1
     capsys.readouterr()
     assert run(compare.main, [NAME, "-f", "all", "--workspace", str(ws.root)]) == 0
     table = (ws.root / "results" / NAME / "comparison.md").read_text()
