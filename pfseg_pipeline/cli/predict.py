@@ -177,10 +177,9 @@ def _main(argv: Sequence[str] | None, stack: contextlib.ExitStack) -> int:
                  f"no {POSTPROCESSING_FILE} in the model folder; pfseg_find_postprocessing chooses one")
     predictor = Predictor.from_loaded(loaded, args.device, args.tta)
     scheme = get_scheme(args.label_scheme) if args.label_scheme else None
-    discovered = found.layout in ("brats", "nnunet")   # a folder in a layout: predict_folder finds it again
     with locks.exclusive(output_dir, LOCKED):
-        report = predict_folder(input_dir if discovered else None, output_dir, predictor=predictor,
-                                cases=None if discovered else found.cases,
+        report = predict_folder(None, output_dir, predictor=predictor, cases=found.cases,
+                                problems=found.problems,
                                 save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                                 workers=args.workers, exclude=args.exclude, label_scheme=scheme,
                                 progress=not args.no_progress, output_format=args.output_format,

@@ -147,7 +147,8 @@ def _read_and_preprocess(case: Case, plans: Plans) -> _Loaded:
 
 def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
                    model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
-                   cases: Sequence[Case] | None = None, folds: Sequence[str | int] | None = None,
+                   cases: Sequence[Case] | None = None, problems: Sequence[str] = (),
+                   folds: Sequence[str | int] | None = None,
                    checkpoint: str = "final", device: str = "auto", tta: bool = False,
                    save_probabilities: bool = False, overwrite: bool = False, workers: int = 2,
                    exclude: Sequence[str] = (), label_scheme: LabelScheme | None = None,
@@ -164,6 +165,8 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
     model_dir : a results network folder (plans.json + fold_*/checkpoint_*.pt); not needed
         when a ready `predictor` is passed (the trainer's validation does that).
     cases : predict these cases instead of discovering `input_dir`.
+    problems : with `cases`, the lines of the discovery that found them (bad cases of the
+        folder): reported as failures, as when this function discovers the folder itself.
     folds, checkpoint, device, tta : how to build the predictor from `model_dir`.
     save_probabilities : also write `<case>.npz` (source-grid probabilities, float16).
     overwrite : predict cases whose output exists (they are skipped otherwise).
@@ -206,6 +209,7 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
         cases = found.cases
     else:
         cases = [c for c in cases if c.case_id not in set(exclude)]
+        report.failed.extend(CaseFailure("", p) for p in problems)
 
     todo = []
     for case in cases:
