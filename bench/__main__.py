@@ -32,6 +32,7 @@ BENCHMARKS = (
     "export_speed",       # PFSeg's network pass: eager vs ONNX Runtime vs TorchScript
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
+    "lr_scale",           # per LR scale on 1, 2 and 4 mm anatomy: predicted GPU peak, small ET, CPU step
     "checkpoint_sizes",   # checkpoint bytes per kind: with and without the optimiser state
     "ablation",           # the paper's ablation rows on synthetic data
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget

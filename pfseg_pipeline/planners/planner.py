@@ -89,6 +89,21 @@ def plan(fingerprint: dict, dataset_info: dict | str, preset: str = "default",
     return planner.run()
 
 
+def small_et_size_mm3(fingerprint: dict) -> float | None:
+    """The voxel-weighted 5th-percentile ET component size (mm^3): 5 % of the ET volume lies in
+    smaller components. None without ET."""
+    comps = fingerprint.get("dataset", {}).get("components", {}).get("ET", {})
+    return comps.get("size_mm3_voxel_weighted_p5") or None
+
+
+def small_et_lr_voxels(fingerprint: dict, lr_scale: Sequence[int], spacing: Sequence[float]) -> float | None:
+    """How many LR voxels (target `spacing` times `lr_scale`, z y x) the small ET components fill."""
+    size_mm3 = small_et_size_mm3(fingerprint)
+    if size_mm3 is None:
+        return None
+    return size_mm3 / float(np.prod([t * s for t, s in zip(spacing, lr_scale)]))
+
+
 def _lr_override(lr_scale) -> list[int] | None:
     if lr_scale is None:
         return None
@@ -246,15 +261,10 @@ class _Planner:
         return plans
 
     def small_et_size_mm3(self) -> float | None:
-        """The voxel-weighted 5th-percentile ET component size (mm^3), None without ET."""
-        comps = self.fp.get("dataset", {}).get("components", {}).get("ET", {})
-        return comps.get("size_mm3_voxel_weighted_p5") or None
+        return small_et_size_mm3(self.fp)
 
     def small_et_lr_voxels(self, lr_scale: Sequence[int], spacing: Sequence[float]) -> float | None:
-        size_mm3 = self.small_et_size_mm3()
-        if size_mm3 is None:
-            return None
-        return size_mm3 / float(np.prod([t * s for t, s in zip(spacing, lr_scale)]))
+        return small_et_lr_voxels(self.fp, lr_scale, spacing)
 
     def small_structure_refusal(self, lr_scale: list[int]) -> str | None:
         """Why the budget search may not raise the LR scale to `lr_scale` (None: it may)."""
