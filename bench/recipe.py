@@ -151,6 +151,7 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=Non
     figures = {"title": f"Recipe study: each change alone against today's default ({spacing} mm anatomy)",
                "iterations": iterations, "seeds": list(seeds), "spacing_mm": spacing, "cases": cases,
                "test_cases": test_cases, "base_preset": base_preset, "rows": list(rows),
+               "baseline_recipe": study.baseline_recipe(),
                "seconds": time.perf_counter() - t0,
                "runs": {f"{r}/{n}/{s}": v for (r, n, s), v in results.items()}}
     figures["markdown"] = markdown(figures, results)
@@ -240,6 +241,27 @@ class Study:
                if k not in ("epochs", "iterations_per_epoch")]
         # the planner's rule where the preset leaves it to the data: one pass over the cases per epoch
         return out + [("training.iterations_per_epoch", max(1, math.ceil(self.n_cases / plans.batch_size)))]
+
+    def baseline_recipe(self) -> str:
+        """The baseline's training recipe in words, from the study's plan and the baseline's
+        settings: the table keeps saying what the baseline was after the presets change."""
+        from pfseg_pipeline.plans import load_plans
+        from pfseg_pipeline.plans_settings import apply_settings
+
+        ws, name = self.workspace(None)
+        plans = load_plans(ws.plans_file(name))
+        t = apply_settings(plans, self.base_settings(plans), log_changes=False).training
+        scheduler = t.scheduler
+        if scheduler == "plateau" and not t.monitor_fraction:
+            scheduler = "plateau without monitor cases, so poly decay by iteration"
+        weights = ", ".join(f"{k} {v:g}" for k, v in t.loss_weights.items())
+        a = t.augmentation
+        augmentation = (f"rotation +-{max(a.rotation_deg_zyx):g} deg p {a.p_rotation:g}, scaling p "
+                        f"{a.p_scale:g}, blur p {a.p_blur:g}, low resolution p {a.p_low_resolution:g}")
+        return (f"{t.optimizer} lr {t.lr:g}, weight decay {t.weight_decay:g}, {scheduler}, "
+                f"{t.iterations_per_epoch} iterations per epoch, loss weights {weights} ({t.aux_intensity} "
+                f"intensities), deep supervision {'on' if t.deep_supervision else 'off'}, region prior "
+                f"{t.region_prior_source}, augmentation: {augmentation}")
 
     def _out(self, row_key: str, network: str, seed: int, iterations: int) -> Path:
         return self.root / "runs" / f"it{iterations}" / row_key / network / f"seed{seed}.json"
@@ -368,7 +390,8 @@ def markdown(f: dict, results: dict) -> str:
     lines = [
         f"{f['cases']} training + {f['test_cases']} test MNI152 anatomy cases at {f['spacing_mm']} mm "
         f"(`pfseg_make_synthetic --anatomy mni152`, seeds {TRAIN_SEED} / {TEST_SEED}), `--preset demo` plan "
-        f"(narrow widths), baseline recipe: the {f['base_preset']} preset's training plan; every run "
+        f"(narrow widths), baseline recipe: the {f['base_preset']} preset's training plan when the study "
+        f"was planned ({f.get('baseline_recipe') or 'see the runs'}); every run "
         f"{f['iterations']} iterations (epochs rounded to whole ones) on all training cases, then scored on "
         f"the test cases (Dice; HD95 in mm, MedPy's pooled form); seeds {', '.join(map(str, seeds))} paired "
         "(same seed for a row and the baseline: weights, sampling, augmentation). Mean (sd) over seeds; "

@@ -117,6 +117,11 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
                                                 "same_runs_as": "base"}
     assert _cells(table, "| recipe:lr1 |")[9:11] == ["-", "the baseline's plan and runs"]
     assert "| recipe:base | today's default recipe | pfseg |" in table
+    from pfseg_pipeline.plans import preset_training
+
+    default = preset_training("default")        # the table says which recipe the baseline was
+    assert (f"training plan when the study was planned ({default.optimizer} lr {default.lr:g}, weight decay "
+            f"{default.weight_decay:g}, ") in table
     assert "| recipe:c2 | Adam 1e-3 | resunet3d |" in table and "too few seeds" in table
     assert not list(work.rglob("checkpoint_final.pt"))        # each run keeps its JSON only
 
