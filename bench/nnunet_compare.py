@@ -25,7 +25,7 @@ inference (mirroring) and without it. Prediction speed: the folder's wall time p
 warm-up case, median of 3 rounds, for PFSeg (one pass) and nnU-Net (sliding window).
 
 The study takes hours: with `--keep DIR` every finished step is kept there as JSON and a rerun
-skips it (a killed run resumes where it was).
+skips it; a killed training resumes from its latest checkpoint (nnU-Net's and pfseg's alike).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ LABELS = {"pfseg": "PFSeg (whole volume, one pass), equal wall-clock",
           "nnunet": "nnU-Net 3d_fullres, no mirroring"}
 
 
-def _timed(cmd: list[str], env: dict, logfile: Path) -> float:
+def _timed(cmd: list[str], env: dict, logfile: Path, append: bool = False) -> float:
     t0 = time.perf_counter()
-    with open(logfile, "w") as f:
+    with open(logfile, "a" if append else "w") as f:
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); log {logfile}:\n"
@@ -86,18 +86,32 @@ def _step(path: Path, compute, *args):
 # ---- pfseg --------------------------------------------------------------------------------------
 def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | None, seed: int,
                  logfile: Path) -> dict:
-    """`pfseg_train NAME all` from scratch (the network's previous folder removed)."""
+    """`pfseg_train NAME all` from scratch (the network's previous folder removed), or resumed
+    with `--continue` where this same training (network, epochs, iterations, seed: the marker
+    beside `logfile`) was stopped part-way, e.g. by the end of a session: an hour's run need not
+    start over. `wall_seconds` is then the resumed part's."""
     from bench.demo_data import console
+    from pfseg_pipeline.checkpoints import checkpoint_path
     from pfseg_pipeline.fileio import read_json
     from pfseg_pipeline.paths import Workspace
 
     fold_dir = Workspace.resolve(ws_root).fold_dir(NAME, network, "all")
-    shutil.rmtree(fold_dir.parent, ignore_errors=True)
+    marker = logfile.with_suffix(".started.json")
+    this = {"network": network, "epochs": epochs, "iterations": iterations, "seed": seed}
+    resume = (marker.is_file() and json.loads(marker.read_text()) == this
+              and checkpoint_path(fold_dir, "latest").is_file())
+    if not resume:
+        shutil.rmtree(fold_dir.parent, ignore_errors=True)
+        marker.write_text(json.dumps(this))
     cmd = [console("pfseg_train"), NAME, "all", "--network", network, "--device", "cpu",
            "--epochs", str(epochs), "--seed", str(seed), "--no-progress", "--workspace", str(ws_root)]
     if iterations:
         cmd += ["--iterations-per-epoch", str(iterations)]
-    wall = _timed(cmd, dict(os.environ), logfile)
+    if resume:
+        log.info("resuming %s (%d epochs, seed %d) from its latest checkpoint", network, epochs, seed)
+        cmd.append("--continue")
+    wall = _timed(cmd, dict(os.environ), logfile, append=resume)
+    marker.unlink()
     summary = read_json(fold_dir / "train_summary.json")
     per_epoch = summary["options"]["iterations_per_epoch"]
     return {"network": network, "wall_seconds": wall, "seed": seed,
@@ -107,7 +121,7 @@ def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | Non
             "parameters": summary.get("parameters"),
             "parameters_inference": summary.get("parameters_inference"),
             "batch_size": summary.get("batch_size"), "num_workers": summary.get("num_workers"),
-            "model_dir": str(fold_dir.parent)}
+            "model_dir": str(fold_dir.parent), "resumed": resume}
 
 
 def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1) -> dict:
