@@ -68,10 +68,19 @@ def _check_patch(hr_spatial: Sequence[int], patch: tuple[int, int, int]) -> None
 
 
 def center_origin(hr: Tensor, patch_zyx: Sequence[int]) -> Tensor:
-    """Origin (B, 3) int64 of the patch centred in the volume (the paper's rule)."""
+    """Origin (B, 3) int64 of the patch centred in the volume (the paper's rule).
+
+    While a tracer records it (ONNX / TorchScript export), the corner is computed from the
+    image's shape tensor: a tensor built from Python numbers would be recorded as a constant,
+    and the exported graph would keep the example shape's origin for every input.
+    """
     patch = _triple(patch_zyx, "patch_zyx")
     spatial = tuple(hr.shape[2:])
     _check_patch(spatial, patch)
+    if torch.jit.is_tracing():
+        sizes = torch._shape_as_tensor(hr)[2:].to(torch.long)          # recorded as Shape
+        corner = torch.div(sizes - torch.tensor(patch, dtype=torch.long), 2, rounding_mode="floor")
+        return corner.unsqueeze(0).expand(hr.shape[0], 3)
     corner = [(n - p) // 2 for n, p in zip(spatial, patch)]
     return torch.tensor(corner, dtype=torch.long, device=hr.device).expand(hr.shape[0], 3).clone()
 

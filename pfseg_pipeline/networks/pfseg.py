@@ -64,8 +64,10 @@ class PFSegDecoder(nn.Module):
 
 
 def resize_to(features: Tensor, spatial: Sequence[int]) -> Tensor:
-    """Trilinear resize of (B, C, ...) to `spatial`; the identity when the size already agrees."""
-    if tuple(features.shape[2:]) == tuple(spatial):
+    """Trilinear resize of (B, C, ...) to `spatial`; the identity when the size already agrees,
+    except while a tracer records it: a branch on sizes would be decided once, at the example
+    shape, so the graph always holds the resize (to the same size, the identity)."""
+    if tuple(features.shape[2:]) == tuple(spatial) and not torch.jit.is_tracing():
         return features
     return F.interpolate(features, size=tuple(spatial), mode="trilinear", align_corners=False)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.export.graph import InferenceGraph, export_metadata, traced_center_origin
+from pfseg_pipeline.export.graph import InferenceGraph, export_metadata
 from pfseg_pipeline.export.rewrites import (
     NestedMeanInstanceNorm3d,
     SubPixelConvTranspose3d,
@@ -19,6 +19,7 @@ from pfseg_pipeline.export.rewrites import (
     supports_subpixel,
 )
 from pfseg_pipeline.networks.inputs import center_origin
+from pfseg_pipeline.networks.pfseg import resize_to
 
 
 def _trace(fn, example):
@@ -27,17 +28,26 @@ def _trace(fn, example):
         return torch.jit.trace(fn, (example,), check_trace=False)
 
 
-def test_traced_center_origin_follows_the_input_shape_where_center_origin_is_frozen():
+def test_a_traced_center_origin_follows_the_input_shape():
     patch = (4, 6, 2)
-    traced = _trace(lambda image: traced_center_origin(image, patch), torch.zeros(1, 1, 8, 8, 8))
-    frozen = _trace(lambda image: center_origin(image, patch), torch.zeros(1, 1, 8, 8, 8))
+    traced = _trace(lambda image: center_origin(image, patch), torch.zeros(1, 1, 8, 8, 8))
     for shape in [(8, 8, 8), (16, 24, 9), (5, 7, 40)]:
         image = torch.zeros(2, 1, *shape)
-        expected = center_origin(image, patch)
-        assert torch.equal(traced(image), expected)
-        assert torch.equal(traced_center_origin(image, patch), expected)   # untraced: the same
-    # Why the graph needs it: a trace of center_origin keeps the 8^3 example's origin (2, 1, 3).
-    assert frozen(torch.zeros(1, 1, 16, 24, 9)).tolist() == [[2, 1, 3]]
+        expected = [[(n - p) // 2 for n, p in zip(shape, patch)]] * 2
+        assert traced(image).tolist() == expected and center_origin(image, patch).tolist() == expected
+    # a trace of the Python-number form keeps the 8^3 example's origin (2, 1, 3) for every input
+    frozen = _trace(lambda image: torch.tensor([(n - p) // 2 for n, p in zip(image.shape[2:], patch)]),
+                    torch.zeros(1, 1, 8, 8, 8))
+    assert frozen(torch.zeros(1, 1, 16, 24, 9)).tolist() == [2, 1, 3]
+
+
+def test_a_traced_resize_is_recorded_even_where_the_example_sizes_agree():
+    features = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
+    traced = torch.jit.trace(lambda x, like: resize_to(x, like.shape[2:]),
+                             (features, torch.zeros(1, 1, 2, 2, 2)), check_trace=False)
+    assert torch.equal(traced(features, torch.zeros(1, 1, 2, 2, 2)), features)
+    assert traced(features, torch.zeros(1, 1, 4, 4, 4)).shape == (1, 1, 4, 4, 4)
+    assert resize_to(features, (2, 2, 2)) is features                # untraced: the identity itself
 
 
 @pytest.mark.parametrize("location, lr_operator", [("center", "avgpool"), ("textured", "trilinear")])
