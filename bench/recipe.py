@@ -90,6 +90,7 @@ ROWS = {r.key: r for r in (
     Row("c3", "SGD 1e-2, Nesterov 0.99, wd 3e-5, poly (nnU-Net's)",
         (("training.optimizer", "sgd"), ("training.lr", 1e-2), ("training.momentum", 0.99),
          ("training.weight_decay", 3e-5), ("training.scheduler", "poly"))),
+    Row("c4", "Adam 3e-3", (("training.lr", 3e-3),), notes="the demo preset's value before the study"),
     Row("d1", "deep supervision", (("training.deep_supervision", True),)),
     Row("e1", "nnU-Net's augmentation", (("training.augmentation", "nnunet"),)),
     Row("f1", "250 iterations per epoch (nnU-Net)", (("training.iterations_per_epoch", 250),),
