@@ -136,8 +136,8 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=Non
     t0 = time.perf_counter()
     results = {}
     with contextlib.ExitStack() as stack:
-        if not quick:
-            pin_to_a_free_core(study.root, stack)
+        if not quick:     # a core of its own once this process trains (a table of finished runs takes none)
+            study.before_training = lambda: pin_to_a_free_core(study.root, stack)
         for row_key in rows:
             row = ROWS[row_key]
             for network in row.networks:
@@ -203,6 +203,7 @@ class Study:
         self.base_preset = base_preset
         self.train_raw, self.test_raw = root / "raw_train", root / "raw_test"
         self._plans: dict = {}
+        self.before_training = None      # called (once) before the first run this process trains
 
     def data(self) -> None:
         from pfseg_pipeline.data.synthetic import write_dataset
@@ -214,13 +215,16 @@ class Study:
                               spacing_mm=self.spacing, workers=2)
                 (raw / ".complete").write_text("ok\n")
 
+    def _plan_name(self, lr_scale: int | None):
+        from pfseg_pipeline.paths import Workspace
+
+        return Workspace(self.root / "ws"), "Anat" if lr_scale is None else f"AnatLR{lr_scale}"
+
     def workspace(self, lr_scale: int | None):
         """(Workspace, dataset name) of the plan with this LR scale (None: the planner's own)."""
-        from pfseg_pipeline.paths import Workspace
         from pfseg_pipeline.preprocessing.pipeline import plan_and_preprocess
 
-        ws = Workspace(self.root / "ws")
-        name = "Anat" if lr_scale is None else f"AnatLR{lr_scale}"
+        ws, name = self._plan_name(lr_scale)
         if name not in self._plans:
             with _waiting_for(self.root / ".setup", "the study's data and plans"):   # one process at a time
                 self.data()
@@ -243,13 +247,15 @@ class Study:
         # the planner's rule where the preset leaves it to the data: one pass over the cases per epoch
         return out + [("training.iterations_per_epoch", max(1, math.ceil(self.n_cases / plans.batch_size)))]
 
-    def baseline_recipe(self) -> str:
+    def baseline_recipe(self) -> str | None:
         """The baseline's training recipe in words, from the study's plan and the baseline's
         settings: the table keeps saying what the baseline was after the presets change."""
         from pfseg_pipeline.plans import load_plans
         from pfseg_pipeline.plans_settings import apply_settings
 
-        ws, name = self.workspace(None)
+        ws, name = self._plan_name(None)
+        if not ws.plans_file(name).is_file():
+            return None
         plans = load_plans(ws.plans_file(name))
         t = apply_settings(plans, self.base_settings(plans), log_changes=False).training
         scheduler = t.scheduler
@@ -299,9 +305,13 @@ class Study:
             if not _take(stack, out.with_name(f".{out.stem}"), "recipe run"):
                 log.info("recipe %s, %s, seed %d: running in another process", row.key, network, seed)
                 return None
-            # finished by another process meanwhile?
-            return self.result(row.key, network, seed, iterations) or self._train_and_score(
-                row, network, seed, iterations, out)
+            done = self.result(row.key, network, seed, iterations)   # finished by another process meanwhile?
+            if done is not None:
+                return done
+            if self.before_training is not None:
+                self.before_training()
+                self.before_training = None
+            return self._train_and_score(row, network, seed, iterations, out)
 
     def _train_and_score(self, row: Row, network: str, seed: int, iterations: int, out: Path) -> dict:
         from pfseg_pipeline.data.layouts import discover

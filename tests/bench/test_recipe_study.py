@@ -103,7 +103,10 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
         assert set(result["dice"]) == {"WT", "TC", "ET"} and all(0 <= d <= 1 for d in result["dice"].values())
         assert len(result["per_case_dice"]) == 2 and all(c.startswith("BraTS20_Training_9")
                                                          for c in result["per_case_dice"])   # the test cases
-    assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == 1e-4      # today's default recipe
+    from pfseg_pipeline.plans import preset_training
+
+    default = preset_training("default")
+    assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == default.lr   # today's default recipe
     assert by_key[("c2", "resunet3d", 2)]["settings"]["training.lr"] == 1e-3
     assert by_key[("lr1-us", "pfseg", 1)]["lr_scale_zyx"] == [1, 1, 1]
     assert by_key[("lr1-us", "pfseg", 1)]["ablation"] == "us"
@@ -117,9 +120,6 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
                                                 "same_runs_as": "base"}
     assert _cells(table, "| recipe:lr1 |")[9:11] == ["-", "the baseline's plan and runs"]
     assert "| recipe:base | today's default recipe | pfseg |" in table
-    from pfseg_pipeline.plans import preset_training
-
-    default = preset_training("default")        # the table says which recipe the baseline was
     assert (f"training plan when the study was planned ({default.optimizer} lr {default.lr:g}, weight decay "
             f"{default.weight_decay:g}, ") in table
     assert "| recipe:c2 | Adam 1e-3 | resunet3d |" in table and "too few seeds" in table
@@ -203,3 +203,31 @@ def test_each_study_process_takes_a_core_of_its_own(tmp_path):
         os.sched_setaffinity(0, cores)
         holder.kill()
         holder.wait()
+
+
+def test_a_table_of_finished_runs_takes_no_core(tmp_path):
+    """Both cores run study processes: a rerun for the table of finished rows trains nothing and
+    so needs no core of its own (it would be refused one)."""
+    import os
+
+    from bench import recipe
+
+    work = tmp_path / "work"
+    study = recipe.Study(work / "4mm_16x8", 4, 16, 8, "default")
+    for row, gain in (("base", 0.0), ("c2", 0.05)):
+        for network in ("pfseg", "resunet3d"):
+            for seed in (1, 2, 3):
+                out = study._out(row, network, seed, 500)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                dice = (0.7 + gain + seed / 100, 0.6 + gain, 0.5 + gain + seed / 200)
+                out.write_text(json.dumps(_run(row, seed, dice, network=network)))
+    holders = [_hold_lock(study.root / f".core{core}", 60) for core in sorted(os.sched_getaffinity(0))]
+    try:
+        figures = recipe.run(rows=["c2"], work=work)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert len(figures["runs"]) == 12 and figures["baseline_recipe"] is None     # no plan made either
+    cells = _cells(figures["markdown"], "| recipe:c2 | Adam 1e-3 | pfseg |")
+    assert cells[9:11] == ["+0.050 ± 0.000", "wins"]
