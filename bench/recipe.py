@@ -15,8 +15,9 @@ from the training cases) for a fixed number of iterations (`--iterations`; epoch
 them (Dice, HD95 in mm): the test cases never steer anything.
 
 The baseline (`base`) is today's default recipe: the `--base-preset` preset's training plan
-(default: the default preset's, Adam 1e-4, plateau -> poly without monitor cases, one pass over
-the cases per epoch, ...) on the demo plan's networks. Each other row changes one thing (ROWS);
+(default: the default preset's, one pass over the cases per epoch) on the demo plan's networks,
+pinned in the study folder (baseline_settings.json) when the study first runs, so that it stays
+the same when the presets change. Each other row changes one thing (ROWS);
 an LR-scale row that forces the scale the planner chose for the baseline anyway is the
 baseline's plan, and its runs are the baseline's (read, not trained again). Runs go one at a
 time in this process and each writes one JSON (`WORK/runs/...`): a rerun skips what is done.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -57,6 +59,10 @@ TRAIN_SEED, TEST_SEED, TEST_START = 1, 2, 901
 REGIONS = ("WT", "TC", "ET")
 AUX = ("sr", "guidance", "tel", "ssl")
 WORK = Path(__file__).resolve().parent / "_work" / "recipe"   # git-ignored
+# the TrainingPlan fields the baseline sets explicitly (Study.base_settings): every one a row changes
+BASELINE_FIELDS = ("optimizer", "lr", "weight_decay", "momentum", "scheduler", "monitor_fraction",
+                   "early_stopping_patience", "loss_weights", "aux_intensity", "deep_supervision",
+                   "region_prior_source", "augmentation")
 
 
 @dataclass(frozen=True)
@@ -235,17 +241,24 @@ class Study:
         return ws, name
 
     def base_settings(self, plans) -> list:
-        """Today's default recipe (the base preset's training plan) on the demo plan's networks."""
-        from pfseg_pipeline import presets
+        """The baseline's settings on the study's plans: the base preset's recipe (the fields a
+        row may change), one pass over the cases per epoch (the planner's rule where the preset
+        leaves it to the data). Written to the study folder on first use and read from there
+        after, so that the baseline stays what its runs trained with when the presets change
+        (plans made later, e.g. an LR row's, would carry the new defaults)."""
+        from pfseg_pipeline.fileio import write_json
         from pfseg_pipeline.plans import preset_training
 
-        if self.base_preset == "demo":
-            return []
-        base, demo = preset_training(self.base_preset), presets.training_overrides("demo")
-        out = [(f"training.{k}", getattr(base, k)) for k in demo
-               if k not in ("epochs", "iterations_per_epoch")]
-        # the planner's rule where the preset leaves it to the data: one pass over the cases per epoch
-        return out + [("training.iterations_per_epoch", max(1, math.ceil(self.n_cases / plans.batch_size)))]
+        pinned = self.root / "baseline_settings.json"
+        if pinned.is_file():
+            return [tuple(pair) for pair in json.loads(pinned.read_text())]
+        base = dataclasses.asdict(preset_training(self.base_preset))
+        per_epoch = base["iterations_per_epoch"] if self.base_preset == "demo" else max(
+            1, math.ceil(self.n_cases / plans.batch_size))
+        settings = [(f"training.{k}", base[k]) for k in BASELINE_FIELDS]
+        settings.append(("training.iterations_per_epoch", per_epoch))
+        write_json(pinned, [list(pair) for pair in settings])
+        return settings
 
     def baseline_recipe(self) -> str | None:
         """The baseline's training recipe in words, from the study's plan and the baseline's
@@ -409,7 +422,9 @@ def markdown(f: dict, results: dict) -> str:
         "Δ = paired difference of the mean Dice (WT, TC, ET averaged) to the baseline, ± its standard error; "
         "a change wins when Δ > SE over 3+ seeds, else the simpler option stays. s / it: the median over "
         "seeds of a run's seconds per iteration, one run at a time on a shared machine: compare within a "
-        "table, not across days.", "",
+        "table, not across days. The default preset's recipe follows this table (presets.py: each studied "
+        "field's reason in plans.json names its row; a change is adopted where it wins for PFSeg, or for "
+        "ResUNet3D where PFSeg's runs are unchanged, and loses beyond its standard error for neither).", "",
         "| row | change | network | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 | ET HD95 "
         "| Δ mean Dice ± SE | verdict | s / it | GiB (model) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---:|---:|"]

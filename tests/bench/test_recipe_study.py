@@ -107,6 +107,10 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
 
     default = preset_training("default")
     assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == default.lr   # today's default recipe
+    # pinned in the study folder: a later preset change does not move this study's baseline
+    pinned = json.loads((work / "4mm_4x2" / "baseline_settings.json").read_text())
+    assert by_key[("base", "pfseg", 1)]["settings"] == dict(pinned)
+    assert dict(pinned)["training.region_prior_source"] == default.region_prior_source
     assert by_key[("c2", "resunet3d", 2)]["settings"]["training.lr"] == 1e-3
     assert by_key[("lr1-us", "pfseg", 1)]["lr_scale_zyx"] == [1, 1, 1]
     assert by_key[("lr1-us", "pfseg", 1)]["ablation"] == "us"
