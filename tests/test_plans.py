@@ -89,6 +89,26 @@ def test_every_training_field_has_a_reason_in_every_preset(preset):
             assert f"training.{name}" in reasons, (preset, name)
 
 
+def test_the_default_recipe_rests_on_the_recipe_study_and_the_paper_preset_keeps_the_papers():
+    import re
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # `bench` is not installed
+    from bench.recipe import ROWS
+
+    reasons = presets.training_reasons("default")
+    for name in ("optimizer", "lr", "weight_decay", "scheduler", "loss_weights", "aux_intensity",
+                 "deep_supervision", "region_prior_source", "augmentation"):
+        named = re.findall(r"recipe:([a-z]+\d(?:-us)?)", reasons[f"training.{name}"])
+        assert named and set(named) <= set(ROWS), (name, reasons[f"training.{name}"])
+    assert presets.training_reasons("demo")["training.lr"] == reasons["training.lr"]
+    paper = preset_training("paper")
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.scheduler, paper.deep_supervision,
+            paper.aux_intensity, paper.loss_weights["sr"]) == ("adam", 1e-4, 0.0, "plateau", False, "as_is",
+                                                               0.5)
+    assert presets.training_reasons("paper")["training.lr"] == "1e-4, the paper's"
+
+
 def test_presets_change_only_what_they_say():
     assert preset_training("default") == TrainingPlan()
     demo = preset_training("demo")

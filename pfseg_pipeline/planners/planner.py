@@ -297,7 +297,8 @@ class _Planner:
         if "iterations_per_epoch" not in presets.training_overrides(self.preset):
             training.iterations_per_epoch = max(1, math.ceil(self.n_train / plans.batch_size))
             self.reasons["training.iterations_per_epoch"] = (
-                f"one pass over the ~{self.n_train} training cases of a fold at batch {plans.batch_size}")
+                f"one pass over the ~{self.n_train} training cases of a fold at batch {plans.batch_size}"
+                + presets.ITERATIONS_PER_EPOCH_NOTE.get(self.preset, ""))
         plans.training = training
         training.aux_intensity_range = normalised_brain_range(self.fp, plans.modalities, plans.normalization)
         self.reasons["training.aux_intensity_range"] = INTENSITY_RANGE_REASON

@@ -36,8 +36,11 @@ def test_default_plan_for_brats_raises_one_axis_to_lr_scale_2_in_11_gb(brats_fin
     assert plans.guidance.patch_shape_zyx == [h // (16 * s) * 8 for h, s in zip(plans.hr_shape_zyx,
                                                                                  plans.lr_scale_zyx)]
     assert plans.patch_based.patch_shape_zyx == [h // 2 for h in plans.hr_shape_zyx]
-    assert plans.training.epochs == 100 and plans.training.lr == 1e-4
+    # the measured recipe (the recipe study's row in the reason), not the paper's Adam 1e-4
+    assert plans.training.epochs == 100 and plans.training.lr == 3e-3 and plans.training.optimizer == "adam"
+    assert "recipe:c4" in plans.reasons["training.lr"]
     assert plans.training.iterations_per_epoch == 16 // plans.batch_size
+    assert "recipe:f1" in plans.reasons["training.iterations_per_epoch"]
     for key in ("target_spacing_zyx", "hr_shape_zyx", "lr_scale_zyx", "batch_size", "guidance",
                 "patch_based.patch_shape_zyx", "memory", "small_structures"):
         assert plans.reasons.get(key), key
@@ -51,7 +54,8 @@ def test_paper_preset_gives_exactly_the_papers_shapes(brats_fingerprint):
     assert plans.lr_operator == "trilinear" and plans.normalization == "minmax"
     assert plans.guidance.patch_shape_zyx == [32, 48, 48] and plans.guidance.location == "center"
     assert plans.patch_based.patch_shape_zyx == [64, 96, 96] and plans.patch_based.step == 0.5
-    assert plans.batch_size == 1 and plans.training.lr == 1e-4
+    assert plans.batch_size == 1 and plans.training.lr == 1e-4     # the paper's, whatever the default's
+    assert plans.reasons["training.lr"] == "1e-4, the paper's"
     assert plans.preprocessing["center_crop_zyx"] == [None, 192, 192]
     assert plans.preprocessing["resampled_shape_zyx"] == [128, 192, 192]
     assert plans.target_spacing_zyx == pytest.approx([155 / 128, 1.0, 1.0], rel=1e-5)

@@ -157,6 +157,7 @@ def test_training_starts_the_seg_head_at_the_planned_region_prior(tmp_path, make
     Adam step moves it by about the rate)."""
     plans = make_plans(hr=(8, 16, 16))
     plans.training.region_prior = [0.3, 0.02, 0.005]
+    plans.training.region_prior_source = "dataset"        # the planned prior (default: the run's own)
     ws = make_workspace(tmp_path / "ws", plans, n_cases=2)
     assert run(main, [NAME, "all", "--workspace", str(ws.root), "--no-progress", "--network", network,
                       "--epochs", "1", "--iterations-per-epoch", "1", "--num-workers", "0",
