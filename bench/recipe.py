@@ -411,6 +411,7 @@ def markdown(f: dict, results: dict) -> str:
     the decision rule's verdict, the median seconds per iteration and the memory model's peak.
     """
     seeds = f["seeds"]
+    hours = sum(r.get("wall_seconds") or 0 for r in results.values()) / 3600
     lines = [
         f"{f['cases']} training + {f['test_cases']} test MNI152 anatomy cases at {f['spacing_mm']} mm "
         f"(`pfseg_make_synthetic --anatomy mni152`, seeds {TRAIN_SEED} / {TEST_SEED}), `--preset demo` plan "
@@ -421,10 +422,13 @@ def markdown(f: dict, results: dict) -> str:
         "(same seed for a row and the baseline: weights, sampling, augmentation). Mean (sd) over seeds; "
         "Δ = paired difference of the mean Dice (WT, TC, ET averaged) to the baseline, ± its standard error; "
         "a change wins when Δ > SE over 3+ seeds, else the simpler option stays. s / it: the median over "
-        "seeds of a run's seconds per iteration, one run at a time on a shared machine: compare within a "
-        "table, not across days. The default preset's recipe follows this table (presets.py: each studied "
-        "field's reason in plans.json names its row; a change is adopted where it wins for PFSeg, or for "
-        "ResUNet3D where PFSeg's runs are unchanged, and loses beyond its standard error for neither).", "",
+        "seeds of a run's seconds per iteration, one torch thread on a core of its own (two study processes "
+        "side by side): compare within a table, not across days. The default preset's recipe follows this "
+        "table (presets.py: each studied field's reason in plans.json names its row; a change is adopted "
+        "where it wins for PFSeg, or for ResUNet3D where PFSeg's runs are unchanged, and loses beyond its "
+        "standard error for neither). "
+        f"{len(results)} runs on disk, {hours:.1f} core-hours, each made on a core of its own: the date "
+        "above is the table's, not the runs'.", "",
         "| row | change | network | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 | ET HD95 "
         "| Δ mean Dice ± SE | verdict | s / it | GiB (model) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---:|---:|"]
