@@ -1,4 +1,4 @@
-"""The recipe study of issue 14: each training-recipe change alone against today's default, on
+"""The recipe study of issue 14: each training-recipe change alone against the default, on
 MNI152 anatomy cases, several paired seeds per row, for PFSeg and ResUNet3D.
 
     python -m bench recipe --iterations 500                   # the whole study (hours; resumes)
@@ -14,7 +14,7 @@ from the training cases) for a fixed number of iterations (`--iterations`; epoch
 / iterations per epoch, rounded), then predicts the test cases on their native grid and scores
 them (Dice, HD95 in mm): the test cases never steer anything.
 
-The baseline (`base`) is today's default recipe: the `--base-preset` preset's training plan
+The baseline (`base`) is the default recipe: the `--base-preset` preset's training plan
 (default: the default preset's, one pass over the cases per epoch) on the demo plan's networks,
 pinned in the study folder (baseline_settings.json) when the study first runs, so that it stays
 the same when the presets change. Each other row changes one thing (ROWS);
@@ -80,7 +80,7 @@ class Row:
 
 
 ROWS = {r.key: r for r in (
-    Row("base", "today's default recipe"),
+    Row("base", "the default recipe when the study began"),
     Row("a1", "aux losses on the bounded intensity scale", (("training.aux_intensity", "bounded"),),
         ("pfseg",)),
     Row("a2", "aux loss weights 0.1 (as_is scale)", tuple((f"training.loss_weights.{t}", 0.1) for t in AUX),
@@ -155,7 +155,8 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, rows=Non
                 done = study.result(row_key, network, seed, iterations)
                 if done is not None:
                     results[(row_key, network, seed)] = done
-    figures = {"title": f"Recipe study: each change alone against today's default ({spacing} mm anatomy)",
+    title = f"Recipe study: each change alone against the default it began from ({spacing} mm anatomy)"
+    figures = {"title": title,
                "iterations": iterations, "seeds": list(seeds), "spacing_mm": spacing, "cases": cases,
                "test_cases": test_cases, "base_preset": base_preset, "rows": list(rows),
                "baseline_recipe": study.baseline_recipe(),

@@ -103,8 +103,10 @@ def box_sums(mask: np.ndarray, starts: np.ndarray, shape: Sequence[int]) -> np.n
 def _cached_seg(path: Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as data:
+            if "seg" not in data.files:
+                raise UserError(f"{path}: no 'seg' array; the region prior needs labelled training cases")
             return np.asarray(data["seg"])
-    except KeyError:
-        raise UserError(f"{path}: no 'seg' array; the region prior needs labelled training cases") from None
-    except (OSError, ValueError) as exc:
+    except UserError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, zlib.error ...: as fileio.load_npz
         raise UserError(f"{path}: corrupt or truncated npz ({type(exc).__name__}: {exc})") from exc

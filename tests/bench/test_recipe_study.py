@@ -54,7 +54,7 @@ def test_the_table_gives_mean_and_spread_and_pairs_each_row_with_the_baseline_by
 
     header = _cells(table, "| row |")
     assert header[3:9] == ["WT Dice", "TC Dice", "ET Dice", "WT HD95", "TC HD95", "ET HD95"]
-    cells = dict(zip(header, _cells(table, "| recipe:base | today's default recipe | pfseg |")))
+    cells = dict(zip(header, _cells(table, "| recipe:base | the default recipe when the study began |")))
     assert cells["WT Dice"] == "0.800 (0.100)" and cells["ET Dice"] == "0.400 (0.100)"  # mean (sd), 3 seeds
     assert cells["WT HD95"] == "20.0 (10.0)" and cells["ET HD95"] == "22.0 (10.0)"
     assert cells["verdict"] == "baseline" and cells["s / it"] == "3.00" and cells["GiB (model)"] == "0.50"
@@ -106,7 +106,7 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
     from pfseg_pipeline.plans import preset_training
 
     default = preset_training("default")
-    assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == default.lr   # today's default recipe
+    assert by_key[("base", "pfseg", 1)]["settings"]["training.lr"] == default.lr   # the default recipe
     # pinned in the study folder: a later preset change does not move this study's baseline
     pinned = json.loads((work / "4mm_4x2" / "baseline_settings.json").read_text())
     assert by_key[("base", "pfseg", 1)]["settings"] == dict(pinned)
@@ -123,7 +123,7 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
     assert lr1.result("lr1", "pfseg", 2, 2) == {**by_key[("base", "pfseg", 2)], "row": "lr1",
                                                 "same_runs_as": "base"}
     assert _cells(table, "| recipe:lr1 |")[9:11] == ["-", "the baseline's plan and runs"]
-    assert "| recipe:base | today's default recipe | pfseg |" in table
+    assert "| recipe:base | the default recipe when the study began | pfseg |" in table
     assert (f"training plan when the study was planned ({default.optimizer} lr {default.lr:g}, weight decay "
             f"{default.weight_decay:g}, ") in table
     assert "| recipe:c2 | Adam 1e-3 | resunet3d |" in table and "too few seeds" in table

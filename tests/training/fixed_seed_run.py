@@ -71,8 +71,10 @@ def run(root: Path) -> dict:
     out["plans"] = json.loads((ws / "preprocessed" / NAME / "plans.json").read_text())
     out["runs"] = {}
     for network in NETWORKS:
+        # the region prior as recorded then, the dataset's (the default is now each run's own, recipe:g1)
         code = train.main([NAME, "0", "--network", network, "--device", "cpu", "--epochs", EPOCHS,
-                           "--num-workers", "0", "--no-progress", "--workspace", str(ws)])
+                           "--num-workers", "0", "--no-progress", "--workspace", str(ws),
+                           "--set", "training.region_prior_source=dataset"])
         assert code == 0, f"pfseg_train {network} exited {code}"
         fold = ws / "results" / NAME / network / "fold_0"
         summary = json.loads((fold / "validation" / "summary.json").read_text())
