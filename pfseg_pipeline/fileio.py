@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +134,13 @@ def save_npz(path: str | os.PathLike, compress: bool = False, **arrays: np.ndarr
             os.fsync(f.fileno())
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz into memory, never unpickling; a corrupt file is a UserError."""
+def load_npz(path: str | os.PathLike, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Load every array of an .npz (or those of `names` it holds) into memory, never unpickling; a
+    corrupt file is a UserError."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files if names is None or k in names}
     except FileNotFoundError as exc:
         raise UserError(f"{path}: file not found") from exc
     except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, zlib.error ...

@@ -28,6 +28,7 @@ import numpy as np
 
 from pfseg_pipeline.data.labels import labels_to_regions, region_names
 from pfseg_pipeline.errors import UserError
+from pfseg_pipeline.fileio import load_npz
 from pfseg_pipeline.planners.planner import PRIOR_MAX, PRIOR_MIN
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training.data_loader import CachedCaseLoader, placement_range
@@ -101,12 +102,7 @@ def box_sums(mask: np.ndarray, starts: np.ndarray, shape: Sequence[int]) -> np.n
 
 
 def _cached_seg(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "seg" not in data.files:
-                raise UserError(f"{path}: no 'seg' array; the region prior needs labelled training cases")
-            return np.asarray(data["seg"])
-    except UserError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, zlib.error ...: as fileio.load_npz
-        raise UserError(f"{path}: corrupt or truncated npz ({type(exc).__name__}: {exc})") from exc
+    arrays = load_npz(path, ("seg",))     # a corrupt file: one line naming it
+    if "seg" not in arrays:
+        raise UserError(f"{path}: no 'seg' array; the region prior needs labelled training cases")
+    return arrays["seg"]
