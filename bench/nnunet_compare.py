@@ -13,8 +13,11 @@ supervision, its augmentation), the poly schedule run over `--nnunet-epochs` (40
 25 iterations instead of 1,000 epochs of 250. Equal wall-clock, measured so that other work on
 the machine cannot tilt it: first each method's seconds per training iteration are measured one
 after the other in a calibration phase (a short training of each, the warm-up epoch left out,
-all in the same minutes), then PFSeg and ResUNet3D train for as many iterations as fit in
-nnU-Net's time at those rates. Each training's own wall time is recorded too. ResUNet3D also
+all in the same minutes, before any run), then PFSeg and ResUNet3D train for as many iterations
+as fit in nnU-Net's time at those rates. The calibration and the prediction speed are the only
+timed parts: they need the machine to themselves (the load average before and after the
+calibration is in the table); a training's result depends on its iteration count, not on what
+else runs meanwhile. Each training's own wall time is recorded too. ResUNet3D also
 trains for nnU-Net's 1,000 iterations (equal iterations).
 
 Runs: every method is trained `--runs` times one after the other (never side by side), PFSeg
@@ -306,11 +309,6 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         arch = nn_plans["architecture"]["arch_kwargs"]
         f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
                             "features_per_stage": arch["features_per_stage"]}
-        # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
-        nnunet_runs = [_step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
-                       for r in range(runs)]
-        if nnunet_only:
-            return f
         f.update(_step(root / "pfseg_preprocess.json", pfseg_preprocess))
         f["preprocess_seconds"] = {"pfseg": f["pfseg_preprocess_seconds"],
                                    "nnunet": f["nnunet_preprocess_seconds"]}
@@ -329,9 +327,18 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             for network in ("pfseg", "resunet3d"):
                 c[network] = _pfseg_train(ws_root, network, 2, calib_iters, SEED,
                                           root / f"calibration_{network}.log")["seconds_per_iteration"]
+            c["load_average_1min"] = [load_before, round(os.getloadavg()[0], 2)]
             return c
 
+        # the calibration first: it alone is timed, so it alone needs the machine to itself; every
+        # training after it runs a fixed number of iterations, which other work can slow, not change
+        load_before = round(os.getloadavg()[0], 2)
         f["calibration"] = _step(root / "calibration.json", calibrate)
+        # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
+        nnunet_runs = [_step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
+                       for r in range(runs)]
+        if nnunet_only:
+            return f
         budget = nn_iters * f["calibration"]["nnunet"]
         f["budget_seconds"] = budget
         per_epoch = plans.training.iterations_per_epoch
@@ -431,7 +438,7 @@ def _markdown(f: dict) -> str:
         f"{f['planned_iterations']['resunet3d']}. {len(f['run_results'])} training run(s) of each, one after "
         "the other; test-set Dice and HD95 (mm, MedPy's pooled definition), mean over the runs "
         "(lowest-highest run in brackets); final checkpoints, no postprocessing. Load average "
-        f"{f['load_average_1min'][0]} before, {f['load_average_1min'][-1]} after.",
+        f"{cal['load_average_1min'][0]} before the calibration, {cal['load_average_1min'][-1]} after it.",
         "",
         "| method | iterations | training s, calibrated | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 "
         "| ET HD95 | prediction s / case |",
@@ -476,7 +483,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR, keep it, resume from it")
     parser.add_argument("--nnunet-only", action="store_true",
-                        help="only the data and nnU-Net's training runs (independent of pfseg's recipe)")
+                        help="only the data, the calibration and nnU-Net's training runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     figures = run(quick=args.quick, n_train=args.train, n_test=args.test, spacing=args.spacing,

@@ -40,7 +40,8 @@ def _compare_figures(runs: list[dict]) -> dict:
             "pfseg_plan": {"preset": "demo", "hr_shape_zyx": [40, 48, 40], "lr_scale_zyx": [1, 1, 1],
                            "patch_shape_zyx": [16, 24, 16], "widths": [8, 16, 32, 64], "batch_size": 2,
                            "optimizer": "adam", "lr": 3e-3},
-            "calibration": {"nnunet": 3.0, "pfseg": 0.5, "resunet3d": 0.25}, "budget_seconds": 3000.0,
+            "calibration": {"nnunet": 3.0, "pfseg": 0.5, "resunet3d": 0.25, "load_average_1min": [0.3, 1.7]},
+            "budget_seconds": 3000.0,
             "planned_iterations": {"pfseg": 6000, "resunet3d": 12000, "resunet3d_iterations": 1000},
             "preprocess_seconds": {"pfseg": 5.0, "nnunet": 20.0}, "run_results": runs,
             "predict": {"pfseg": {"seconds_per_case": 0.1}, "nnunet": {"seconds_per_case": 1.0},
@@ -65,6 +66,7 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert "| PFSeg (whole volume, one pass), equal wall-clock | 100 | 50 | 0.890 (0.860-0.920) |" in text
     assert "| nnU-Net 3d_fullres, no mirroring | 100 | 300 | 0.870 (0.870-0.870) |" in text
     assert "in which PFSeg trains 6000 iterations and ResUNet3D 12000" in text
+    assert "Load average 0.3 before the calibration, 1.7 after it." in text
     assert "10.0x faster than nnU-Net without mirroring and 30.0x faster than with it" in text
     assert text.count("**met**") == 5 and "NOT met" not in text
 
