@@ -209,7 +209,7 @@ def _labels_alike(folder: Path, reference: Path) -> float:
     return alike / total
 
 
-def _spread_cell(s: dict) -> str:
+def spread_cell(s: dict) -> str:
     return f"{s['median']:.2f} ({s['min']:.2f} - {s['max']:.2f})"
 
 
@@ -234,8 +234,8 @@ def _markdown(f: dict) -> str:
     for key, m in f["methods"].items():
         lines.append(f"| {NAMES[key]} | {m['inference']} | {m['forward_passes_per_case']:g} | "
                      f"{m['parameters_inference'] / 1e6:.2f} M | "
-                     f"{_spread_cell(m['network_seconds_per_case'])} | "
-                     f"{_spread_cell(m['end_to_end_seconds_per_case'])} | {m.get('load_seconds', 0.0):.1f} |")
+                     f"{spread_cell(m['network_seconds_per_case'])} | "
+                     f"{spread_cell(m['end_to_end_seconds_per_case'])} | {m.get('load_seconds', 0.0):.1f} |")
     rounds = ", ".join(f"{r:.1f}x" for r in f["end_to_end_round_ratios"])
     lines += ["", f"PFSeg is **{f['network_ratio']:.1f}x** faster in the network and "
               f"**{f['end_to_end_ratio']:.1f}x** faster end to end (ResUNet3D / PFSeg, ratio of the medians; "

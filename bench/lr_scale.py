@@ -14,7 +14,8 @@ axes), one run:
   that scale: the planner refuses a scale that leaves them under 4;
 - the seconds of one PFSeg training step on this CPU at batch 1 (the demo preset's narrow
   widths at that scale, float32), the full network and the segmentation-only one (`--ablation
-  us`), the median of `STEPS` steps after a warm-up one, every configuration in the same run.
+  us`), the median (lowest-highest) of `STEPS` steps after a warm-up one, every configuration in
+  the same run.
 
 What each scale costs in Dice is the recipe study's (`python -m bench recipe`, rows lr1 to
 lr4-us on 4 mm cases: training runs, hours): this table holds the shapes, memory and time.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -95,14 +95,17 @@ def _row(fingerprint: dict, spacing: int, scale: int, steps: int) -> dict:
            "small_et_lr_voxels": small_et_lr_voxels(fingerprint, gpu.lr_scale_zyx, gpu.target_spacing_zyx),
            "cpu_hr_shape_zyx": cpu.hr_shape_zyx, "cpu_step_seconds": seconds}
     log.info("%d mm, scale %d: HR %s, LR %s, %.2f GiB at batch 1, step %.2f s (US %.2f s)", spacing, scale,
-             gpu.hr_shape_zyx, gpu.lr_shape_zyx, peak / GiB, seconds["full"], seconds["us"])
+             gpu.hr_shape_zyx, gpu.lr_shape_zyx, peak / GiB, seconds["full"]["median"],
+             seconds["us"]["median"])
     return row
 
 
-def _step_seconds(plans, ablation: str, steps: int) -> float:
-    """The median seconds of `steps` PFSeg training steps at batch 1 after a warm-up step."""
+def _step_seconds(plans, ablation: str, steps: int) -> dict:
+    """The seconds of `steps` PFSeg training steps at batch 1 after a warm-up step: their median,
+    lowest and highest."""
     import torch
 
+    from bench.inference_speed import spread
     from pfseg_pipeline.networks.step import build_step
 
     torch.manual_seed(0)
@@ -113,7 +116,7 @@ def _step_seconds(plans, ablation: str, steps: int) -> float:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return spread(times)
 
 
 def _x(shape) -> str:
@@ -121,6 +124,8 @@ def _x(shape) -> str:
 
 
 def _markdown(f: dict) -> str:
+    from bench.inference_speed import spread_cell
+
     lines = [
         f"{f['cases']} anatomy cases per grid (`pfseg_make_synthetic --anatomy mni152 --spacing S`, seed 1), "
         "fingerprinted; per LR scale (all axes) the default preset's plan at that scale (`--lr-scale`, full "
@@ -128,9 +133,9 @@ def _markdown(f: dict) -> str:
         "step at batch 1 (float16, allowance included) and the batch the planner would take; the small ET "
         "components (5 % of the ET volume lies in smaller ones) in LR voxels (the planner refuses a raise "
         "that leaves them under 4); and one PFSeg training step on this CPU at batch 1 with the demo "
-        f"preset's narrow widths, full network and segmentation-only (US), the median of {f['steps']} "
-        f"steps after a warm-up, {f['torch_threads']} torch thread(s), all in one run. The planner's own "
-        "choice: " + ", ".join(f"{_x(v)} at {k} mm" for k, v in f["planner_choice"].items())
+        f"preset's narrow widths, full network and segmentation-only (US), the median (lowest - highest) "
+        f"of {f['steps']} steps after a warm-up, {f['torch_threads']} torch thread(s), all in one run. "
+        "The planner's own choice: " + ", ".join(f"{_x(v)} at {k} mm" for k, v in f["planner_choice"].items())
         + ". What each scale costs in Dice: the recipe study's LR table (4 mm).", "",
         "| grid | LR scale | HR (z y x) | LR | GiB, batch 1 (model) | planned batch | small ET, LR voxels "
         "| CPU step s, full | CPU step s, US | full / scale 1 |",
@@ -138,11 +143,12 @@ def _markdown(f: dict) -> str:
     first = {}
     for r in f["rows"]:
         full, us = r["cpu_step_seconds"]["full"], r["cpu_step_seconds"]["us"]
-        first.setdefault(r["spacing_mm"], full)
+        first.setdefault(r["spacing_mm"], full["median"])
         et = "-" if r["small_et_lr_voxels"] is None else f"{r['small_et_lr_voxels']:.1f}"
         lines.append(f"| {r['spacing_mm']} mm | {r['lr_scale']} | {_x(r['hr_shape_zyx'])} "
                      f"| {_x(r['lr_shape_zyx'])} | {r['peak_bytes_batch1'] / GiB:.2f} | {r['planned_batch']} "
-                     f"| {et} | {full:.2f} | {us:.2f} | {full / first[r['spacing_mm']]:.2f} |")
+                     f"| {et} | {spread_cell(full)} | {spread_cell(us)} "
+                     f"| {full['median'] / first[r['spacing_mm']]:.2f} |")
     return "\n".join(lines) + "\n"
 
 
