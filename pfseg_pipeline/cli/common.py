@@ -42,9 +42,12 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def add_workspace_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", default=None, metavar="DIR",
-                        help="workspace folder (default: $PFSEG_HOME, else ./pfseg_data)")
+def add_common_args(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
+    """The options every command takes last: `--workspace` (where it has one) and `-v`."""
+    if workspace:
+        parser.add_argument("--workspace", default=None, metavar="DIR",
+                            help="workspace folder (default: $PFSEG_HOME, else ./pfseg_data)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.compare import compare
 from pfseg_pipeline.paths import Workspace
@@ -29,8 +29,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("name", metavar="NAME", help="dataset name (results/NAME)")
     parser.add_argument("-f", "--folds", nargs="+", default=["0"], metavar="FOLD",
                         help="fold(s): 0-4, all, paper, paper622; several are pooled (default: 0)")
-    add_workspace_arg(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser)
     return parser
 
 

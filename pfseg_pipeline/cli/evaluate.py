@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pfseg_pipeline.cli.common import ArgumentParser, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.data.labels import SCHEMES, LabelScheme
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.evaluation.evaluate import evaluate_folder
@@ -63,7 +63,7 @@ def build_parser() -> ArgumentParser:
                              "reference and predicted WT/TC/ET contours, worst case first")
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="where the cases' scans are, for --report (default: REF)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser, workspace=False)
     return parser
 
 

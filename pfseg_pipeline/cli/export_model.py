@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.model_package.manifest import EXPORTABLE_CHECKPOINTS, FORMATS
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, network_spec
@@ -46,8 +46,7 @@ def build_parser() -> ArgumentParser:
                         help="pytorch: safetensors weights (default); onnx: ONNX graphs for ONNX Runtime "
                              "(needs pip install 'pfseg[onnx]'); torchscript: TorchScript for other runtimes")
     parser.add_argument("--overwrite", action="store_true", help="replace the zip when it exists")
-    add_workspace_arg(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser)
     return parser
 
 

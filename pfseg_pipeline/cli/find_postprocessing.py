@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.evaluation.postprocessing import SMALL_ET_THRESHOLDS_MM3, find_postprocessing
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, network_spec
 from pfseg_pipeline.paths import Workspace
@@ -42,8 +42,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
                         help="worker processes reading the cases (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_workspace_arg(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser)
     return parser
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.paths import Workspace
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-d", "--dataset", default=None, metavar="NAME",
                         help="dataset name to install under (default: the one it was trained on)")
     parser.add_argument("--force", action="store_true", help="replace a model already installed there")
-    add_workspace_arg(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser)
     return parser
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pfseg_pipeline.cli.common import ArgumentParser, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.data.synthetic import ANATOMIES, write_dataset
 from pfseg_pipeline.paths import template_cache_dir
 
@@ -53,7 +53,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace case folders that exist")
     parser.add_argument("-np", "--workers", type=int, default=1, metavar="N",
                         help="cases generated in parallel processes (default 1)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(parser, workspace=False)
     return parser
 
 

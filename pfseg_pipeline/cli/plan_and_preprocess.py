@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.data.labels import SCHEMES
 from pfseg_pipeline.data.layouts import MODALITIES, check_case_id
 from pfseg_pipeline.data.verify import VerifyReport, verify_dataset
@@ -59,8 +59,7 @@ def build_parser() -> ArgumentParser:
                         help="case ids to leave out")
     parser.add_argument("--force", action="store_true",
                         help="rebuild every cached case, even those whose sources and plans are unchanged")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_workspace_arg(parser)
+    add_common_args(parser)
     return parser
 
 

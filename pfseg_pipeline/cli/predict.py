@@ -12,7 +12,7 @@ from pfseg_pipeline.checkpoints import CHECKPOINT_KINDS
 from pfseg_pipeline.cli.common import (
     EXIT_INTERNAL,
     ArgumentParser,
-    add_workspace_arg,
+    add_common_args,
     entry_point,
     setup_logging,
 )
@@ -122,8 +122,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--label-scheme", default=None, choices=sorted(SCHEMES),
                         help="label values to write (default: the scheme the model was trained with)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_workspace_arg(parser)
+    add_common_args(parser)
     return parser
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pfseg_pipeline.cli.common import ArgumentParser, add_workspace_arg, entry_point, setup_logging
+from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.devices import DEVICE_CHOICES, resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.networks.losses import ABLATIONS, FULL
@@ -89,8 +89,7 @@ def build_parser() -> ArgumentParser:
                    help="results in NETWORK__NAME (NETWORK__ABLATION_NAME with --ablation)")
     p.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_workspace_arg(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_args(p)
     return p
 
 
