@@ -2,6 +2,7 @@
 training wall-clock (CPU).
 
     python -m bench.nnunet_compare [--quick] [--runs R] [--keep DIR] [--preset demo|default]
+    python -m bench nnunet_compare --keep DIR     # the same, and its section in docs/BENCHMARKS.md
 
 Data: anatomy cases (`pfseg_make_synthetic --anatomy mni152`, 4 mm): `--train` training cases
 (seed 21) and `--test` held-out test cases (seed 22, ids from 901): both methods train on
@@ -364,6 +365,10 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     f["load_average_1min"].append(round(os.getloadavg()[0], 2))
+    if keep:  # the steps may have been computed across sessions: when, from their files' times
+        stamps = sorted(q.stat().st_mtime for q in root.glob("*.json"))
+        f["steps_span_utc"] = [time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+                               for t in (stamps[0], stamps[-1])]
     if not nnunet_only:
         f["markdown"] = _markdown(f)
     return f
@@ -438,7 +443,10 @@ def _markdown(f: dict) -> str:
         f"{f['planned_iterations']['resunet3d']}. {len(f['run_results'])} training run(s) of each, one after "
         "the other; test-set Dice and HD95 (mm, MedPy's pooled definition), mean over the runs "
         "(lowest-highest run in brackets); final checkpoints, no postprocessing. Load average "
-        f"{cal['load_average_1min'][0]} before the calibration, {cal['load_average_1min'][-1]} after it.",
+        f"{cal['load_average_1min'][0]} before the calibration, {cal['load_average_1min'][-1]} after it."
+        + (f" The steps (data, calibration, each training run, prediction speed) were computed from "
+           f"{f['steps_span_utc'][0]} to {f['steps_span_utc'][1]} UTC and kept as JSON (`--keep`); this "
+           "section was written from them." if "steps_span_utc" in f else ""),
         "",
         "| method | iterations | training s, calibrated | WT Dice | TC Dice | ET Dice | WT HD95 | TC HD95 "
         "| ET HD95 | prediction s / case |",
@@ -469,12 +477,14 @@ def _markdown(f: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.nnunet_compare", description=__doc__,
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run (minutes)")
-    parser.add_argument("--train", type=int, default=None, help="training cases (default 16)")
-    parser.add_argument("--test", type=int, default=None, help="held-out test cases (default 8)")
+    parser.add_argument("--train", type=int, default=None, dest="n_train",
+                        help="training cases (default 16)")
+    parser.add_argument("--test", type=int, default=None, dest="n_test",
+                        help="held-out test cases (default 8)")
     parser.add_argument("--spacing", type=int, default=4, choices=(1, 2, 4))
     parser.add_argument("--runs", type=int, default=None, help="training runs of each method (default 2)")
     parser.add_argument("--nnunet-iterations", type=int, default=None, help="default 1000")
@@ -482,13 +492,22 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="demo", choices=("demo", "default"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR, keep it, resume from it")
+    return parser
+
+
+def options(argv: list[str]) -> dict:
+    """`python -m bench nnunet_compare`'s own options (bench/__main__.py passes the rest of the
+    line): with `--keep DIR` the page is written from the steps kept there."""
+    return vars(_parser("python -m bench nnunet_compare").parse_args(argv))
+
+
+def main(argv=None) -> int:
+    parser = _parser("python -m bench.nnunet_compare")
     parser.add_argument("--nnunet-only", action="store_true",
                         help="only the data, the calibration and nnU-Net's training runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = run(quick=args.quick, n_train=args.train, n_test=args.test, spacing=args.spacing,
-                  runs=args.runs, nnunet_iterations=args.nnunet_iterations, nnunet_epochs=args.nnunet_epochs,
-                  preset=args.preset, workers=args.workers, keep=args.keep, nnunet_only=args.nnunet_only)
+    figures = run(**vars(args))
     print(figures.get("markdown", "nnU-Net's runs done"))
     return 0
 

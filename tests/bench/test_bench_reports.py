@@ -69,6 +69,20 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert "Load average 0.3 before the calibration, 1.7 after it." in text
     assert "10.0x faster than nnU-Net without mirroring and 30.0x faster than with it" in text
     assert text.count("**met**") == 5 and "NOT met" not in text
+    assert "computed from" not in text
+    kept = _markdown({**_compare_figures(runs), "steps_span_utc": ["2026-11-30 17:15", "2026-11-30 19:40"]})
+    assert "were computed from 2026-11-30 17:15 to 2026-11-30 19:40 UTC and kept as JSON" in kept
+
+
+def test_nnunet_compare_options_reach_run():
+    import inspect
+
+    from bench.nnunet_compare import options, run
+
+    # `python -m bench nnunet_compare --keep DIR ...` hands these to run(): every one must be its keyword
+    opts = options(["--keep", "/tmp/x", "--runs", "3", "--train", "5", "--test", "2"])
+    assert opts["keep"] == "/tmp/x" and (opts["runs"], opts["n_train"], opts["n_test"]) == (3, 5, 2)
+    assert set(opts) <= set(inspect.signature(run).parameters)
 
 
 def test_ablation_mean_table_averages_each_row_over_the_seeds():
