@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import resource
+import statistics
 import sys
 from pathlib import Path
 
@@ -18,6 +19,15 @@ import torch
 from pfseg_pipeline.fileio import atomic_path, write_text
 
 TIMING_SUFFIX = "_seconds"
+
+
+def seconds_per_iteration(history: list[dict], iterations_per_epoch: int) -> float | None:
+    """The training seconds per iteration of a run: the median over its epochs, the first left
+    out while there are others (warm-up: workers, allocator, cuDNN). The median, so that one
+    disturbed epoch (the process paused, a backup running) does not move it."""
+    per_epoch = [row[f"train{TIMING_SUFFIX}"] / iterations_per_epoch for row in history]
+    steady = per_epoch[1:] or per_epoch
+    return statistics.median(steady) if steady else None
 
 
 def columns(history: list[dict]) -> list[str]:

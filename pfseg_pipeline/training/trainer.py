@@ -69,6 +69,7 @@ from pfseg_pipeline.training.records import (
     headline_memory,
     peak_memory,
     plot_progress,
+    seconds_per_iteration,
     write_metrics_csv,
 )
 from pfseg_pipeline.training.rng import rng_state, set_rng_state
@@ -342,15 +343,13 @@ class Trainer:
 
     # ---- summary and signals --------------------------------------------------------------------
     def _write_summary(self) -> None:
-        iters = [r[f"train{TIMING_SUFFIX}"] / self.options.iterations_per_epoch for r in self.history]
-        steady = iters[1:] or iters  # the first epoch includes warm-up (workers, allocator, cuDNN)
         reported = "best" if self.options.use_best and self.best["epoch"] is not None else "final"
         memory = peak_memory(self.device, self.plans.memory)
         write_json(self.output_dir / "train_summary.json", {
             **self.run_info,
             "parameters": count_parameters(self.network),
             "parameters_inference": inference_parameter_count(self.network),
-            "seconds_per_iteration": sum(steady) / len(steady) if steady else None,
+            "seconds_per_iteration": seconds_per_iteration(self.history, self.options.iterations_per_epoch),
             "peak_memory": memory, **headline_memory(memory, self.run_info.get("network")),
             "options": dataclasses.asdict(self.options),
             "epochs": self.options.epochs, "final_epoch": self._epochs_done() - 1,
