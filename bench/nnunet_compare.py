@@ -17,7 +17,7 @@ after the other in a calibration phase (a short training of each, the warm-up ep
 all in the same minutes, before any run), then PFSeg and ResUNet3D train for as many iterations
 as fit in nnU-Net's time at those rates. The calibration and the prediction speed are the only
 timed parts: they need the machine to themselves (the load average before and after the
-calibration is in the table); a training's result depends on its iteration count, not on what
+calibration is in the section); a training's result depends on its iteration count, not on what
 else runs meanwhile. Each training's own wall time is recorded too. ResUNet3D also
 trains for nnU-Net's 1,000 iterations (equal iterations).
 
