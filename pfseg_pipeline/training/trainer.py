@@ -12,8 +12,10 @@ region of two kinds of held-out cases, each a callable (`training.validation.Val
   never trained on. Their Dice (`monitor_dice_*`) is the only metric that steers training:
   the plateau schedule, early stopping and checkpoint_best.pt.
 
-Then an epoch-wise scheduler step, a row of metrics.csv, progress.png and checkpoint_latest.pt.
-At the end: checkpoint_final.pt and train_summary.json.
+Then an epoch-wise scheduler step, a row of metrics.csv and checkpoint_latest.pt; progress.png
+is redrawn at most every `PLOT_EVERY_SECONDS` (drawing it costs ~0.2 s, a fifth of a short
+epoch) and always when the run ends or stops. At the end: checkpoint_final.pt and
+train_summary.json.
 
 The validation comes in as a callable so that importing this module pulls in neither the data
 loader (batchgenerators) nor the readers and metrics (nibabel, SimpleITK, MedPy): a machine with
@@ -89,6 +91,8 @@ class TrainOptions:
     early_stopping_patience: int = 0  # epochs without a better monitor Dice before stopping; 0: never
 
 
+PLOT_EVERY_SECONDS = 30.0
+
 # what train_summary.json says chose checkpoint_best.pt
 _SELECTION_LABELS = {
     "monitor": "monitor cases (carved from the fold's training cases, not trained on)",
@@ -141,6 +145,7 @@ class Trainer:
         self._stop: int | None = None
         self.saved_epoch: int | None = None   # epochs held by the last complete checkpoint_latest.pt
         self._rotate = False  # latest on disk is this run's (or the one resumed): keep it as .prev
+        self._plotted: tuple[int, float] | None = None  # (history rows drawn, when) in progress.png
 
     def _selection_cases(self) -> str | None:
         """Which cases choose checkpoint_best.pt: the monitor cases; the reported validation cases
@@ -219,6 +224,7 @@ class Trainer:
             start = time.perf_counter()
             losses = self._train_epoch(epoch)
             if losses is None:
+                self._plot(force=True)
                 return self._stop or signal.SIGTERM
             train_seconds = time.perf_counter() - start
             if epoch + 1 < self.options.epochs:
@@ -230,6 +236,7 @@ class Trainer:
             if self._stop is not None:
                 log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
                 return self._stop
+        self._plot(force=True)
         self.save("final", self._epochs_done())
         if self.dist.is_main:
             # finished: the generation kept against a damaged latest is no longer needed
@@ -330,8 +337,7 @@ class Trainer:
             self.stopped_early = epoch
         if self.dist.is_main:
             write_metrics_csv(self.output_dir / "metrics.csv", self.history)
-            if self.options.plot:
-                plot_progress(self.output_dir / "progress.png", self.history)
+        self._plot(force=self._stop is not None or self.stopped_early is not None)
         self.save("latest", epoch + 1)
         if improved:
             self.save("best", epoch + 1)
@@ -340,6 +346,16 @@ class Trainer:
                            if k.startswith(("loss", "val_dice", "monitor_dice"))),
                  row["lr"], row[f"epoch{TIMING_SUFFIX}"],
                  f" (new best on the {self.best['on']} cases)" if improved else "")
+
+    def _plot(self, force: bool) -> None:
+        """Redraw progress.png when it is `PLOT_EVERY_SECONDS` old, or now with `force`, unless it
+        already shows every epoch."""
+        if not (self.options.plot and self.dist.is_main) or (self._plotted or (0,))[0] == len(self.history):
+            return
+        now = time.monotonic()
+        if force or self._plotted is None or now - self._plotted[1] >= PLOT_EVERY_SECONDS:
+            plot_progress(self.output_dir / "progress.png", self.history)
+            self._plotted = (len(self.history), now)
 
     # ---- summary and signals --------------------------------------------------------------------
     def _write_summary(self) -> None:

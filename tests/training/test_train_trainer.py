@@ -233,3 +233,20 @@ def test_the_reported_cases_choose_a_best_checkpoint_only_when_asked(tmp_path, m
     else:
         assert trainer.best["epoch"] is None and not (tmp_path / "checkpoint_best.pt").exists()
         assert summary["best_selected_on"] is None and summary["reported_checkpoint"] == "final"
+
+
+@pytest.mark.parametrize("every, drawn", [(3600.0, [1, 4]), (0.0, [1, 2, 3, 4])])
+def test_progress_png_is_redrawn_at_most_every_interval_and_at_the_end(tmp_path, make_plans, monkeypatch,
+                                                                       every, drawn):
+    """Drawing progress.png costs ~0.2 s, a fifth of a short epoch: with an hour's interval, 4 epochs
+    draw it after the first and at the end only (showing all 4); with none, after every epoch."""
+    from pfseg_pipeline.training import trainer as trainer_module
+
+    rows_drawn = []
+    monkeypatch.setattr(trainer_module, "PLOT_EVERY_SECONDS", every)
+    monkeypatch.setattr(trainer_module, "plot_progress",
+                        lambda path, history: rows_drawn.append(len(history)))
+    trainer = _fixed_step_trainer(tmp_path, make_plans, None, None, epochs=4)
+    trainer.options.plot = True
+    assert trainer.fit() is None
+    assert rows_drawn == drawn
