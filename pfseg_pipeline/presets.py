@@ -73,6 +73,8 @@ TRAINING: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 50, "iterations_per_epoch": 10},
 }
 
+_DEFAULT_AUGMENTATION_REASON = ("rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
+                                "axis, gamma, noise, brightness and contrast; no elastic deformation")
 # reasons shared by every preset
 _COMMON_REASONS = {
     "training.epochs": "100 epochs, as in the paper",
@@ -86,8 +88,6 @@ _COMMON_REASONS = {
     "training.seed": "one fixed seed: initial weights, sampling and augmentation repeat from run to run",
     "training.split_seed": "folds dealt by a hash of (seed, case id): a case keeps its fold whatever other "
                            "cases are present",
-    "training.augmentation": "rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
-                             "axis, gamma, noise, brightness and contrast; no elastic deformation",
     "training.augmentation.mirror_axes": "every axis may flip in training, so test-time augmentation "
                                          "averages over the same flips",
 }
@@ -150,8 +150,7 @@ _MEASURED_REASONS = {
                                     "were the same (on all training cases a whole volume's prior is the "
                                     "dataset's), and in a fold it leaves out the held-out cases, which the "
                                     "dataset prior counts",
-    "training.augmentation": "rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
-                             "axis, gamma, noise, brightness and contrast; no elastic deformation: nnU-Net's "
+    "training.augmentation": _DEFAULT_AUGMENTATION_REASON + ": nnU-Net's "
                              "stronger augmentation (recipe:e1) did not win at the study's 500 iterations, "
                              "-0.063 +- 0.052 mean Dice for PFSeg and -0.010 +- 0.007 for ResUNet3D",
 }

@@ -235,6 +235,7 @@ class Trainer:
                          self.options.early_stopping_patience)
             if self._stop is not None:
                 log.warning("stopped after epoch %d; checkpoint_latest.pt holds it", epoch)
+                self._plot(force=True)
                 return self._stop
         self._plot(force=True)
         self.save("final", self._epochs_done())
@@ -337,7 +338,7 @@ class Trainer:
             self.stopped_early = epoch
         if self.dist.is_main:
             write_metrics_csv(self.output_dir / "metrics.csv", self.history)
-        self._plot(force=self._stop is not None or self.stopped_early is not None)
+        self._plot(force=False)   # every way out of _fit forces the last one
         self.save("latest", epoch + 1)
         if improved:
             self.save("best", epoch + 1)
@@ -350,10 +351,13 @@ class Trainer:
     def _plot(self, force: bool) -> None:
         """Redraw progress.png when it is `PLOT_EVERY_SECONDS` old, or now with `force`, unless it
         already shows every epoch."""
-        if not (self.options.plot and self.dist.is_main) or (self._plotted or (0,))[0] == len(self.history):
+        if not (self.options.plot and self.dist.is_main):
+            return
+        rows, when = self._plotted or (0, None)
+        if rows == len(self.history):
             return
         now = time.monotonic()
-        if force or self._plotted is None or now - self._plotted[1] >= PLOT_EVERY_SECONDS:
+        if force or when is None or now - when >= PLOT_EVERY_SECONDS:
             plot_progress(self.output_dir / "progress.png", self.history)
             self._plotted = (len(self.history), now)
 
