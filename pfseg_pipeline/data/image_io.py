@@ -80,21 +80,7 @@ def read_channels(path: str | os.PathLike, channels: Sequence[int]) -> tuple[np.
         if not np.isfinite(array).all():
             raise UserError(f"{path}: contains NaN or Inf voxels")
         return array, geometry
-    path = Path(path)
-    img = nifti.load_header(path)
-    geometry = nifti.geometry_of(img, path, stacked=True)
-    n_channels = nifti.stacked_channels(img)
-    bad = [c for c in channels if not 0 <= c < n_channels]
-    if bad:
-        raise UserError(f"{path}: has {n_channels} volume(s), no channel {bad[0]}")
-    try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # truncated gzip, short file
-        raise UserError(f"{path}: {nifti.data_error(exc)}") from exc
-    data = data.reshape(*data.shape[:3], n_channels)
-    if not np.isfinite(data[..., channels]).all():
-        raise UserError(f"{path}: contains NaN or Inf voxels")
-    return np.ascontiguousarray(np.moveaxis(data[..., channels], -1, 0).transpose(0, 3, 2, 1)), geometry
+    return nifti.read_channels(path, channels)
 
 
 def read_label(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,23 +149,52 @@ def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = 
     unreadable, truncated, not 3D (without `channel`), has no such channel, or (with
     `check_finite`) holds NaN or Inf voxels.
     """
+    if channel is not None:
+        array, geometry = read_channels(path, [channel], dtype=dtype, check_finite=check_finite)
+        return array[0], geometry
     path = Path(path)
     img = load_header(path)
-    geometry = geometry_of(img, path, stacked=channel is not None)
+    geometry = geometry_of(img, path)
+    data = _data(img, img.dataobj, path, dtype).reshape(geometry.shape_zyx[::-1])
+    return _checked_zyx(data[None], path, dtype, check_finite)[0], geometry
+
+
+def read_channels(path: str | os.PathLike, channels: Sequence[int], dtype=np.float32,
+                  check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
+    """Volumes `channels` of a NIfTI (a 4D one stacks them along its 4th axis; a 3D one is
+    channel 0) as (C, Z, Y, X), the file read once, plus its spatial grid. The same errors as
+    `read_volume`, and a channel the file does not hold."""
+    path = Path(path)
+    channels = [int(c) for c in channels]
+    img = load_header(path)
+    geometry = geometry_of(img, path, stacked=True)
     n_channels = stacked_channels(img)
-    if channel is not None and not 0 <= channel < n_channels:
-        raise UserError(f"{path}: has {n_channels} volume(s), no channel {channel}")
+    bad = [c for c in channels if not 0 <= c < n_channels]
+    if bad:
+        raise UserError(f"{path}: has {n_channels} volume(s), no channel {bad[0]}")
+    x, y, z = geometry.shape_zyx[::-1]
+    if len(channels) == 1 and n_channels > 1:   # one volume of a 4D file: read only that one
+        data = _data(img, img.dataobj[:, :, :, channels[0]], path, dtype).reshape(x, y, z, 1)
+    else:
+        data = _data(img, img.dataobj, path, dtype).reshape(x, y, z, n_channels)[..., channels]
+    return _checked_zyx(np.moveaxis(data, -1, 0), path, dtype, check_finite), geometry
+
+
+def _data(img: nib.Nifti1Image, proxy, path: Path, dtype) -> np.ndarray:
+    """The voxels behind `proxy` (scaling applied) in float64 when asked for, else float32;
+    a truncated or short file is a `UserError` naming it."""
     try:
-        proxy = img.dataobj if channel is None or len(img.header.get_data_shape()) == 3 \
-            else img.dataobj[..., channel]
-        data = np.asarray(proxy, dtype=np.float64 if dtype == np.float64 else np.float32)
+        return np.asarray(proxy, dtype=np.float64 if dtype == np.float64 else np.float32)
     except Exception as exc:  # truncated gzip, short file: EOFError, zlib.error, OSError
         raise UserError(f"{path}: {data_error(exc)}") from exc
-    data = data.reshape(data.shape[:3])
-    if check_finite and not np.isfinite(data).all():
+
+
+def _checked_zyx(data_cxyz: np.ndarray, path: Path, dtype, check_finite: bool) -> np.ndarray:
+    """(C, X, Y, Z) voxels as a contiguous (C, Z, Y, X) array of `dtype`, NaN or Inf refused."""
+    if check_finite and not np.isfinite(data_cxyz).all():
         raise UserError(f"{path}: contains NaN or Inf voxels")
-    array = np.ascontiguousarray(data.transpose(2, 1, 0))
-    return (array if array.dtype == dtype else array.astype(dtype)), geometry
+    array = np.ascontiguousarray(data_cxyz.transpose(0, 3, 2, 1))
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def stacked_channels(img: nib.Nifti1Image) -> int:

@@ -108,3 +108,26 @@ def test_image_names():
     assert image_io.image_format("x/y.nii") == "nii" and image_io.image_format("y.MHA") == "mha"
     with pytest.raises(UserError, match="not an image file"):
         image_io.image_format("y.png")
+
+
+def test_nifti_channels_of_a_3d_and_a_5d_file_read_the_same_volumes(tmp_path):
+    """Channel 0 of a 3D file is the file; a (x, y, z, c, 1) file stacks its volumes on the 4th
+    axis like a 4D one (one channel alone is sliced on that axis, not on the trailing 1)."""
+    volumes = np.random.default_rng(3).normal(0, 1, (3, *SHAPE_ZYX))
+    single = tmp_path / "single.nii"
+    nib.save(nib.Nifti1Image(volumes[0].T.copy(), np.eye(4)), str(single))
+    array, _ = image_io.read_channels(single, [0])
+    assert array.shape == (1, *SHAPE_ZYX) and array.dtype == np.float32
+    assert np.allclose(array[0], volumes[0], atol=1e-6)
+    exact, _ = image_io.read_volume(single, dtype=np.float64, channel=0)
+    assert exact.dtype == np.float64 and np.array_equal(exact, volumes[0])
+    with pytest.raises(UserError, match=r"single.nii: has 1 volume\(s\), no channel 1"):
+        image_io.read_channels(single, [0, 1])
+    five = tmp_path / "five.nii.gz"
+    stacked_xyzc1 = volumes.transpose(3, 2, 1, 0)[..., None].astype(np.float32)
+    nib.save(nib.Nifti1Image(stacked_xyzc1, np.eye(4)), str(five))
+    for k in range(3):
+        array, geometry = image_io.read_volume(five, channel=k)
+        assert np.allclose(array, volumes[k], atol=1e-6) and geometry.shape_zyx == SHAPE_ZYX
+    both, _ = image_io.read_channels(five, [1, 2])
+    assert np.allclose(both, volumes[[1, 2]], atol=1e-6)
