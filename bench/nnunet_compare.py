@@ -21,7 +21,7 @@ calibration is in the section); a training's result depends on its iteration cou
 else runs meanwhile. Each training's own wall time is recorded too. ResUNet3D also
 trains for nnU-Net's 1,000 iterations (equal iterations).
 
-Runs: every method is trained `--runs` times one after the other (never side by side), PFSeg
+Runs: every method is trained `--runs` times (3) one after the other (never side by side), PFSeg
 and ResUNet3D with seeds 12345, 12346, ..., nnU-Net drawing its own; each run is predicted and
 scored on the test cases (Dice and HD95 in mm, MedPy's pooled definition, per region), and the
 table gives the mean over the runs with their spread. nnU-Net is scored with its default
@@ -268,7 +268,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
 
     n_train = n_train or (6 if quick else 16)
     n_test = n_test or (2 if quick else 8)
-    runs = runs or (1 if quick else 2)
+    runs = runs or (1 if quick else 3)
     nn_iters = nnunet_iterations or (6 if quick else 1000)
     nn_epochs = nnunet_epochs or (2 if quick else 40)
     calib_iters = 3 if quick else 15
@@ -486,7 +486,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--test", type=int, default=None, dest="n_test",
                         help="held-out test cases (default 8)")
     parser.add_argument("--spacing", type=int, default=4, choices=(1, 2, 4))
-    parser.add_argument("--runs", type=int, default=None, help="training runs of each method (default 2)")
+    parser.add_argument("--runs", type=int, default=None, help="training runs of each method (default 3)")
     parser.add_argument("--nnunet-iterations", type=int, default=None, help="default 1000")
     parser.add_argument("--nnunet-epochs", type=int, default=None, help="default 40")
     parser.add_argument("--preset", default="demo", choices=("demo", "default"))
