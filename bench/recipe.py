@@ -424,7 +424,9 @@ def markdown(f: dict, results: dict) -> str:
         "Δ = paired difference of the mean Dice (WT, TC, ET averaged) to the baseline, ± its standard error; "
         "a change wins when Δ > SE over 3+ seeds, else the simpler option stays. s / it: the median over "
         "seeds of a run's seconds per iteration, one torch thread on a core of its own (two study processes "
-        "side by side): compare within a table, not across days. The default preset's recipe follows this "
+        "side by side): compare within a table, not across days. GiB (model): the memory model's predicted "
+        "GPU training peak of the row's plan for the network as specified (- for a segmentation-only row, "
+        "which needs less). The default preset's recipe follows this "
         "table (presets.py: each studied field's reason in plans.json names its row; a change is adopted "
         "where it wins for PFSeg, or for ResUNet3D where PFSeg's runs are unchanged, and loses beyond its "
         "standard error for neither). "
@@ -452,7 +454,8 @@ def markdown(f: dict, results: dict) -> str:
                 mean, se, word = verdict([_mean_dice(x) - _mean_dice(b) for x, b in pairs])
                 cells += [f"{mean:+.3f} ± {se:.3f}", word]
             spi = [x["seconds_per_iteration"] for x in mine if x.get("seconds_per_iteration")]
-            peak = mine[0].get("predicted_peak_bytes")
+            # the plan's figure is the network as specified: a segmentation-only row would need less
+            peak = mine[0].get("predicted_peak_bytes") if row.ablation == "full" else None
             cells += [f"{statistics.median(spi):.2f}" if spi else "-",
                       f"{peak / 2 ** 30:.2f}" if peak else "-"]
             title = row.title + (f" ({row.notes})" if row.notes else "")
@@ -471,11 +474,11 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
         us, full = [u for u, _ in pairs], [x for _, x in pairs]
         mean, se, _ = verdict([_mean_dice(u) - _mean_dice(x) for u, x in pairs])
         spi = [statistics.median([x["seconds_per_iteration"] or 0 for x in xs]) for xs in (full, us)]
-        gib = [(xs[0].get("predicted_peak_bytes") or 0) / 2 ** 30 for xs in (full, us)]
+        gib = (full[0].get("predicted_peak_bytes") or 0) / 2 ** 30
         et = [_mean_sd([x["dice"]["ET"] for x in xs], 3) for xs in (full, us)]
         mean_dice = [_mean_sd([_mean_dice(x) for x in xs], 3) for xs in (full, us)]
         rows.append(f"| {scale} | {et[0]} | {et[1]} | {mean_dice[0]} | {mean_dice[1]} | "
-                    f"{mean:+.3f} ± {se:.3f} | {spi[0]:.2f}, {spi[1]:.2f} | {gib[0]:.2f}, {gib[1]:.2f} "
+                    f"{mean:+.3f} ± {se:.3f} | {spi[0]:.2f}, {spi[1]:.2f} | {gib:.2f} "
                     f"| {len(pairs)} |")
     if not rows:
         return []
@@ -484,9 +487,9 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
             "network (SR + SGM) against the segmentation-only one (US, "
             "`--ablation us`), paired by seed, Δ = US - full of the mean Dice: whether the SR and SGM "
             "branches earn their time at that scale. GiB: the memory model's predicted GPU training peak "
-            "of the run's plan (batch as planned).", "",
+            "of the full network on the scale's plan (batch as planned).", "",
             "| LR scale | full: ET Dice | US: ET Dice | full: mean Dice | US: mean Dice | Δ US - full ± SE "
-            "| s / it full, US | GiB full, US | seeds |", "|---|---|---|---|---|---|---|---|---:|", *rows]
+            "| s / it full, US | GiB full | seeds |", "|---|---|---|---|---|---|---|---|---:|", *rows]
 
 
 def main(argv=None) -> int:

@@ -83,7 +83,9 @@ def test_the_lr_table_sets_the_segmentation_only_network_against_the_full_one():
     table = markdown(figures, runs)
     assert "| recipe:lr2-us | LR scale 2, seg only (US) | pfseg |" in table
     assert _cells(table, "| 2 |") == ["2", "0.600 (0.000)", "0.520 (0.010)", "0.600 (0.000)", "0.520 (0.010)",
-                                      f"-0.080 ± {0.01 / math.sqrt(3):.3f}", "2.00, 0.50", "0.50, 0.50", "3"]
+                                      f"-0.080 ± {0.01 / math.sqrt(3):.3f}", "2.00, 0.50", "0.50", "3"]
+    # the plan's memory figure is the full network's: a segmentation-only row does not claim it
+    assert _cells(table, "| recipe:lr2 |")[-1] == "0.50" and _cells(table, "| recipe:lr2-us |")[-1] == "-"
     assert not [x for x in table.splitlines() if x.startswith("| 4 |")]
 
 
