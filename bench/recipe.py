@@ -106,7 +106,12 @@ ROWS = {r.key: r for r in (
     *(Row(f"lr{s}{'' if a == 'full' else '-us'}",
           f"LR scale {s}, {'full PFSeg' if a == 'full' else 'seg only (US)'}",
           networks=("pfseg",), lr_scale=s, ablation=a) for s in (1, 2, 4) for a in ("full", "us")),
+    Row("c4-us", "Adam 3e-3, seg only (US)", (("training.lr", 3e-3),), ("pfseg",), ablation="us",
+        notes="the lr1-us question at the adopted learning rate: set against recipe:c4"),
 )}
+# the LR table's lines: (label, segmentation-only row, full row)
+US_PAIRS = (("1", "lr1-us", "lr1"), ("1, Adam 3e-3", "c4-us", "c4"), ("2", "lr2-us", "lr2"),
+            ("4", "lr4-us", "lr4"))
 STUDY_ROWS = tuple(ROWS)
 QUICK_ROWS = ("base", "c2", "lr1", "lr1-us")
 
@@ -467,8 +472,8 @@ def markdown(f: dict, results: dict) -> str:
 def _lr_table(f: dict, runs: dict) -> list[str]:
     """Per LR scale: the full PFSeg against its segmentation-only network, paired by seed."""
     rows = []
-    for scale in (1, 2, 4):
-        pairs = _paired(runs, f"lr{scale}-us", f"lr{scale}", "pfseg", f["seeds"])
+    for label, us_row, full_row in US_PAIRS:
+        pairs = _paired(runs, us_row, full_row, "pfseg", f["seeds"])
         if not pairs:
             continue
         us, full = [u for u, _ in pairs], [x for _, x in pairs]
@@ -477,7 +482,7 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
         gib = (full[0].get("predicted_peak_bytes") or 0) / 2 ** 30
         et = [_mean_sd([x["dice"]["ET"] for x in xs], 3) for xs in (full, us)]
         mean_dice = [_mean_sd([_mean_dice(x) for x in xs], 3) for xs in (full, us)]
-        rows.append(f"| {scale} | {et[0]} | {et[1]} | {mean_dice[0]} | {mean_dice[1]} | "
+        rows.append(f"| {label} | {et[0]} | {et[1]} | {mean_dice[0]} | {mean_dice[1]} | "
                     f"{mean:+.3f} ± {se:.3f} | {spi[0]:.2f}, {spi[1]:.2f} | {gib:.2f} "
                     f"| {len(pairs)} |")
     if not rows:
@@ -486,7 +491,9 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
             "planner's own scale, and the row forcing that same scale is the baseline's runs): the full "
             "network (SR + SGM) against the segmentation-only one (US, "
             "`--ablation us`), paired by seed, Δ = US - full of the mean Dice: whether the SR and SGM "
-            "branches earn their time at that scale. GiB: the memory model's predicted GPU training peak "
+            "branches earn their time at that scale. The line `1, Adam 3e-3` asks it at the learning "
+            "rate the default adopted (recipe:c4-us against recipe:c4), the others at the baseline's. "
+            "GiB: the memory model's predicted GPU training peak "
             "of the full network on the scale's plan (batch as planned).", "",
             "| LR scale | full: ET Dice | US: ET Dice | full: mean Dice | US: mean Dice | Δ US - full ± SE "
             "| s / it full, US | GiB full | seeds |", "|---|---|---|---|---|---|---|---|---:|", *rows]

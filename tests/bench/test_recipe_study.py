@@ -77,9 +77,11 @@ def test_the_lr_table_sets_the_segmentation_only_network_against_the_full_one():
     for s in (1, 2, 3):
         runs[("lr2", "pfseg", s)] = _run("lr2", s, (0.6, 0.6, 0.6), spi=2.0)
         runs[("lr2-us", "pfseg", s)] = _run("lr2-us", s, (0.5 + 0.01 * s,) * 3, spi=0.5)
+        runs[("c4", "pfseg", s)] = _run("c4", s, (0.9, 0.9, 0.9), spi=2.0)
+        runs[("c4-us", "pfseg", s)] = _run("c4-us", s, (0.9 + 0.02 * s,) * 3, spi=1.0)
     runs[("lr4", "pfseg", 1)] = _run("lr4", 1, (0.5, 0.5, 0.5))          # no US run at scale 4: no row
     figures = {"cases": 16, "test_cases": 8, "spacing_mm": 4, "iterations": 500, "seeds": [1, 2, 3],
-               "base_preset": "default", "rows": ["base", "lr2", "lr2-us", "lr4"]}
+               "base_preset": "default", "rows": ["base", "c4", "c4-us", "lr2", "lr2-us", "lr4"]}
     table = markdown(figures, runs)
     assert "| recipe:lr2-us | LR scale 2, seg only (US) | pfseg |" in table
     assert _cells(table, "| 2 |") == ["2", "0.600 (0.000)", "0.520 (0.010)", "0.600 (0.000)", "0.520 (0.010)",
@@ -87,6 +89,12 @@ def test_the_lr_table_sets_the_segmentation_only_network_against_the_full_one():
     # the plan's memory figure is the full network's: a segmentation-only row does not claim it
     assert _cells(table, "| recipe:lr2 |")[-1] == "0.50" and _cells(table, "| recipe:lr2-us |")[-1] == "-"
     assert not [x for x in table.splitlines() if x.startswith("| 4 |")]
+    # the same question at the adopted learning rate: c4-us against c4, seed by seed (+0.02, +0.04, +0.06)
+    adopted = _cells(table, "| 1, Adam 3e-3 |")
+    assert adopted[5:8] == [f"+0.040 ± {0.02 / math.sqrt(3):.3f}", "2.00, 1.00", "0.50"]
+    # lines in US_PAIRS order, whatever order the runs came in
+    labels = [x.split("|")[1].strip() for x in table.splitlines() if x.startswith(("| 1", "| 2 |"))]
+    assert labels == ["1, Adam 3e-3", "2"]
 
 
 @pytest.mark.slow
