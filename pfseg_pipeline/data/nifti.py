@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = 
     path = Path(path)
     img = load_header(path)
     geometry = geometry_of(img, path)
-    data = _data(img, img.dataobj, path, dtype).reshape(geometry.shape_zyx[::-1])
+    data = _data(lambda: img.dataobj, path, dtype).reshape(geometry.shape_zyx[::-1])
     return _checked_zyx(data[None], path, dtype, check_finite)[0], geometry
 
 
@@ -174,17 +174,18 @@ def read_channels(path: str | os.PathLike, channels: Sequence[int], dtype=np.flo
         raise UserError(f"{path}: has {n_channels} volume(s), no channel {bad[0]}")
     x, y, z = geometry.shape_zyx[::-1]
     if len(channels) == 1 and n_channels > 1:   # one volume of a 4D file: read only that one
-        data = _data(img, img.dataobj[:, :, :, channels[0]], path, dtype).reshape(x, y, z, 1)
+        data = _data(lambda: img.dataobj[:, :, :, channels[0]], path, dtype).reshape(x, y, z, 1)
     else:
-        data = _data(img, img.dataobj, path, dtype).reshape(x, y, z, n_channels)[..., channels]
+        data = _data(lambda: img.dataobj, path, dtype).reshape(x, y, z, n_channels)[..., channels]
     return _checked_zyx(np.moveaxis(data, -1, 0), path, dtype, check_finite), geometry
 
 
-def _data(img: nib.Nifti1Image, proxy, path: Path, dtype) -> np.ndarray:
-    """The voxels behind `proxy` (scaling applied) in float64 when asked for, else float32;
-    a truncated or short file is a `UserError` naming it."""
+def _data(read: Callable[[], Any], path: Path, dtype) -> np.ndarray:
+    """The voxels `read()` gives (nibabel's proxy or a slice of it, which reads the file: scaling
+    applied) in float64 when asked for, else float32; a truncated or short file is a `UserError`
+    naming it."""
     try:
-        return np.asarray(proxy, dtype=np.float64 if dtype == np.float64 else np.float32)
+        return np.asarray(read(), dtype=np.float64 if dtype == np.float64 else np.float32)
     except Exception as exc:  # truncated gzip, short file: EOFError, zlib.error, OSError
         raise UserError(f"{path}: {data_error(exc)}") from exc
 

@@ -131,3 +131,17 @@ def test_nifti_channels_of_a_3d_and_a_5d_file_read_the_same_volumes(tmp_path):
         assert np.allclose(array, volumes[k], atol=1e-6) and geometry.shape_zyx == SHAPE_ZYX
     both, _ = image_io.read_channels(five, [1, 2])
     assert np.allclose(both, volumes[[1, 2]], atol=1e-6)
+
+
+def test_a_truncated_4d_nifti_is_one_line_naming_it_for_one_channel_or_several(tmp_path):
+    """Slicing nibabel's proxy reads the file: a short file fails there, and must still be a
+    UserError naming the file."""
+    volumes = np.random.default_rng(4).normal(0, 1, (3, *SHAPE_ZYX)).astype(np.float32)
+    whole = tmp_path / "whole.nii"
+    nib.save(nib.Nifti1Image(volumes.transpose(3, 2, 1, 0), np.eye(4)), str(whole))
+    short = tmp_path / "short.nii"
+    short.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(UserError, match="short.nii: "):
+        image_io.read_volume(short, channel=2)
+    with pytest.raises(UserError, match="short.nii: "):
+        image_io.read_channels(short, [0, 2])
