@@ -414,6 +414,24 @@ def verdicts(summary: dict, nnunet_key: str = "nnunet_mirroring") -> list[tuple[
     return lines
 
 
+def per_run_lines(run_results: list[dict]) -> list[str]:
+    """Each run's test Dice per region for PFSeg / ResUNet3D / nnU-Net (equal wall-clock, nnU-Net's
+    default inference), and PFSeg - ResUNet3D of the WT Dice paired by run (same seed)."""
+    keys = ("pfseg", "resunet3d", "nnunet_mirroring")
+    lines = ["", "Per run (equal wall-clock; nnU-Net with mirroring): test Dice PFSeg / ResUNet3D / nnU-Net.",
+             "", "| run | seed | WT | TC | ET | WT: PFSeg - ResUNet3D |", "|---:|---:|---|---|---|---:|"]
+    differences = []
+    for i, r in enumerate(run_results):
+        cells = [" / ".join(f"{r['scores'][k][region]['dice']:.3f}" for k in keys) for region in REGIONS]
+        differences.append(r["scores"]["pfseg"]["WT"]["dice"] - r["scores"]["resunet3d"]["WT"]["dice"])
+        lines.append(f"| {i} | {r['seed']} | " + " | ".join(cells) + f" | {differences[-1]:+.3f} |")
+    if len(differences) > 1:
+        se = float(np.std(differences, ddof=1)) / np.sqrt(len(differences))
+        lines += ["", f"PFSeg - ResUNet3D, WT Dice, paired by run: {np.mean(differences):+.3f} ± {se:.3f} "
+                      f"(mean ± standard error over {len(differences)} runs)."]
+    return lines
+
+
 def _cell(d: dict, digits: int) -> str:
     if d["n"] == 1:
         return f"{d['mean']:.{digits}f}"
@@ -464,6 +482,7 @@ def _markdown(f: dict) -> str:
         speed = f["predict"].get(key, {}).get("seconds_per_case")
         lines.append(f"| {label} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
                      + f" | {'-' if speed is None else f'{speed:.2f}'} |")
+    lines += per_run_lines(f["run_results"])
     lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
               "inference):", ""]
     lines += [f"- {text}: **{'met' if ok else 'NOT met'}**" for text, ok in verdicts(summary)]

@@ -69,6 +69,11 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert "Load average 0.3 before the calibration, 1.7 after it." in text
     assert "10.0x faster than nnU-Net without mirroring and 30.0x faster than with it" in text
     assert text.count("**met**") == 5 and "NOT met" not in text
+    # each run's figures, and WT PFSeg - ResUNet3D paired by run: -0.02 and +0.06, SE 0.0566 / sqrt(2)
+    assert ("| 0 | 12345 | 0.860 / 0.880 / 0.870 | 0.800 / 0.830 / 0.860 | 0.750 / 0.800 / 0.790 "
+            "| -0.020 |") in text
+    assert "| 1 | 12346 | 0.920 / 0.860 / 0.870 |" in text
+    assert "WT Dice, paired by run: +0.020 ± 0.040 (mean ± standard error over 2 runs)" in text
     assert "computed from" not in text
     kept = _markdown({**_compare_figures(runs), "steps_span_utc": ["2026-11-30 17:15", "2026-11-30 19:40"]})
     assert "were computed from 2026-11-30 17:15 to 2026-11-30 19:40 UTC and kept as JSON" in kept
