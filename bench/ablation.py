@@ -61,6 +61,7 @@ def run(quick: bool = False, epochs: int | None = None, iterations: int | None =
     from bench.demo_data import console, demo_workspace
     from pfseg_pipeline.fileio import read_json
     from pfseg_pipeline.networks.losses import ABLATIONS
+    from pfseg_pipeline.training.recipe import fold_directory
 
     epochs = epochs or (1 if quick else 15)
     iterations = iterations or (2 if quick else 10)
@@ -86,7 +87,7 @@ def run(quick: bool = False, epochs: int | None = None, iterations: int | None =
                 if proc.returncode != 0:
                     raise RuntimeError(f"pfseg_train --ablation {row} failed ({proc.returncode}):\n"
                                        + logfile.read_text()[-3000:])
-                fold_dir = ws.fold_dir(info["name"], "pfseg", fold, None if row == "full" else row)
+                fold_dir = fold_directory(ws, info["name"], "pfseg", fold, row)
                 summary = read_json(fold_dir / "validation" / "summary.json")
                 train = read_json(fold_dir / "train_summary.json")
                 result = {

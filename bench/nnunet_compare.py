@@ -1,7 +1,7 @@
 """PFSeg against nnU-Net v2 `3d_fullres` and ResUNet3D on brain-anatomy cases at an equal
 training wall-clock (CPU).
 
-    python -m bench.nnunet_compare [--quick] [--runs R] [--keep DIR] [--preset demo|default]
+    python -m bench.nnunet_compare [--quick] [--runs R] [--keep DIR] [--records DIR] [--preset demo|default]
     python -m bench nnunet_compare --keep DIR     # the same, and its section in docs/BENCHMARKS.md
 
 Data: anatomy cases (`pfseg_make_synthetic --anatomy mni152`, 4 mm): `--train` training cases
@@ -30,6 +30,12 @@ warm-up case, median of 3 rounds, for PFSeg (one pass) and nnU-Net (sliding wind
 
 The study takes hours: with `--keep DIR` every finished step is kept there as JSON and a rerun
 skips it; a killed training resumes from its latest checkpoint (nnU-Net's and pfseg's alike).
+With `--records DIR` the steps' JSON lives in DIR instead (bench/records/nnunet_compare, in the
+repository), so the study can span sessions on machines that keep nothing but the repository:
+what a later step needs and a new machine lacks (the cases, both preprocessings) is made again,
+deterministically, untimed; the prediction speed times the models of the latest run on the
+machine, or, where none is, of a short training of each (the speed of one pass or of a sliding
+window does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("WT", "TC", "ET")
 SEED = 12345
 TRAIN_SEED, TEST_SEED, TEST_START = 21, 22, 901
+# the plan's training.pfseg_branches in the section's words
+BRANCHES_WORDS = {"full": "PFSeg trains the whole method (segmentation network, SR decoder, SGM)",
+                  "us": "PFSeg trains its segmentation network alone (the plan's `training.pfseg_branches` "
+                        "us: at LR scale 1 the SR decoder and SGM did not earn their time, recipe:c4-us)"}
+STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.json")   # and run_*.json
 # the methods trained per run: (key, network, budget) with budget "time" (nnU-Net's wall-clock)
 # or "iterations" (nnU-Net's iteration count)
 PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
@@ -78,13 +89,24 @@ def _timed(cmd: list[str], env: dict, logfile: Path, append: bool = False) -> fl
 
 
 def _step(path: Path, compute, *args):
-    """The JSON at `path` when an earlier run left it there; else compute(*args), keep and return it."""
+    """The JSON at `path` when an earlier run left it there; else compute(*args) (a dict), stamped
+    with the time it finished (`finished_utc`: file times do not survive a git checkout), kept and
+    returned."""
     if path.is_file():
         log.info("kept from an earlier run: %s", path.name)
         return json.loads(path.read_text())
-    value = compute(*args)
+    value = {**compute(*args), "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=1, default=str))
     return value
+
+
+def steps_span(steps: list[Path]) -> list[str]:
+    """The first and last `finished_utc` of the kept steps (a step kept before the stamp: its
+    file's time)."""
+    stamps = sorted(json.loads(q.read_text()).get("finished_utc")
+                    or time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.stat().st_mtime)) for q in steps)
+    return [stamps[0], stamps[-1]]
 
 
 # ---- pfseg --------------------------------------------------------------------------------------
@@ -241,12 +263,31 @@ def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) 
     return {"train": train, "scores": scores}
 
 
-def _speed(root: Path, pfseg_model: Path, nnunet_model: Path) -> dict:
-    """Prediction seconds per case of the first runs' models, median of 3 rounds each."""
-    out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3)}
+def _speed(root: Path, models: tuple[Path, Path, str]) -> dict:
+    """Prediction seconds per case of (pfseg model, nnU-Net model, which), median of 3 rounds each."""
+    pfseg_model, nnunet_model, which = models
+    out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3),
+           "models": which}
     for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
         out[key] = _nnunet_predict(nnunet_model, root / "test", root / f"speed_{key}", mirroring, rounds=3)
     return out
+
+
+def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int):
+    """The models the speed step times: the latest run's on this machine, else a short training
+    of each (`iterations` iterations, one epoch), untimed."""
+    for r in reversed(range(len(nnunet_runs))):
+        nnunet_model = Path(nnunet_runs[r]["train"]["model_dir"])
+        if (root / "models" / f"pfseg_{r}").is_dir() and nnunet_model.is_dir():
+            return root / "models" / f"pfseg_{r}", nnunet_model, f"run {r}'s"
+    log.info("no run's models on this machine: a short training of each for the speed step")
+    nnunet_model = Path(_nnunet_train({**nn_env, "nnUNet_results": str(root / "nnUNet_speed")}, 1, iterations,
+                                      root / "speed_nnunet")["model_dir"])
+    train = _pfseg_train(ws_root, "pfseg", 1, iterations, SEED, root / "speed_pfseg_train.log")
+    model = root / "models" / "pfseg_speed"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(train["model_dir"], model)
+    return model, nnunet_model, f"a {iterations}-iteration training's"
 
 
 # ---- the study ----------------------------------------------------------------------------------
@@ -256,7 +297,8 @@ def _epochs_for(iterations: float, per_epoch: int) -> int:
 
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, spacing: int = 4,
         runs: int | None = None, nnunet_iterations: int | None = None, nnunet_epochs: int | None = None,
-        preset: str = "demo", workers: int = 2, keep: str | None = None, nnunet_only: bool = False) -> dict:
+        preset: str = "demo", workers: int = 2, keep: str | None = None, records: str | None = None,
+        nnunet_only: bool = False) -> dict:
     import nnunetv2
     import torch
 
@@ -274,6 +316,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     calib_iters = 3 if quick else 15
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pfseg-nnunet-"))
     root.mkdir(parents=True, exist_ok=True)
+    rec = Path(records) if records else root   # where the steps' JSON is kept
     f: dict = {"title": "PFSeg vs nnU-Net v2 3d_fullres and ResUNet3D on anatomy cases at equal wall-clock "
                         "(CPU)",
                "train_cases": n_train, "test_cases": n_test, "spacing_mm": spacing, "runs": runs,
@@ -304,13 +347,20 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                    "--preset", preset, "-np", str(workers), "--workspace", str(ws_root)]
             return {"pfseg_preprocess_seconds": _timed(cmd, dict(os.environ), root / "pfseg_preprocess.log")}
 
-        f.update(_step(root / "data.json", data))
-        nn_plans = json.loads((root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{NNUNET_NAME}"
-                               / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
+        f.update(_step(rec / "data.json", data))
+        nn_plans_file = (root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{NNUNET_NAME}"
+                         / "nnUNetPlans.json")
+        if not (nn_plans_file.is_file() and (root / "test").is_dir()):   # kept step, new machine
+            log.info("the cases and nnU-Net's preprocessing made again (untimed; the kept figures stand)")
+            data()
+        nn_plans = json.loads(nn_plans_file.read_text())["configurations"]["3d_fullres"]
         arch = nn_plans["architecture"]["arch_kwargs"]
         f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
                             "features_per_stage": arch["features_per_stage"]}
-        f.update(_step(root / "pfseg_preprocess.json", pfseg_preprocess))
+        f.update(_step(rec / "pfseg_preprocess.json", pfseg_preprocess))
+        if not Workspace.resolve(ws_root).plans_file(NAME).is_file():
+            log.info("pfseg's preprocessing made again (untimed; the kept figures stand)")
+            pfseg_preprocess()
         f["preprocess_seconds"] = {"pfseg": f["pfseg_preprocess_seconds"],
                                    "nnunet": f["nnunet_preprocess_seconds"]}
         plans = load_plans(Workspace.resolve(ws_root).plans_file(NAME))
@@ -319,7 +369,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                            "widths": plans.network.widths, "batch_size": plans.batch_size,
                            "patch_shape_zyx": plans.patch_based.patch_shape_zyx,
                            "iterations_per_epoch": plans.training.iterations_per_epoch,
-                           "optimizer": plans.training.optimizer, "lr": plans.training.lr}
+                           "optimizer": plans.training.optimizer, "lr": plans.training.lr,
+                           "pfseg_branches": plans.training.pfseg_branches}
 
         # ---- calibration: seconds per training iteration of each, one after the other
         def calibrate():
@@ -334,9 +385,9 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         # the calibration first: it alone is timed, so it alone needs the machine to itself; every
         # training after it runs a fixed number of iterations, which other work can slow, not change
         load_before = round(os.getloadavg()[0], 2)
-        f["calibration"] = _step(root / "calibration.json", calibrate)
+        f["calibration"] = _step(rec / "calibration.json", calibrate)
         # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
-        nnunet_runs = [_step(root / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
+        nnunet_runs = [_step(rec / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
                        for r in range(runs)]
         if nnunet_only:
             return f
@@ -353,22 +404,22 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             result = {"seed": SEED + r, "train": {}, "scores": {}}
             for key, network, _ in PFSEG_ROWS:
                 epochs = f["planned_iterations"][key] // per_epoch
-                done = _step(root / f"run_{r}_{key}.json", _pfseg_run, root, ws_root, key, network, epochs,
+                done = _step(rec / f"run_{r}_{key}.json", _pfseg_run, root, ws_root, key, network, epochs,
                              SEED + r, r)
                 result["train"][key], result["scores"][key] = done["train"], done["scores"]
             result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
             result["scores"].update(nnunet_runs[r]["scores"])
             f["run_results"].append(result)
-        f["predict"] = _step(root / "speed.json", _speed, root, root / "models" / "pfseg_0",
-                             Path(nnunet_runs[0]["train"]["model_dir"]))
+        speed_file = rec / "speed.json"
+        f["predict"] = _step(speed_file, _speed, root, None if speed_file.is_file() else
+                             _speed_models(root, ws_root, nn_env, nnunet_runs, calib_iters))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     f["load_average_1min"].append(round(os.getloadavg()[0], 2))
-    if keep:  # the steps may have been computed across sessions: when, from their files' times
-        stamps = sorted(q.stat().st_mtime for q in root.glob("*.json"))
-        f["steps_span_utc"] = [time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
-                               for t in (stamps[0], stamps[-1])]
+    if keep or records:  # the steps may have been computed across sessions
+        f["steps_span_utc"] = steps_span([rec / n for n in STEP_FILES if (rec / n).is_file()]
+                                         + sorted(rec.glob("run_*.json")))
     if not nnunet_only:
         f["markdown"] = _markdown(f)
     return f
@@ -452,7 +503,8 @@ def _markdown(f: dict) -> str:
         f"{f['nnunet_iterations']} iterations ({f['nnunet_epochs']} epochs of poly decay). PFSeg and "
         f"ResUNet3D: `--preset {pp['preset']}` (HR {x(map(str, pp['hr_shape_zyx']))}, LR scale "
         f"{x(map(str, pp['lr_scale_zyx']))}, baseline patch {x(map(str, pp['patch_shape_zyx']))}, widths "
-        f"{'-'.join(map(str, pp['widths']))}, batch {pp['batch_size']}, {pp['optimizer']} {pp['lr']:g}).",
+        f"{'-'.join(map(str, pp['widths']))}, batch {pp['batch_size']}, {pp['optimizer']} {pp['lr']:g}); "
+        + BRANCHES_WORDS[pp.get("pfseg_branches", "full")] + ".",
         "",
         f"Equal wall-clock: seconds per training iteration measured one after the other (calibration): "
         f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}, ResUNet3D {cal['resunet3d']:.2f}; nnU-Net's "
@@ -491,8 +543,9 @@ def _markdown(f: dict) -> str:
                        for k in ("nnunet", "nnunet_mirroring"))
     pre = f["preprocess_seconds"]
     lines += ["", f"Prediction: PFSeg {pf_speed:.2f} s per case (median of 3 rounds), {plain:.1f}x faster "
-              f"than nnU-Net without mirroring and {mirrored:.1f}x faster than with it. Preprocessing: "
-              f"PFSeg {pre['nnunet'] / pre['pfseg']:.1f}x faster."]
+              f"than nnU-Net without mirroring and {mirrored:.1f}x faster than with it"
+              + (f" ({f['predict']['models']} models)" if "models" in f["predict"] else "")
+              + f". Preprocessing: PFSeg {pre['nnunet'] / pre['pfseg']:.1f}x faster."]
     return "\n".join(lines) + "\n"
 
 
@@ -511,6 +564,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="demo", choices=("demo", "default"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR, keep it, resume from it")
+    parser.add_argument("--records", default=None, metavar="DIR",
+                        help="keep the steps' JSON in DIR (e.g. bench/records/nnunet_compare) instead of the "
+                             "work folder: a study across machines that keep only the repository")
     return parser
 
 

@@ -42,6 +42,8 @@ PLANS_VERSION = 1
 NORMALISATIONS = ("zscore", "minmax")
 LR_OPERATORS = ("avgpool", "trilinear")
 GUIDANCE_LOCATIONS = ("center", "textured")
+# training.pfseg_branches: rows of networks.losses.ABLATIONS ("full": the whole method)
+PFSEG_BRANCHES = ("full", "us")
 AUX_INTENSITIES = ("as_is", "bounded")
 
 
@@ -137,6 +139,10 @@ class TrainingPlan:
     # the intensity scale of the SR, guidance, TEL and SSL terms: "as_is" (the network's: z-scores
     # by default) or "bounded" (per modality, aux_intensity_range [low, high] mapped to [0, 1])
     deep_supervision: bool = False     # extra seg heads on the coarser decoder stages (nnU-Net's)
+    # what pfseg trains when pfseg_train gets no --ablation: "full" (segmentation network, SR decoder
+    # and SGM, every loss term) or "us" (the segmentation network alone, the ablation's US row);
+    # the planner picks "us" where the LR scale is 1 on every axis (presets.py: the reason)
+    pfseg_branches: str = "full"
     aux_intensity: str = "as_is"
     aux_intensity_range: dict[str, list[float]] = field(default_factory=dict)   # planned from the data
     seed: int = 12345              # weights, sampling, augmentation
@@ -289,6 +295,8 @@ class Plans:
             raise bad("training.epochs", "and training.iterations_per_epoch must be at least 1")
         if not t.lr > 0:
             raise bad("training.lr", "must be positive")
+        if t.pfseg_branches not in PFSEG_BRANCHES:
+            raise bad("training.pfseg_branches", f"must be one of {PFSEG_BRANCHES}, got {t.pfseg_branches!r}")
         if t.grad_clip < 0:
             raise bad("training.grad_clip", "must be 0 (no clipping) or positive")
         if not 0 <= t.momentum < 1 or t.weight_decay < 0:

@@ -60,6 +60,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "scheduler": "plateau", "plateau_factor": 0.1,
     "plateau_patience": 20, "loss_weights": {"seg": 1.0, "sr": 0.5, "guidance": 0.5, "tel": 0.5, "ssl": 0.5},
     "aux_intensity": "as_is", "deep_supervision": False, "region_prior_source": "dataset",
+    "pfseg_branches": "full",
 }
 # the augmentation plans by name (`pfseg_train --set training.augmentation=NAME`): what each
 # changes of AugmentationPlan's defaults
@@ -107,6 +108,8 @@ _PAPER_REASONS = {
                           "reports never steer its training, so without monitor cases poly decay stands in",
     "training.loss_weights": "the paper's: segmentation 1, SR and guidance 0.5, TEL and SSL 0.5",
     "training.deep_supervision": "off: one segmentation output, as the paper",
+    "training.pfseg_branches": "full: the segmentation network, SR decoder and SGM with every loss term, "
+                               "as the paper",
     "training.region_prior_source": "dataset: the planned region_prior (every labelled case) starts every "
                                     "network and fold alike",
     "training.aux_intensity": "as_is: SR, guidance, TEL and SSL see the network's intensities, as the paper "
@@ -154,6 +157,27 @@ _MEASURED_REASONS = {
                              "stronger augmentation (recipe:e1) did not win at the study's 500 iterations, "
                              "-0.063 +- 0.052 mean Dice for PFSeg and -0.010 +- 0.007 for ResUNet3D",
 }
+# the default and demo presets' PFSeg branches, by the planned LR scale (`pfseg_branches`)
+_BRANCHES_REASONS = {
+    "us": "us, the segmentation network alone, at LR scale 1: there the SR decoder and SGM did not earn "
+          "their time (recipe:c4-us against recipe:c4, at the adopted Adam 3e-3: US - full -0.001 +- 0.003 "
+          "mean Dice, at 0.58 against 1.02 s per iteration), so the simpler network trains; "
+          "`--ablation full` trains the whole method (results in pfseg__full)",
+    "full": "full (segmentation network, SR decoder, SGM) at an LR scale above 1, where they restore the "
+            "HR detail the LR input lacks: the method (the paper's ablation at scale 2 on BraTS: +0.025 "
+            "Dice over US); the study's scale-2 and -4 rows (recipe:lr2, recipe:lr4, at the paper's Adam "
+            "1e-4 only) do not decide it either way (US - full +0.125 +- 0.149 and +0.072 +- 0.108)",
+}
+
+
+def pfseg_branches(lr_scale_zyx) -> tuple[str, str]:
+    """(training.pfseg_branches, its reason) of the default and demo presets at this LR scale:
+    the segmentation network alone where the LR input is the HR volume (scale 1 on every axis),
+    else the whole method."""
+    branches = "us" if all(int(s) == 1 for s in lr_scale_zyx) else "full"
+    return branches, _BRANCHES_REASONS[branches]
+
+
 # what the planner adds to its own reason for iterations_per_epoch (one pass over the cases) per preset
 ITERATIONS_PER_EPOCH_NOTE = {
     "default": "; nnU-Net's fixed 250 per epoch (recipe:f1) did not win: -0.059 +- 0.052 mean Dice for "

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pfseg_pipeline.cli.common import ArgumentParser, add_common_args, entry_point, setup_logging
 from pfseg_pipeline.devices import DEVICE_CHOICES, resolve_device
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.networks.losses import ABLATIONS, FULL
+from pfseg_pipeline.networks.losses import ABLATIONS
 from pfseg_pipeline.networks.registry import DEFAULT_NETWORK, NETWORKS
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import load_plans
@@ -31,7 +31,8 @@ examples:
   pfseg_train Brats 0                                 # PFSeg, fold 0, settings from plans.json
   pfseg_train Brats all --network resunet3d           # a patch-based baseline on every case
   pfseg_train Brats paper --epochs 100                # the paper's 8/2 split (final checkpoint)
-  pfseg_train Brats 0 --ablation us                   # the US row of the ablation (results: pfseg__us)
+  pfseg_train Brats 0 --ablation us                   # the US row of the ablation (results: pfseg__us,
+                                                      # or pfseg where the plan trains US: LR scale 1)
   pfseg_train Brats 0 --continue                      # resume from checkpoint_latest.pt
   pfseg_train Brats 0 --set training.optimizer=sgd --set training.lr=0.01 --variant sgd
                                                       # a recipe change (results: pfseg__sgd)
@@ -66,8 +67,10 @@ def build_parser() -> ArgumentParser:
                    help="per process; default: plans.json")
     p.add_argument("--lr", type=float, default=None, metavar="LR",
                    help="Adam learning rate; default: plans.json")
-    p.add_argument("--ablation", choices=tuple(ABLATIONS), default=FULL,
-                   help="pfseg ablation row: us, sr (+SR), tel (+TEL), ssl (+SSL), full (+SGM, default)")
+    p.add_argument("--ablation", choices=tuple(ABLATIONS), default=None,
+                   help="pfseg ablation row: us, sr (+SR), tel (+TEL), ssl (+SSL), full (+SGM); default: "
+                        "plans.json's training.pfseg_branches (us at LR scale 1, else full); a row other "
+                        "than the plan's trains into NETWORK__ROW")
     p.add_argument("--split", choices=SPLIT_NAMES, default=None,
                    help="folds (default), paper (8/2 by sorted id) or paper622 (6/2/2)")
     p.add_argument("--continue", dest="resume", action="store_true",
@@ -119,12 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ws = Workspace.resolve(args.workspace)
     check_preprocessed(ws, args.name)  # before the log file: a user error leaves nothing behind
-    NETWORKS[args.network].options(args.ablation)  # e.g. --ablation us with a baseline: one clear line
+    if args.ablation is not None:   # e.g. --ablation us with a baseline: one clear line
+        NETWORKS[args.network].options(args.ablation)
     split, fold = _split_and_fold(args)
     settings = tuple(parse_setting(s) for s in args.settings)
-    if settings:   # a bad one: one line, no log file yet
-        apply_settings(load_plans(ws.plans_file(args.name)), settings, log_changes=False)
-    fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant)
+    # a bad setting: one line, no log file yet
+    run = apply_settings(load_plans(ws.plans_file(args.name)), settings, log_changes=False)
+    fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant, run)
     if rank == 0:
         check_training_free(ws.preprocessed(args.name), fold_dir)  # refused: not a line in its log
     setup_logging(fold_dir / "training_log.txt" if rank == 0 else None, args.verbose)

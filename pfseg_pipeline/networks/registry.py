@@ -138,6 +138,14 @@ NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
 DEFAULT_NETWORK = "pfseg"
 
 
+def planned_ablation(name: str, plans, requested: str | None = None) -> str:
+    """The ablation row a run of `name` trains: `requested` when given, else the plans' own
+    (`plans.training.pfseg_branches` for a network with rows, i.e. pfseg; `full` otherwise)."""
+    if requested is not None:
+        return requested
+    return plans.training.pfseg_branches if network_spec(name).ablations else FULL
+
+
 def training_options(name: str, plans, ablation: str = FULL) -> dict[str, Any]:
     """The builder options a training run of `name` uses: the ablation row's, plus
     `deep_supervision` when `plans.training.deep_supervision` asks for it. The trainer records

@@ -300,6 +300,9 @@ class _Planner:
                 f"one pass over the ~{self.n_train} training cases of a fold at batch {plans.batch_size}"
                 + presets.ITERATIONS_PER_EPOCH_NOTE.get(self.preset, ""))
         plans.training = training
+        if self.preset != "paper":
+            training.pfseg_branches, self.reasons["training.pfseg_branches"] = presets.pfseg_branches(
+                plans.lr_scale_zyx)
         training.aux_intensity_range = normalised_brain_range(self.fp, plans.modalities, plans.normalization)
         self.reasons["training.aux_intensity_range"] = INTENSITY_RANGE_REASON
         if self.preset == "paper":

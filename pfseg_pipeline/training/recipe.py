@@ -30,8 +30,8 @@ from pfseg_pipeline.checkpoints import checkpoint_path, previous_path
 from pfseg_pipeline.devices import resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
-from pfseg_pipeline.networks.losses import ABLATIONS, FULL
-from pfseg_pipeline.networks.registry import build_network, network_spec, training_options
+from pfseg_pipeline.networks.losses import ABLATIONS
+from pfseg_pipeline.networks.registry import build_network, network_spec, planned_ablation, training_options
 from pfseg_pipeline.networks.step import make_optimizer
 from pfseg_pipeline.paths import Workspace
 from pfseg_pipeline.plans import Plans, load_plans, save_plans
@@ -85,10 +85,11 @@ def run_plans(plans: Plans, overrides: Overrides, log_changes: bool = True) -> P
 
 
 def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: list[str], network: str,
-                  output_dir: Path, device: torch.device, ablation: str = FULL,
+                  output_dir: Path, device: torch.device, ablation: str | None = None,
                   overrides: Overrides = Overrides(), dist: ddp.DistContext | None = None,
                   run_info: dict | None = None) -> Trainer:
-    """The Trainer of `network` (an ablation row for pfseg) on these cases, as the plans say.
+    """The Trainer of `network` (an ablation row for pfseg; None: the plans' own,
+    `registry.planned_ablation`) on these cases, as the plans say.
 
     `val_ids` are the cases the run reports: their per-epoch Dice is only logged. With
     `plans.training.monitor_fraction` > 0, monitor cases are carved from `train_ids` (and not
@@ -105,6 +106,7 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     dist = dist or ddp.DistContext()
     spec = network_spec(network)
     plans = run_plans(plans, overrides)
+    ablation = planned_ablation(network, plans, ablation)
     options = training_options(network, plans, ablation)
     t = plans.training
     training = dataclasses.replace(
@@ -166,17 +168,19 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
 
 
 def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: str = "folds",
-               ablation: str = FULL, overrides: Overrides = Overrides(), device: torch.device | None = None,
+               ablation: str | None = None, overrides: Overrides = Overrides(),
+               device: torch.device | None = None,
                dist: ddp.DistContext | None = None, resume: bool = False, force: bool = False) -> int | None:
     """Train `network` on one fold of the preprocessed dataset `name`, then score its held-out cases.
 
     Parameters
     ----------
     workspace, name : where `preprocessed/NAME` is; results go to
-        `results/NAME/NETWORK[__ABLATION]/fold_FOLD`.
+        `results/NAME/NETWORK[__ABLATION]/fold_FOLD` (`fold_directory`).
     fold : "0".."4" or "all" for the `folds` split; the split's name for `paper` / `paper622`.
     split : "folds", "paper" or "paper622".
-    ablation : a row of `networks.losses.ABLATIONS` (pfseg only); "full" is the network as specified.
+    ablation : a row of `networks.losses.ABLATIONS` or "full" (pfseg only); None: the plans'
+        own (`training.pfseg_branches`: the segmentation network alone at LR scale 1).
     overrides : what this run changes of plans.json.
     device : default: CUDA when there is one (`devices.resolve_device`).
     dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
@@ -189,10 +193,12 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     dist = dist or ddp.DistContext()
     device = device or resolve_device("auto", dist.local_rank)
     check_preprocessed(workspace, name)
-    network_spec(network).options(ablation)  # an ablation row the network does not take is a UserError
+    if ablation is not None:
+        network_spec(network).options(ablation)  # a row the network does not take is a UserError
     plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
     plans = load_plans(plans_file)
-    fold_dir = fold_directory(workspace, name, network, fold, ablation, overrides.variant)
+    fold_dir = fold_directory(workspace, name, network, fold, ablation, overrides.variant,
+                              run_plans(plans, overrides, log_changes=False))
     preprocessed, cases_dir = workspace.preprocessed(name), workspace.cases_dir(name)
     splits = read_splits(preprocessed / "splits.json", cases_dir, plans.training.split_seed,
                          write=dist.is_main)
@@ -263,12 +269,19 @@ def check_preprocessed(workspace: Workspace, name: str) -> None:
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 
 
-def fold_directory(workspace: Workspace, name: str, network: str, fold: str, ablation: str = FULL,
-                   variant: str | None = None) -> Path:
+def fold_directory(workspace: Workspace, name: str, network: str, fold: str, ablation: str | None = None,
+                   variant: str | None = None, plans: Plans | None = None) -> Path:
     """results/NAME/NETWORK[__ABLATION][_VARIANT]/fold_FOLD: `pfseg__us`, `pfseg__sgd`,
-    `pfseg__us_sgd` (the full method has no ablation suffix)."""
+    `pfseg__us_sgd`. NETWORK alone holds the row the plans train by default (`ablation` None or
+    that row: `registry.planned_ablation`), so another row gets its suffix: `pfseg__us` beside a
+    full default, `pfseg__full` beside a segmentation-only one (LR scale 1). `plans`: the run's
+    (default: the workspace's plans.json, read only when a row is named)."""
     if variant is not None and (not VARIANT_NAME.fullmatch(variant) or variant in ABLATIONS):
         raise UserError(f"--variant {variant!r}: use letters, digits, '.' and '-' (not an ablation row's "
                         f"name: {', '.join(ABLATIONS)})")
-    parts = [p for p in (ablation if ablation != FULL else None, variant) if p]
+    suffix = None
+    if ablation is not None:
+        plans = plans or load_plans(workspace.plans_file(name))
+        suffix = None if ablation == planned_ablation(network, plans) else ablation
+    parts = [p for p in (suffix, variant) if p]
     return workspace.fold_dir(name, network, fold, "_".join(parts) or None)

@@ -77,6 +77,41 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert "computed from" not in text
     kept = _markdown({**_compare_figures(runs), "steps_span_utc": ["2026-11-30 17:15", "2026-11-30 19:40"]})
     assert "were computed from 2026-11-30 17:15 to 2026-11-30 19:40 UTC and kept as JSON" in kept
+    # which PFSeg trained: the plan's branches (a plan from before the field: the whole method)
+    assert "PFSeg trains the whole method" in text
+    figures = _compare_figures(runs)
+    figures["pfseg_plan"] = {**figures["pfseg_plan"], "pfseg_branches": "us"}
+    assert "PFSeg trains its segmentation network alone" in _markdown(figures)
+    figures["predict"] = {**figures["predict"], "models": "run 2's"}
+    assert "faster than with it (run 2's models). Preprocessing" in _markdown(figures)
+
+
+def test_nnunet_compare_steps_are_stamped_kept_and_spanned(tmp_path):
+    """A step computes once (a rerun reads its JSON), stamped with when it finished: the span of a
+    study across sessions comes from the stamps, not from file times (a git checkout resets them)."""
+    import json
+    import os
+
+    from bench.nnunet_compare import _speed_models, _step, steps_span
+
+    calls = []
+    first = _step(tmp_path / "rec" / "calibration.json", lambda: calls.append(1) or {"pfseg": 0.5})
+    again = _step(tmp_path / "rec" / "calibration.json", lambda: calls.append(1) or {"pfseg": 9.9})
+    assert calls == [1] and first == again and again["pfseg"] == 0.5
+    assert len(first["finished_utc"]) == len("2026-12-01 04:30")
+    old = tmp_path / "rec" / "run_0_pfseg.json"
+    old.write_text(json.dumps({"scores": {}, "finished_utc": "2026-11-01 10:00"}))
+    unstamped = tmp_path / "rec" / "data.json"    # kept before the stamp: its file's time
+    unstamped.write_text("{}")
+    os.utime(unstamped, (1764000000, 1764000000))   # 2025-11-24 16:00 UTC
+    assert steps_span([unstamped, old, tmp_path / "rec" / "calibration.json"]) == \
+        ["2025-11-24 16:00", first["finished_utc"]]
+    # the speed step times the latest run whose two models are on this machine
+    runs = [{"train": {"model_dir": str(tmp_path / f"nn_{r}")}} for r in range(3)]
+    for path in ("models/pfseg_0", "nn_0", "models/pfseg_1", "nn_1", "models/pfseg_2"):
+        (tmp_path / path).mkdir(parents=True)
+    assert _speed_models(tmp_path, tmp_path / "ws", {}, runs, 3) == (
+        tmp_path / "models" / "pfseg_1", tmp_path / "nn_1", "run 1's")
 
 
 def test_nnunet_compare_options_reach_run():

@@ -67,6 +67,9 @@ def test_default_planner_picks_lr_scale_1_for_anatomy_cases_at_11_gb(anatomy_fin
         assert "[1, 1, 1]" in reason and "(fits)" in reason and "11 GiB budget" in reason
         # the budget figure in the reason is the memory model's peak at batch 1
         assert f"{_peak_at(fp, [1, 1, 1], preset) / GiB:.2f}" in reason
+        # at scale 1 PFSeg trains its segmentation network alone: the study's row is in the reason
+        assert plans.training.pfseg_branches == "us"
+        assert "recipe:c4-us" in plans.reasons["training.pfseg_branches"]
 
 
 def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
@@ -83,6 +86,9 @@ def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
     raises = {tuple(lr): _peak_at(fp, lr, "demo") for lr in ([2, 1, 1], [1, 2, 1], [1, 1, 2])}
     assert raises[tuple(just_over.lr_scale_zyx)] == min(raises.values())
     assert "(over)" in just_over.reasons["lr_scale_zyx"]
+    # one axis above scale 1 is enough for the whole method (SR decoder and SGM)
+    assert just_fits.training.pfseg_branches == "us" and just_over.training.pfseg_branches == "full"
+    assert just_over.reasons["training.pfseg_branches"].startswith("full")
     # a budget under every scale with a 1 in it, above scale 2: scale 2 per axis, forced by memory
     ones = [_peak_at(fp, lr, "demo") for lr in ([2, 2, 1], [2, 1, 2], [1, 2, 2])]
     two = _peak_at(fp, [2, 2, 2], "demo")
@@ -162,7 +168,12 @@ def test_forced_scale_keeps_its_figures_and_warns_when_over(caplog):
 
 def test_paper_preset_keeps_its_fixed_scale_2(brats_fingerprint):
     plans = plan(brats_fingerprint, "Paper", preset="paper", gpu_memory_gb=64, peak_fn=lambda n, p, b: GiB)
-    assert plans.lr_scale_zyx == [2, 2, 2]
+    assert plans.lr_scale_zyx == [2, 2, 2] and plans.training.pfseg_branches == "full"
+    # the paper's method whatever the scale: --lr-scale 1 keeps the SR decoder and SGM
+    one = plan(brats_fingerprint, "Paper", preset="paper", gpu_memory_gb=64, lr_scale=1,
+               peak_fn=lambda n, p, b: GiB)
+    assert one.lr_scale_zyx == [1, 1, 1] and one.training.pfseg_branches == "full"
+    assert one.reasons["training.pfseg_branches"].startswith("full")
 
 
 def test_baseline_patch_is_never_under_half_the_hr_shape():

@@ -25,6 +25,7 @@ def test_default_plan_for_brats_raises_one_axis_to_lr_scale_2_in_11_gb(brats_fin
           f"all: {plans.memory['predicted_peak_gb']}")
     # scale 1 is over 11 GiB at 1 mm; one axis at scale 2 fits (every raise gives the same back here)
     assert sorted(plans.lr_scale_zyx) == [1, 1, 2] and plans.batch_size == 1
+    assert plans.training.pfseg_branches == "full"   # above scale 1: the whole method
     assert plans.reasons["lr_scale_zyx"].split("; then ")[0].endswith("[1, 1, 1] 14.23 (over)")
     assert peak <= 11 * GiB
     assert plans.modalities == ["t1", "t1ce", "t2", "flair"] and plans.target == "regions"

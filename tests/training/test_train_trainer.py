@@ -108,6 +108,37 @@ def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspa
         assert post["summary"][region]["dice"]["mean"] >= raw - 1e-12
 
 
+def test_the_plans_branches_train_by_default_and_another_row_gets_its_suffix(tmp_path, make_workspace,
+                                                                             make_plans):
+    """A plan whose pfseg trains its segmentation network alone (LR scale 1): the default run is
+    US in `pfseg`, `--ablation full` the whole method in `pfseg__full`, `--ablation us` the same
+    folder as the default; on a plan with the full default, `pfseg` is the whole method."""
+    from pfseg_pipeline.fileio import read_json
+
+    plans = make_plans(hr=(8, 16, 16))
+    plans.training.pfseg_branches = "us"
+    ws = make_workspace(tmp_path / "us", plans)
+    results = ws.root / "results" / NAME
+    common = ("--epochs", "1", "--num-workers", "0")
+    assert _train(ws, *common) == 0
+    default = read_json(results / "pfseg" / "fold_0" / "train_summary.json")
+    assert default["network_options"] == {"use_sr": False, "use_sgm": False} and default["ablation"] == "us"
+    ckpt = load_checkpoint(results / "pfseg" / "fold_0" / "checkpoint_final.pt")
+    assert not any(k.startswith(("sr_decoder.", "sgm")) for k in ckpt["model"])
+    assert _train(ws, *common, "--ablation", "full") == 0
+    full = read_json(results / "pfseg__full" / "fold_0" / "train_summary.json")
+    assert full["network_options"] == {"use_sr": True, "use_sgm": True} and full["ablation"] == "full"
+    whole_keys = load_checkpoint(results / "pfseg__full" / "fold_0" / "checkpoint_final.pt")["model"]
+    assert {k.split(".")[0] for k in whole_keys} >= {"sr_decoder", "sgm"}
+    assert _train(ws, *common, "--ablation", "us") == 0
+    assert sorted(p.name for p in results.iterdir()) == ["pfseg", "pfseg__full"]
+    # the full default (a plan above scale 1): pfseg holds the whole method
+    ws_full = make_workspace(tmp_path / "full", make_plans(hr=(8, 16, 16)))
+    assert _train(ws_full, *common) == 0
+    whole = read_json(ws_full.root / "results" / NAME / "pfseg" / "fold_0" / "train_summary.json")
+    assert whole["network_options"] == {"use_sr": True, "use_sgm": True}
+
+
 def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
     ws = make_workspace(tmp_path / "ws")
     assert _train(ws, "--split", "paper", "--ablation", "us", "--epochs", "1", "--num-workers", "0",
