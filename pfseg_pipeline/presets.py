@@ -162,7 +162,8 @@ _BRANCHES_REASONS = {
     "us": "us, the segmentation network alone, at LR scale 1: there the SR decoder and SGM did not earn "
           "their time (recipe:c4-us against recipe:c4, at the adopted Adam 3e-3: US - full -0.001 +- 0.003 "
           "mean Dice, at 0.58 against 1.02 s per iteration), so the simpler network trains; "
-          "`--ablation full` trains the whole method (results in pfseg__full)",
+          "`--ablation full` trains the whole method (results in pfseg__full; the plan's memory figures "
+          "are the whole method's, so it fits too)",
     "full": "full (segmentation network, SR decoder, SGM) at an LR scale above 1, where they restore the "
             "HR detail the LR input lacks: the method (the paper's ablation at scale 2 on BraTS: +0.025 "
             "Dice over US); the study's scale-2 and -4 rows (recipe:lr2, recipe:lr4, at the paper's Adam "

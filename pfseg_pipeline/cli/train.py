@@ -126,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         NETWORKS[args.network].options(args.ablation)
     split, fold = _split_and_fold(args)
     settings = tuple(parse_setting(s) for s in args.settings)
-    # a bad setting: one line, no log file yet
-    run = apply_settings(load_plans(ws.plans_file(args.name)), settings, log_changes=False)
+    run = None   # the run's plans (fold_directory reads plans.json itself where it needs them)
+    if settings:   # a bad one: one line, no log file yet
+        run = apply_settings(load_plans(ws.plans_file(args.name)), settings, log_changes=False)
     fold_dir = fold_directory(ws, args.name, args.network, fold, args.ablation, args.variant, run)
     if rank == 0:
         check_training_free(ws.preprocessed(args.name), fold_dir)  # refused: not a line in its log
