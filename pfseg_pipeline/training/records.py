@@ -93,16 +93,20 @@ def peak_memory(device: torch.device, plans_memory: dict | None) -> dict:
     return out
 
 
-def headline_memory(memory: dict, network: str | None) -> dict:
+def headline_memory(memory: dict, network: str | None, ablation: str | None = None) -> dict:
     """The one peak figure `pfseg_compare` shows: `peak_memory_gb` (GiB) with `peak_memory_kind`.
 
     On a GPU the measured max allocated; on the CPU the memory model's predicted GPU training
     peak for this network (what a user sizing a GPU needs), else the peak RSS, each labelled.
+    The planner prices pfseg's whole method: for another ablation row (e.g. the segmentation
+    network alone at LR scale 1) the label says the figure is that upper bound.
     """
     if memory.get("device") == "cuda":
         return {"peak_memory_gb": memory["bytes"] / 2 ** 30, "peak_memory_kind": memory["label"]}
     predicted = (memory.get("memory_model") or {}).get("predicted_peak_bytes")
     if isinstance(predicted, dict) and network in predicted:
-        return {"peak_memory_gb": predicted[network] / 2 ** 30,
-                "peak_memory_kind": "memory model: predicted GPU training peak (CPU run)"}
+        kind = "memory model: predicted GPU training peak (CPU run)"
+        if ablation not in (None, "full"):
+            kind += f", of the whole method: an upper bound for this {ablation} run"
+        return {"peak_memory_gb": predicted[network] / 2 ** 30, "peak_memory_kind": kind}
     return {"peak_memory_gb": memory["peak_rss"]["bytes"] / 2 ** 30, "peak_memory_kind": "peak RSS (CPU)"}

@@ -11,6 +11,11 @@ def test_headline_memory_prefers_the_network_s_predicted_gpu_peak():
     assert headline_memory(cpu, "resunet3d") == {
         "peak_memory_gb": 0.5, "peak_memory_kind": "memory model: predicted GPU training peak (CPU run)"}
     assert headline_memory(cpu, "vnet")["peak_memory_gb"] == 1.0  # no prediction: peak RSS
+    # the planner prices pfseg's whole method: a segmentation-only run is told it is an upper bound
+    assert headline_memory(cpu, "pfseg", "full")["peak_memory_kind"] == \
+        "memory model: predicted GPU training peak (CPU run)"
+    us = headline_memory(cpu, "pfseg", "us")
+    assert us["peak_memory_gb"] == 3.0 and us["peak_memory_kind"].endswith("an upper bound for this us run")
     gpu = {"device": "cuda", "bytes": 3 * 2 ** 30, "label": "torch.cuda.max_memory_allocated"}
     assert headline_memory(gpu, "pfseg") == {"peak_memory_gb": 3.0,
                                              "peak_memory_kind": "torch.cuda.max_memory_allocated"}
