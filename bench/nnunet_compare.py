@@ -95,7 +95,7 @@ def _step(path: Path, compute, *args):
     if path.is_file():
         log.info("kept from an earlier run: %s", path.name)
         return json.loads(path.read_text())
-    value = {**compute(*args), "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    value = {**compute(*args), "finished_utc": _utc(time.time())}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=1, default=str))
     return value
@@ -104,9 +104,12 @@ def _step(path: Path, compute, *args):
 def steps_span(steps: list[Path]) -> list[str]:
     """The first and last `finished_utc` of the kept steps (a step kept before the stamp: its
     file's time)."""
-    stamps = sorted(json.loads(q.read_text()).get("finished_utc")
-                    or time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.stat().st_mtime)) for q in steps)
+    stamps = sorted(json.loads(q.read_text()).get("finished_utc") or _utc(q.stat().st_mtime) for q in steps)
     return [stamps[0], stamps[-1]]
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
 
 
 # ---- pfseg --------------------------------------------------------------------------------------
@@ -263,9 +266,9 @@ def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) 
     return {"train": train, "scores": scores}
 
 
-def _speed(root: Path, models: tuple[Path, Path, str]) -> dict:
-    """Prediction seconds per case of (pfseg model, nnU-Net model, which), median of 3 rounds each."""
-    pfseg_model, nnunet_model, which = models
+def _speed(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int) -> dict:
+    """Prediction seconds per case of PFSeg and nnU-Net (`_speed_models`), median of 3 rounds each."""
+    pfseg_model, nnunet_model, which = _speed_models(root, ws_root, nn_env, nnunet_runs, iterations)
     out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3),
            "models": which}
     for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
@@ -410,9 +413,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
             result["scores"].update(nnunet_runs[r]["scores"])
             f["run_results"].append(result)
-        speed_file = rec / "speed.json"
-        f["predict"] = _step(speed_file, _speed, root, None if speed_file.is_file() else
-                             _speed_models(root, ws_root, nn_env, nnunet_runs, calib_iters))
+        f["predict"] = _step(rec / "speed.json", _speed, root, ws_root, nn_env, nnunet_runs, calib_iters)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
