@@ -1,6 +1,6 @@
 """A pure refactor keeps every loss and Dice: the 2-epoch fixed-seed run of pfseg and resunet3d
 (tests/training/fixed_seed_run.py) against the figures recorded from main before issue 13's
-refactor (tests/fixtures/fixed_seed_run.json; re-recorded once for issue 14's schedule fix, see
+refactor (tests/fixtures/fixed_seed_run.json; its runs re-recorded since, each time named in
 fixed_seed_run.py): the recipe options added since are off by default, and the one default the
 recipe study changed within the recorded recipe (the region prior's source) is set back. Timings aside, every
 value of metrics.csv and every validation Dice agrees to a relative 1e-5 (the same torch, with
