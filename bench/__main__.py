@@ -4,6 +4,7 @@
     python -m bench all --quick    # small shapes: a smoke run (minutes)
     python -m bench metrics_speed inference_speed
     python -m bench recipe --iterations 500    # the recipe study (hours; not part of `all`)
+    python -m bench branches                   # the SR decoder and SGM at LR scale 1 (an hour; not in `all`)
 
 Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section (a module
 with its own options also has `options(argv) -> dict`, given the rest of the line); every
@@ -37,8 +38,9 @@ BENCHMARKS = (
     "ablation",           # the paper's ablation rows on synthetic data
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
     "recipe",             # each training-recipe change against today's default (hours: named only)
+    "branches",           # PFSeg's SR decoder and SGM at LR scale 1, ET-free test cases (an hour: named only)
 )
-NOT_IN_ALL = ("recipe",)
+NOT_IN_ALL = ("recipe", "branches")
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 

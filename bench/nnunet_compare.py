@@ -241,6 +241,32 @@ def _scores(test_dir: Path, pred_dir: Path) -> dict:
     return {r: {m: result["summary"][r][m]["mean"] for m in ("dice", "hd95")} for r in REGIONS}
 
 
+def cases_without_et(raw: Path) -> list[str]:
+    """The ids of the cases under `raw` whose label map has no enhancing tumour (BraTS 2020 labels):
+    BraTS scores such a case's ET Dice 1 for an empty ET and 0 for any voxel painted."""
+    from pfseg_pipeline.data.image_io import read_label
+    from pfseg_pipeline.data.labels import BRATS2020
+    from pfseg_pipeline.data.layouts import discover
+
+    et = BRATS2020.regions["ET"]
+    return [c.case_id for c in discover(raw, require_label=True).cases
+            if not np.isin(read_label(c.label)[0], et).any()]
+
+
+def _without_et_words(f: dict) -> str:
+    """The section's sentence on the cases without ET (none before the figures had them)."""
+    free = f.get("without_et")
+    if free is None:
+        return ""
+    counts = [f"{len(free[k]) or 'none'} of the {f[k + '_cases']} {noun} cases"
+              for k, noun in (("train", "training"), ("test", "test"))]
+    listed = ", ".join(free["train"] + free["test"])
+    return (f" Cases without enhancing tumour (ET): {counts[0]}, {counts[1]}"
+            + (f" ({listed})" if listed else "") + "; an ET-free case scores ET Dice 1 when no ET voxel is "
+            "predicted there and 0 otherwise, so in each run it moves a method's mean ET Dice by "
+            f"1/{f['test_cases']}.")
+
+
 def _pfseg_run(root: Path, ws_root: Path, key: str, network: str, epochs: int, seed: int, r: int) -> dict:
     """One training run of a pfseg network (its model kept in root/models/KEY_R), its test cases
     predicted and scored."""
@@ -358,6 +384,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             data()
         nn_plans = json.loads(nn_plans_file.read_text())["configurations"]["3d_fullres"]
         arch = nn_plans["architecture"]["arch_kwargs"]
+        f["without_et"] = {k: cases_without_et(root / k) for k in ("train", "test")}
         f["nnunet_plan"] = {"patch_size_zyx": nn_plans["patch_size"], "batch_size": nn_plans["batch_size"],
                             "features_per_stage": arch["features_per_stage"]}
         f.update(_step(rec / "pfseg_preprocess.json", pfseg_preprocess))
@@ -505,7 +532,7 @@ def _markdown(f: dict) -> str:
         f"ResUNet3D: `--preset {pp['preset']}` (HR {x(map(str, pp['hr_shape_zyx']))}, LR scale "
         f"{x(map(str, pp['lr_scale_zyx']))}, baseline patch {x(map(str, pp['patch_shape_zyx']))}, widths "
         f"{'-'.join(map(str, pp['widths']))}, batch {pp['batch_size']}, {pp['optimizer']} {pp['lr']:g}); "
-        + BRANCHES_WORDS[pp.get("pfseg_branches", "full")] + ".",
+        + BRANCHES_WORDS[pp.get("pfseg_branches", "full")] + "." + _without_et_words(f),
         "",
         f"Equal wall-clock: seconds per training iteration measured one after the other (calibration): "
         f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}, ResUNet3D {cal['resunet3d']:.2f}; nnU-Net's "

@@ -210,9 +210,12 @@ def _waiting_for(folder: Path, what: str, poll_seconds: float = 10.0):
 class Study:
     """The study's data, plans and runs under one folder."""
 
-    def __init__(self, root: Path, spacing: int, cases: int, test_cases: int, base_preset: str):
+    def __init__(self, root: Path, spacing: int, cases: int, test_cases: int, base_preset: str,
+                 test_seed: int = TEST_SEED, test_start: int = TEST_START, rows: dict | None = None):
         self.root, self.spacing, self.n_cases, self.n_test = root, spacing, cases, test_cases
         self.base_preset = base_preset
+        self.test_seed, self.test_start = test_seed, test_start
+        self.rows = ROWS if rows is None else rows       # row key -> Row (bench.branches has its own)
         self.train_raw, self.test_raw = root / "raw_train", root / "raw_test"
         self._plans: dict = {}
         self.before_training = None      # called (once) before the first run this process trains
@@ -221,7 +224,7 @@ class Study:
         from pfseg_pipeline.data.synthetic import write_dataset
 
         for raw, n, seed, start in ((self.train_raw, self.n_cases, TRAIN_SEED, 1),
-                                    (self.test_raw, self.n_test, TEST_SEED, TEST_START)):
+                                    (self.test_raw, self.n_test, self.test_seed, self.test_start)):
             if not (raw / ".complete").is_file():
                 write_dataset(raw, n, None, seed=seed, start_index=start, overwrite=True, anatomy="mni152",
                               spacing_mm=self.spacing, workers=2)
@@ -305,7 +308,7 @@ class Study:
 
     def result(self, row_key: str, network: str, seed: int, iterations: int) -> dict | None:
         """The JSON of a finished run, or None (a row with the baseline's plan: the baseline's run)."""
-        if self.same_as_base(ROWS[row_key]):
+        if self.same_as_base(self.rows[row_key]):
             base = self.result("base", network, seed, iterations)
             return None if base is None else {**base, "row": row_key, "same_runs_as": "base"}
         out = self._out(row_key, network, seed, iterations)
@@ -314,7 +317,7 @@ class Study:
     def run(self, row: Row, network: str, seed: int, iterations: int) -> dict | None:
         """Train, predict and score one run; its JSON. None when another process is running it."""
         if self.same_as_base(row):
-            self.run(ROWS["base"], network, seed, iterations)
+            self.run(self.rows["base"], network, seed, iterations)
             return self.result(row.key, network, seed, iterations)
         out = self._out(row.key, network, seed, iterations)
         done = self.result(row.key, network, seed, iterations)
@@ -371,6 +374,7 @@ class Study:
             "dice": {r: summary["summary"][r]["dice"]["mean"] for r in REGIONS},
             "hd95": {r: summary["summary"][r]["hd95"]["mean"] for r in REGIONS},
             "per_case_dice": {c["case"]: {r: c[r]["dice"] for r in REGIONS} for c in summary["per_case"]},
+            "per_case_voxels": voxel_counts(summary),
             "seconds_per_iteration": train.get("seconds_per_iteration"), "train_seconds": train_seconds,
             "wall_seconds": time.perf_counter() - t0,
             "predicted_peak_bytes": (planned.memory.get("predicted_peak_bytes") or {}).get(network),
@@ -379,6 +383,15 @@ class Study:
         write_json(out, result)
         shutil.rmtree(fold.parent)     # checkpoints and predictions: the JSON holds what the table needs
         return result
+
+
+def voxel_counts(summary: dict) -> dict:
+    """{case: {region: [reference voxels, predicted voxels]}} from an evaluate_folder result (its
+    nnU-Net-style counts, one entry per scored case in the order of `per_case`)."""
+    keys = summary["region_keys"]
+    return {case["case"]: {r: [entry["metrics"][keys[r]]["n_ref"], entry["metrics"][keys[r]]["n_pred"]]
+                           for r in REGIONS}
+            for case, entry in zip(summary["per_case"], summary["metric_per_case"])}
 
 
 def _stats(values: list[float]) -> tuple[float, float]:

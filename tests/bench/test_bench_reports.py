@@ -84,6 +84,29 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert "PFSeg trains its segmentation network alone" in _markdown(figures)
     figures["predict"] = {**figures["predict"], "models": "run 2's"}
     assert "faster than with it (run 2's models). Preprocessing" in _markdown(figures)
+    # the cases without ET, found in the data: a test case of them is all or nothing for ET Dice
+    assert "without enhancing tumour" not in text                 # figures from before they were counted
+    figures["without_et"] = {"train": [], "test": ["BraTS20_Training_902"]}
+    assert ("Cases without enhancing tumour (ET): none of the 16 training cases, 1 of the 8 test cases "
+            "(BraTS20_Training_902); an ET-free case scores ET Dice 1 when no ET voxel is predicted there "
+            "and 0 otherwise, so in each run it moves a method's mean ET Dice by 1/8.") in _markdown(figures)
+
+
+def test_cases_without_et_are_read_from_the_label_maps(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from bench.nnunet_compare import cases_without_et
+    from pfseg_pipeline.data.synthetic import write_dataset
+
+    write_dataset(tmp_path, 3, (20, 18, 16), seed=5)
+    seg = tmp_path / "BraTS20_Training_002" / "BraTS20_Training_002_seg.nii.gz"
+    img = nib.load(seg)
+    labels = np.asarray(img.dataobj).copy()
+    assert (labels == 4).any() and (labels == 1).any()          # the generator's cases all have ET
+    labels[labels == 4] = 1                                     # now necrosis and edema only
+    nib.save(nib.Nifti1Image(labels, img.affine, img.header), seg)
+    assert cases_without_et(tmp_path) == ["BraTS20_Training_002"]
 
 
 def test_nnunet_compare_steps_are_stamped_kept_and_spanned(tmp_path):
