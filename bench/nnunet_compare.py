@@ -15,11 +15,15 @@ supervision, its augmentation), the poly schedule run over `--nnunet-epochs` (40
 the machine cannot tilt it: first each method's seconds per training iteration are measured one
 after the other in a calibration phase (a short training of each, the warm-up epoch left out,
 all in the same minutes, before any run), then PFSeg and ResUNet3D train for as many iterations
-as fit in nnU-Net's time at those rates. The calibration and the prediction speed are the only
-timed parts: they need the machine to themselves (the load average before and after the
-calibration is in the section); a training's result depends on its iteration count, not on what
-else runs meanwhile. Each training's own wall time is recorded too. ResUNet3D also
-trains for nnU-Net's 1,000 iterations (equal iterations).
+as fit in nnU-Net's time at those rates. The calibration names the PFSeg branches it timed
+(`training.pfseg_branches`); where the plan trains others, a later calibration times nnU-Net and
+PFSeg again, one after the other, and PFSeg's rate is the later figure scaled by nnU-Net's then
+against now (`pfseg_rate`), so that the budget stays nnU-Net's time. PFSeg's runs are kept per
+branches, and the other branches' kept runs are a row of their own. The calibrations and the
+prediction speed are the only timed parts: they need the machine to themselves (the load average
+before and after each calibration is in the section); a training's result depends on its
+iteration count, not on what else runs meanwhile. Each training's own wall time is recorded too.
+ResUNet3D also trains for nnU-Net's 1,000 iterations (equal iterations).
 
 Runs: every method is trained `--runs` times (3) one after the other (never side by side), PFSeg
 and ResUNet3D with seeds 12345, 12346, ..., nnU-Net drawing its own; each run is predicted and
@@ -63,15 +67,22 @@ REGIONS = ("WT", "TC", "ET")
 SEED = 12345
 TRAIN_SEED, TEST_SEED, TEST_START = 21, 22, 901
 # the plan's training.pfseg_branches in the section's words
-BRANCHES_WORDS = {"full": "PFSeg trains the whole method (segmentation network, SR decoder, SGM)",
+BRANCHES_WORDS = {"full": "PFSeg trains the whole method (segmentation network, SR decoder, SGM: the plan's "
+                          "`training.pfseg_branches` full)",
                   "us": "PFSeg trains its segmentation network alone (the plan's `training.pfseg_branches` "
-                        "us: at LR scale 1 the SR decoder and SGM did not earn their time, recipe:c4-us)"}
-STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.json")   # and run_*.json
+                        "us: the default at LR scale 1 from recipe:c4-us until bench branches made it the "
+                        "whole method again)"}
+STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.json")
+# and run_*.json, and calibration_pfseg_*.json (`pfseg_rate`)
 # the methods trained per run: (key, network, budget) with budget "time" (nnU-Net's wall-clock)
 # or "iterations" (nnU-Net's iteration count)
 PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
               ("resunet3d_iterations", "resunet3d", "iterations"))
+# PFSeg's rows: "pfseg" trains the plan's branches (run_R_pfseg_BRANCHES.json); "pfseg_other" is
+# the other branches' runs where the records hold them for every run (read, never trained)
+BRANCH_NAMES = {"full": "whole method", "us": "segmentation network alone"}
 LABELS = {"pfseg": "PFSeg (whole volume, one pass), equal wall-clock",
+          "pfseg_other": "PFSeg, the other branches, equal wall-clock",
           "resunet3d": "ResUNet3D (sliding window), equal wall-clock",
           "resunet3d_iterations": "ResUNet3D (sliding window), equal iterations",
           "nnunet_mirroring": "nnU-Net 3d_fullres, default inference (mirroring)",
@@ -150,7 +161,7 @@ def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | Non
             "parameters": summary.get("parameters"),
             "parameters_inference": summary.get("parameters_inference"),
             "batch_size": summary.get("batch_size"), "num_workers": summary.get("num_workers"),
-            "model_dir": str(fold_dir.parent), "resumed": resume}
+            "ablation": summary.get("ablation"), "model_dir": str(fold_dir.parent), "resumed": resume}
 
 
 def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1) -> dict:
@@ -292,9 +303,11 @@ def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) 
     return {"train": train, "scores": scores}
 
 
-def _speed(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int) -> dict:
+def _speed(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int,
+           pfseg_key: str) -> dict:
     """Prediction seconds per case of PFSeg and nnU-Net (`_speed_models`), median of 3 rounds each."""
-    pfseg_model, nnunet_model, which = _speed_models(root, ws_root, nn_env, nnunet_runs, iterations)
+    pfseg_model, nnunet_model, which = _speed_models(root, ws_root, nn_env, nnunet_runs, iterations,
+                                                     pfseg_key)
     out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3),
            "models": which}
     for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
@@ -302,13 +315,14 @@ def _speed(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], ite
     return out
 
 
-def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int):
-    """The models the speed step times: the latest run's on this machine, else a short training
-    of each (`iterations` iterations, one epoch), untimed."""
+def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], iterations: int,
+                  pfseg_key: str = "pfseg"):
+    """The models the speed step times: the latest run's on this machine (PFSeg's `pfseg_key` row),
+    else a short training of each (`iterations` iterations, one epoch), untimed."""
     for r in reversed(range(len(nnunet_runs))):
         nnunet_model = Path(nnunet_runs[r]["train"]["model_dir"])
-        if (root / "models" / f"pfseg_{r}").is_dir() and nnunet_model.is_dir():
-            return root / "models" / f"pfseg_{r}", nnunet_model, f"run {r}'s"
+        if (root / "models" / f"{pfseg_key}_{r}").is_dir() and nnunet_model.is_dir():
+            return root / "models" / f"{pfseg_key}_{r}", nnunet_model, f"run {r}'s"
     log.info("no run's models on this machine: a short training of each for the speed step")
     nnunet_model = Path(_nnunet_train({**nn_env, "nnUNet_results": str(root / "nnUNet_speed")}, 1, iterations,
                                       root / "speed_nnunet")["model_dir"])
@@ -320,6 +334,16 @@ def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dic
 
 
 # ---- the study ----------------------------------------------------------------------------------
+def pfseg_rate(calibration: dict, later: dict | None) -> float:
+    """PFSeg's seconds per iteration in the terms of the calibration: its own figure, or, for
+    branches calibrated later (`later`: nnU-Net and PFSeg measured one after the other again), the
+    later PFSeg figure scaled by nnU-Net's then against now, so that equal wall-clock stays
+    nnU-Net's time for its iterations whatever the machine's speed that day."""
+    if later is None:
+        return calibration["pfseg"]
+    return later["pfseg"] * calibration["nnunet"] / later["nnunet"]
+
+
 def _epochs_for(iterations: float, per_epoch: int) -> int:
     return max(1, round(iterations / per_epoch))
 
@@ -401,6 +425,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                            "iterations_per_epoch": plans.training.iterations_per_epoch,
                            "optimizer": plans.training.optimizer, "lr": plans.training.lr,
                            "pfseg_branches": plans.training.pfseg_branches}
+        branches = plans.training.pfseg_branches
+        other = next(b for b in BRANCH_NAMES if b != branches)
 
         # ---- calibration: seconds per training iteration of each, one after the other
         def calibrate():
@@ -410,12 +436,24 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                 c[network] = _pfseg_train(ws_root, network, 2, calib_iters, SEED,
                                           root / f"calibration_{network}.log")["seconds_per_iteration"]
             c["load_average_1min"] = [load_before, round(os.getloadavg()[0], 2)]
-            return c
+            return {**c, "pfseg_branches": branches}
+
+        def calibrate_pfseg():      # the plan's branches, where the calibration timed the other ones
+            before = round(os.getloadavg()[0], 2)
+            env = {**nn_env, "nnUNet_results": str(root / f"nnUNet_calibration_{branches}")}
+            nnunet = _nnunet_train(env, 2, calib_iters, root / f"calibration_nnunet_{branches}")
+            pfseg = _pfseg_train(ws_root, "pfseg", 2, calib_iters, SEED,
+                                 root / f"calibration_pfseg_{branches}.log")
+            return {"nnunet": nnunet["seconds_per_iteration"], "pfseg": pfseg["seconds_per_iteration"],
+                    "pfseg_branches": branches, "load_average_1min": [before, round(os.getloadavg()[0], 2)]}
 
         # the calibration first: it alone is timed, so it alone needs the machine to itself; every
         # training after it runs a fixed number of iterations, which other work can slow, not change
         load_before = round(os.getloadavg()[0], 2)
         f["calibration"] = _step(rec / "calibration.json", calibrate)
+        if f["calibration"].get("pfseg_branches", "full") != branches:
+            f["calibration_pfseg"] = _step(rec / f"calibration_pfseg_{branches}.json", calibrate_pfseg)
+        f["pfseg_rate"] = pfseg_rate(f["calibration"], f.get("calibration_pfseg"))
         # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
         nnunet_runs = [_step(rec / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
                        for r in range(runs)]
@@ -424,8 +462,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         budget = nn_iters * f["calibration"]["nnunet"]
         f["budget_seconds"] = budget
         per_epoch = plans.training.iterations_per_epoch
-        wanted = {key: budget / f["calibration"][net] if how == "time" else nn_iters
-                  for key, net, how in PFSEG_ROWS}
+        rate = {"pfseg": f["pfseg_rate"], "resunet3d": f["calibration"]["resunet3d"]}
+        wanted = {key: budget / rate[net] if how == "time" else nn_iters for key, net, how in PFSEG_ROWS}
         f["planned_iterations"] = {key: per_epoch * _epochs_for(n, per_epoch) for key, n in wanted.items()}
 
         # ---- the runs, one training at a time
@@ -434,19 +472,27 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             result = {"seed": SEED + r, "train": {}, "scores": {}}
             for key, network, _ in PFSEG_ROWS:
                 epochs = f["planned_iterations"][key] // per_epoch
-                done = _step(rec / f"run_{r}_{key}.json", _pfseg_run, root, ws_root, key, network, epochs,
+                name = f"{key}_{branches}" if key == "pfseg" else key
+                done = _step(rec / f"run_{r}_{name}.json", _pfseg_run, root, ws_root, name, network, epochs,
                              SEED + r, r)
                 result["train"][key], result["scores"][key] = done["train"], done["scores"]
+            kept = rec / f"run_{r}_pfseg_{other}.json"
+            if kept.is_file():
+                done = json.loads(kept.read_text())
+                result["train"]["pfseg_other"] = done["train"]
+                result["scores"]["pfseg_other"] = done["scores"]
             result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
             result["scores"].update(nnunet_runs[r]["scores"])
             f["run_results"].append(result)
-        f["predict"] = _step(rec / "speed.json", _speed, root, ws_root, nn_env, nnunet_runs, calib_iters)
+        f["predict"] = _step(rec / "speed.json", _speed, root, ws_root, nn_env, nnunet_runs, calib_iters,
+                             f"pfseg_{branches}")
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     f["load_average_1min"].append(round(os.getloadavg()[0], 2))
     if keep or records:  # the steps may have been computed across sessions
         f["steps_span_utc"] = steps_span([rec / n for n in STEP_FILES if (rec / n).is_file()]
+                                         + sorted(rec.glob("calibration_pfseg_*.json"))
                                          + sorted(rec.glob("run_*.json")))
     if not nnunet_only:
         f["markdown"] = _markdown(f)
@@ -521,6 +567,9 @@ def _markdown(f: dict) -> str:
     summary = summarise(f["run_results"])
     first = f["run_results"][0]
     pp, nnp, cal = f["pfseg_plan"], f["nnunet_plan"], f["calibration"]
+    branches = pp.get("pfseg_branches", "full")
+    other = next(b for b in BRANCH_NAMES if b != branches)
+    later = f.get("calibration_pfseg")
     x = "x".join
     lines = [
         f"Anatomy cases (MNI152 template, {f['spacing_mm']} mm, 4 modalities): {f['train_cases']} training "
@@ -535,8 +584,15 @@ def _markdown(f: dict) -> str:
         + BRANCHES_WORDS[pp.get("pfseg_branches", "full")] + "." + _without_et_words(f),
         "",
         f"Equal wall-clock: seconds per training iteration measured one after the other (calibration): "
-        f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}, ResUNet3D {cal['resunet3d']:.2f}; nnU-Net's "
-        f"{f['nnunet_iterations']} iterations = {f['budget_seconds']:.0f} s, in which PFSeg trains "
+        f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}"
+        + (f" ({BRANCH_NAMES[cal.get('pfseg_branches', 'full')]})" if later else "")
+        + f", ResUNet3D {cal['resunet3d']:.2f}"
+        + (f"; PFSeg's {BRANCH_NAMES[branches]} was calibrated later the same way, against nnU-Net again "
+           f"(nnU-Net {later['nnunet']:.2f}, PFSeg {later['pfseg']:.2f}; load average "
+           f"{later['load_average_1min'][0]} before, {later['load_average_1min'][-1]} after), so "
+           f"{f['pfseg_rate']:.2f} in the first calibration's terms" if later else "")
+        + f"; nnU-Net's {f['nnunet_iterations']} iterations = {f['budget_seconds']:.0f} s, in which PFSeg "
+        "trains "
         f"{f['planned_iterations']['pfseg']} iterations and ResUNet3D "
         f"{f['planned_iterations']['resunet3d']}. {len(f['run_results'])} training run(s) of each, one after "
         "the other; test-set Dice and HD95 (mm, MedPy's pooled definition), mean over the runs "
@@ -550,9 +606,15 @@ def _markdown(f: dict) -> str:
         "| ET HD95 | prediction s / case |",
         "|---|---:|---:|---|---|---|---|---|---|---:|",
     ]
-    rates = {"pfseg": cal["pfseg"], "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
+    by_branches = {cal.get("pfseg_branches", "full"): cal["pfseg"],
+                   branches: f.get("pfseg_rate", cal["pfseg"])}
+    rates = {"pfseg": by_branches[branches], "pfseg_other": by_branches.get(other, float("nan")),
+             "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
              "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
-    for key, label in LABELS.items():
+    labels = {**LABELS,
+              "pfseg": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, one pass), equal wall-clock",
+              "pfseg_other": f"PFSeg ({BRANCH_NAMES[other]}, not the plan's), equal wall-clock"}
+    for key, label in labels.items():
         if key not in summary:
             continue
         train = first["train"][key]

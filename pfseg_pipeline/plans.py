@@ -141,7 +141,7 @@ class TrainingPlan:
     deep_supervision: bool = False     # extra seg heads on the coarser decoder stages (nnU-Net's)
     # what pfseg trains when pfseg_train gets no --ablation: "full" (segmentation network, SR decoder
     # and SGM, every loss term) or "us" (the segmentation network alone, the ablation's US row);
-    # the planner picks "us" where the LR scale is 1 on every axis (presets.py: the reason)
+    # the planner picks "full" (presets.pfseg_branches: the reason, per LR scale)
     pfseg_branches: str = "full"
     aux_intensity: str = "as_is"
     aux_intensity_range: dict[str, list[float]] = field(default_factory=dict)   # planned from the data

@@ -69,7 +69,7 @@ def build_parser() -> ArgumentParser:
                    help="Adam learning rate; default: plans.json")
     p.add_argument("--ablation", choices=tuple(ABLATIONS), default=None,
                    help="pfseg ablation row: us, sr (+SR), tel (+TEL), ssl (+SSL), full (+SGM); default: "
-                        "plans.json's training.pfseg_branches (us at LR scale 1, else full); a row other "
+                        "plans.json's training.pfseg_branches (full as planned); a row other "
                         "than the plan's trains into NETWORK__ROW")
     p.add_argument("--split", choices=SPLIT_NAMES, default=None,
                    help="folds (default), paper (8/2 by sorted id) or paper622 (6/2/2)")

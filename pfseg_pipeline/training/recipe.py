@@ -180,7 +180,7 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     fold : "0".."4" or "all" for the `folds` split; the split's name for `paper` / `paper622`.
     split : "folds", "paper" or "paper622".
     ablation : a row of `networks.losses.ABLATIONS` or "full" (pfseg only); None: the plans'
-        own (`training.pfseg_branches`: the segmentation network alone at LR scale 1).
+        own (`training.pfseg_branches`: the whole method as planned).
     overrides : what this run changes of plans.json.
     device : default: CUDA when there is one (`devices.resolve_device`).
     dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
@@ -274,7 +274,7 @@ def fold_directory(workspace: Workspace, name: str, network: str, fold: str, abl
     """results/NAME/NETWORK[__ABLATION][_VARIANT]/fold_FOLD: `pfseg__us`, `pfseg__sgd`,
     `pfseg__us_sgd`. NETWORK alone holds the row the plans train by default (`ablation` None or
     that row: `registry.planned_ablation`), so another row gets its suffix: `pfseg__us` beside a
-    full default, `pfseg__full` beside a segmentation-only one (LR scale 1). `plans`: the run's
+    full default, `pfseg__full` beside a segmentation-only one (a plan set so). `plans`: the run's
     (default: the workspace's plans.json, read only when a row is named)."""
     if variant is not None and (not VARIANT_NAME.fullmatch(variant) or variant in ABLATIONS):
         raise UserError(f"--variant {variant!r}: use letters, digits, '.' and '-' (not an ablation row's "

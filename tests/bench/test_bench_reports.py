@@ -63,7 +63,8 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     worse = [_run(((0.86, 0.70, 0.75), 9.5), ((0.88, 0.83, 0.80), 7.0), ((0.87, 0.86, 0.79), 8.0), 12345)]
     assert [ok for _, ok in verdicts(summarise(worse))] == [False, True, False, True, False]
     text = _markdown(_compare_figures(runs))
-    assert "| PFSeg (whole volume, one pass), equal wall-clock | 100 | 50 | 0.890 (0.860-0.920) |" in text
+    assert ("| PFSeg (whole method; whole volume, one pass), equal wall-clock | 100 | 50 | "
+            "0.890 (0.860-0.920) |") in text
     assert "| nnU-Net 3d_fullres, no mirroring | 100 | 300 | 0.870 (0.870-0.870) |" in text
     assert "in which PFSeg trains 6000 iterations and ResUNet3D 12000" in text
     assert "Load average 0.3 before the calibration, 1.7 after it." in text
@@ -90,6 +91,41 @@ def test_nnunet_compare_judges_the_means_over_the_runs():
     assert ("Cases without enhancing tumour (ET): none of the 16 training cases, 1 of the 8 test cases "
             "(BraTS20_Training_902); an ET-free case scores ET Dice 1 when no ET voxel is predicted there "
             "and 0 otherwise, so in each run it moves a method's mean ET Dice by 1/8.") in _markdown(figures)
+
+
+def test_nnunet_compare_calibrates_the_plans_branches_later_against_nnunet_again():
+    """The calibration timed the segmentation network alone; the plan now trains the whole method:
+    its rate comes from a later calibration, scaled by nnU-Net's then against now, and the earlier
+    branches' runs stay in the table as a row of their own."""
+    from bench.nnunet_compare import _markdown, pfseg_rate
+
+    calibration = {"nnunet": 3.0, "pfseg": 0.5, "resunet3d": 0.25, "pfseg_branches": "us",
+                   "load_average_1min": [0.3, 1.7]}
+    later = {"nnunet": 6.0, "pfseg": 2.0, "pfseg_branches": "full", "load_average_1min": [0.2, 0.9]}
+    assert pfseg_rate(calibration, None) == 0.5
+    assert pfseg_rate(calibration, later) == 1.0          # 2.0 s on a machine twice as slow that day
+    runs = [_run(((0.86, 0.80, 0.75), 6.0), ((0.88, 0.83, 0.80), 7.0), ((0.87, 0.86, 0.79), 8.0), 12345),
+            _run(((0.92, 0.84, 0.79), 4.0), ((0.86, 0.85, 0.82), 9.0), ((0.87, 0.88, 0.81), 6.0), 12346)]
+    for r, wt in zip(runs, (0.70, 0.72)):
+        r["scores"]["pfseg_other"] = {k: {"dice": wt, "hd95": 9.0} for k in REGIONS}
+        r["train"]["pfseg_other"] = {"iterations": 600, "train_seconds": 300.0}
+    figures = {**_compare_figures(runs), "calibration": calibration, "calibration_pfseg": later,
+               "pfseg_rate": 1.0}
+    figures["pfseg_plan"] = {**figures["pfseg_plan"], "pfseg_branches": "full"}
+    text = _markdown(figures)
+    assert ("nnU-Net 3.00, PFSeg 0.50 (segmentation network alone), ResUNet3D 0.25; PFSeg's whole method "
+            "was calibrated later the same way, against nnU-Net again (nnU-Net 6.00, PFSeg 2.00; load "
+            "average 0.2 before, 0.9 after), so 1.00 in the first calibration's terms;") in text
+    # iterations x rate: the plan's PFSeg at 1.00 s, the other branches' at the first calibration's 0.50 s
+    assert "| PFSeg (whole method; whole volume, one pass), equal wall-clock | 100 | 100 | 0.890" in text
+    assert ("| PFSeg (segmentation network alone, not the plan's), equal wall-clock | 600 | 300 | "
+            "0.710") in text
+    # the verdicts and the per-run lines are the plan's PFSeg's
+    assert "PFSeg WT Dice 0.890 >= ResUNet3D's 0.870: **met**" in text
+    assert "| 0 | 12345 | 0.860 / 0.880 / 0.870 |" in text
+    # without the other branches' runs in every run, no row for them
+    del runs[1]["scores"]["pfseg_other"]
+    assert "not the plan's" not in _markdown(figures)
 
 
 def test_cases_without_et_are_read_from_the_label_maps(tmp_path):

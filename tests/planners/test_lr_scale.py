@@ -67,9 +67,9 @@ def test_default_planner_picks_lr_scale_1_for_anatomy_cases_at_11_gb(anatomy_fin
         assert "[1, 1, 1]" in reason and "(fits)" in reason and "11 GiB budget" in reason
         # the budget figure in the reason is the memory model's peak at batch 1
         assert f"{_peak_at(fp, [1, 1, 1], preset) / GiB:.2f}" in reason
-        # at scale 1 PFSeg trains its segmentation network alone: the study's row is in the reason
-        assert plans.training.pfseg_branches == "us"
-        assert "recipe:c4-us" in plans.reasons["training.pfseg_branches"]
+        # at scale 1 too PFSeg trains the whole method: the study that decided it is in the reason
+        assert plans.training.pfseg_branches == "full"
+        assert "bench branches" in plans.reasons["training.pfseg_branches"]
 
 
 def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
@@ -86,9 +86,10 @@ def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
     raises = {tuple(lr): _peak_at(fp, lr, "demo") for lr in ([2, 1, 1], [1, 2, 1], [1, 1, 2])}
     assert raises[tuple(just_over.lr_scale_zyx)] == min(raises.values())
     assert "(over)" in just_over.reasons["lr_scale_zyx"]
-    # one axis above scale 1 is enough for the whole method (SR decoder and SGM)
-    assert just_fits.training.pfseg_branches == "us" and just_over.training.pfseg_branches == "full"
-    assert just_over.reasons["training.pfseg_branches"].startswith("full")
+    # the whole method (SR decoder and SGM) at either scale, for the reason of its scale
+    assert just_fits.training.pfseg_branches == just_over.training.pfseg_branches == "full"
+    assert "bench branches" in just_fits.reasons["training.pfseg_branches"]
+    assert "restore the HR detail" in just_over.reasons["training.pfseg_branches"]
     # a budget under every scale with a 1 in it, above scale 2: scale 2 per axis, forced by memory
     ones = [_peak_at(fp, lr, "demo") for lr in ([2, 2, 1], [2, 1, 2], [1, 2, 2])]
     two = _peak_at(fp, [2, 2, 2], "demo")

@@ -110,7 +110,8 @@ def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspa
 
 def test_the_plans_branches_train_by_default_and_another_row_gets_its_suffix(tmp_path, make_workspace,
                                                                              make_plans):
-    """A plan whose pfseg trains its segmentation network alone (LR scale 1): the default run is
+    """A plan whose pfseg trains its segmentation network alone (`training.pfseg_branches` us, set
+    by hand: the planner plans the whole method): the default run is
     US in `pfseg`, `--ablation full` the whole method in `pfseg__full`, `--ablation us` the same
     folder as the default; on a plan with the full default, `pfseg` is the whole method."""
     from pfseg_pipeline.fileio import read_json
