@@ -161,11 +161,11 @@ _MEASURED_REASONS = {
 _BRANCHES_REASONS = {
     "scale 1": "full (segmentation network, SR decoder, SGM) at LR scale 1 too: in bench branches (80 test "
                "cases, 6 of them without ET; 3 paired seeds, 496 iterations) the whole method beat the "
-               "segmentation network alone by +0.018 +- 0.008 mean Dice, and US painted ET into 2 of its 18 "
-               "ET-free case-runs, the whole method into none (recipe:c4-us had found the two level on 8 test "
-               "cases, each with ET); at equal time US (864 iterations) is level with it, full - US -0.004 "
-               "+- 0.004, so `--ablation us` (in pfseg__us, about 0.6 of the time per iteration) is the "
-               "choice where training time is the budget",
+               "segmentation network alone by +0.018 +- 0.008 mean Dice, and US painted ET into 2 of its "
+               "18 ET-free case-runs, the whole method into none (recipe:c4-us had found the two level on 8 "
+               "test cases, each with ET); at equal time US (864 iterations) is level with it, full - US "
+               "-0.004 +- 0.004, so `--ablation us` (in pfseg__us, about 0.6 of the time per iteration) is "
+               "the choice where training time is the budget",
     "above 1": "full (segmentation network, SR decoder, SGM) at an LR scale above 1, where they restore the "
                "HR detail the LR input lacks: the method (the paper's ablation at scale 2 on BraTS: +0.025 "
                "Dice over US); the study's scale-2 and -4 rows (recipe:lr2, recipe:lr4, at the paper's Adam "
