@@ -21,7 +21,8 @@ when it first runs (bench.recipe.Study). Lines, each for PFSeg, paired by seed:
 - us: the segmentation network alone, the same iterations (the recipe study's rule);
 - us at equal time: the segmentation network for as many iterations as the whole method's
   training took it (the ratio of their median seconds per iteration in this study, rounded to
-  ten): what a fixed time budget buys, as in bench nnunet_compare. Trained after the other two.
+  ten, kept in the study folder once computed): what a fixed time budget buys, as in bench
+  nnunet_compare. Trained after the other two.
 Every run trains on all training cases, then predicts and scores the test cases (Dice, HD95) and
 counts the ET voxels it painted in each ET-free case. Each process takes a core of its own, as in
 the recipe study; two processes may share the study (`python -m bench branches --no-write &
@@ -98,8 +99,8 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, test_cas
             if pending:
                 log.info("waiting for %d run(s) in another process", len(pending))
                 time.sleep(poll_seconds)
-        us_iterations = equal_time_iterations(finished("full", iterations), finished("us", iterations),
-                                              iterations)
+        us_iterations = _pinned_equal_time(study.root, iterations, lambda: equal_time_iterations(
+            finished("full", iterations), finished("us", iterations), iterations))
         if us_iterations is not None and us_iterations != iterations:
             for seed in seeds:
                 study.run(ROWS["us"], "pfseg", seed, us_iterations)
@@ -113,6 +114,20 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, test_cas
                "seconds": time.perf_counter() - t0, "runs": lines}
     figures["markdown"] = markdown(figures)
     return figures
+
+
+def _pinned_equal_time(root: Path, iterations: int, compute) -> int | None:
+    """US's equal-time iterations, computed once (from the seeds finished then) and kept in the
+    study folder: a later run with more seeds trains its equal-time runs to the same count."""
+    from pfseg_pipeline.fileio import read_json, write_json
+
+    pinned = root / f"equal_time_it{iterations}.json"
+    if pinned.is_file():
+        return read_json(pinned)["us_iterations"]
+    value = compute()
+    if value is not None:
+        write_json(pinned, {"us_iterations": value})
+    return value
 
 
 def et_free_cases(runs: list[dict]) -> list[str]:

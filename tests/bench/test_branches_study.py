@@ -135,3 +135,6 @@ def test_the_quick_study_trains_both_networks_then_us_at_equal_time_and_resumes(
     monkeypatch.setattr("pfseg_pipeline.training.recipe.train_fold", no_training)
     again = branches.run(quick=True, seeds=[1], work=work)
     assert again["runs"] == figures["runs"] and again["markdown"] == figures["markdown"]
+    # the equal-time count is kept: a seed added later trains to it, whatever its own speed
+    pinned = work / "4mm_4x6" / "equal_time_it2.json"
+    assert json.loads(pinned.read_text()) == {"us_iterations": n_equal}
