@@ -334,6 +334,21 @@ def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dic
 
 
 # ---- the study ----------------------------------------------------------------------------------
+def calibrate(root: Path, ws_root: Path, nn_env: dict, iterations: int, branches: str, networks: tuple,
+              suffix: str = "") -> dict:
+    """Seconds per training iteration of nnU-Net, then of each pfseg network (two epochs of
+    `iterations` each, one after the other), with the load average before and after and the PFSeg
+    branches the plan trains; logs and results named with `suffix` (a later calibration's)."""
+    before = round(os.getloadavg()[0], 2)
+    env = {**nn_env, "nnUNet_results": str(root / f"nnUNet_calibration{suffix}")}
+    nnunet = _nnunet_train(env, 2, iterations, root / f"calibration_nnunet{suffix}")
+    c = {"nnunet": nnunet["seconds_per_iteration"]}
+    for network in networks:
+        c[network] = _pfseg_train(ws_root, network, 2, iterations, SEED,
+                                  root / f"calibration_{network}{suffix}.log")["seconds_per_iteration"]
+    return {**c, "pfseg_branches": branches, "load_average_1min": [before, round(os.getloadavg()[0], 2)]}
+
+
 def pfseg_rate(calibration: dict, later: dict | None) -> float:
     """PFSeg's seconds per iteration in the terms of the calibration: its own figure, or, for
     branches calibrated later (`later`: nnU-Net and PFSeg measured one after the other again), the
@@ -429,30 +444,13 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         other = next(b for b in BRANCH_NAMES if b != branches)
 
         # ---- calibration: seconds per training iteration of each, one after the other
-        def calibrate():
-            c = {"nnunet": _nnunet_train({**nn_env, "nnUNet_results": str(root / "nnUNet_calibration")}, 2,
-                                         calib_iters, root / "calibration_nnunet")["seconds_per_iteration"]}
-            for network in ("pfseg", "resunet3d"):
-                c[network] = _pfseg_train(ws_root, network, 2, calib_iters, SEED,
-                                          root / f"calibration_{network}.log")["seconds_per_iteration"]
-            c["load_average_1min"] = [load_before, round(os.getloadavg()[0], 2)]
-            return {**c, "pfseg_branches": branches}
-
-        def calibrate_pfseg():      # the plan's branches, where the calibration timed the other ones
-            before = round(os.getloadavg()[0], 2)
-            env = {**nn_env, "nnUNet_results": str(root / f"nnUNet_calibration_{branches}")}
-            nnunet = _nnunet_train(env, 2, calib_iters, root / f"calibration_nnunet_{branches}")
-            pfseg = _pfseg_train(ws_root, "pfseg", 2, calib_iters, SEED,
-                                 root / f"calibration_pfseg_{branches}.log")
-            return {"nnunet": nnunet["seconds_per_iteration"], "pfseg": pfseg["seconds_per_iteration"],
-                    "pfseg_branches": branches, "load_average_1min": [before, round(os.getloadavg()[0], 2)]}
-
         # the calibration first: it alone is timed, so it alone needs the machine to itself; every
         # training after it runs a fixed number of iterations, which other work can slow, not change
-        load_before = round(os.getloadavg()[0], 2)
-        f["calibration"] = _step(rec / "calibration.json", calibrate)
-        if f["calibration"].get("pfseg_branches", "full") != branches:
-            f["calibration_pfseg"] = _step(rec / f"calibration_pfseg_{branches}.json", calibrate_pfseg)
+        f["calibration"] = _step(rec / "calibration.json", calibrate, root, ws_root, nn_env, calib_iters,
+                                 branches, ("pfseg", "resunet3d"))
+        if f["calibration"].get("pfseg_branches", "full") != branches:   # it timed the other branches
+            f["calibration_pfseg"] = _step(rec / f"calibration_pfseg_{branches}.json", calibrate, root,
+                                           ws_root, nn_env, calib_iters, branches, ("pfseg",), f"_{branches}")
         f["pfseg_rate"] = pfseg_rate(f["calibration"], f.get("calibration_pfseg"))
         # nnU-Net's runs do not depend on pfseg's recipe: --nnunet-only trains them ahead
         nnunet_runs = [_step(rec / f"run_{r}_nnunet.json", _nnunet_run, root, nn_env, nn_epochs, nn_iters, r)
@@ -581,7 +579,7 @@ def _markdown(f: dict) -> str:
         f"ResUNet3D: `--preset {pp['preset']}` (HR {x(map(str, pp['hr_shape_zyx']))}, LR scale "
         f"{x(map(str, pp['lr_scale_zyx']))}, baseline patch {x(map(str, pp['patch_shape_zyx']))}, widths "
         f"{'-'.join(map(str, pp['widths']))}, batch {pp['batch_size']}, {pp['optimizer']} {pp['lr']:g}); "
-        + BRANCHES_WORDS[pp.get("pfseg_branches", "full")] + "." + _without_et_words(f),
+        + BRANCHES_WORDS[branches] + "." + _without_et_words(f),
         "",
         f"Equal wall-clock: seconds per training iteration measured one after the other (calibration): "
         f"nnU-Net {cal['nnunet']:.2f}, PFSeg {cal['pfseg']:.2f}"

@@ -206,3 +206,35 @@ def test_ablation_mean_table_averages_each_row_over_the_seeds():
     assert "| +SGM (full) | 0.8100 | 0.5000 | 0.5000 | 0.7800 - 0.8400 | 0.8329 |" in text
     assert "Full method minus US, WT Dice: +0.0400, +0.0800 (seed 1, 2; mean +0.0600;" in text
     assert "Changing only the seed moves a row's WT Dice by up to 0.1000." in text
+
+
+def test_the_calibration_times_nnunet_then_each_network_with_its_logs_named(tmp_path, monkeypatch):
+    """One calibration function for the first calibration and a later one of PFSeg alone: nnU-Net
+    first, then each pfseg network, each with its own log; the later one's names carry its suffix."""
+    from bench import nnunet_compare
+
+    calls = []
+
+    def nnunet_train(env, epochs, iterations, stem):
+        calls.append(("nnunet", env["nnUNet_results"], epochs, iterations, stem.name))
+        return {"seconds_per_iteration": 2.0}
+
+    def pfseg_train(ws_root, network, epochs, iterations, seed, logfile):
+        calls.append((network, str(ws_root), epochs, iterations, logfile.name))
+        return {"seconds_per_iteration": {"pfseg": 0.5, "resunet3d": 0.1}[network]}
+
+    monkeypatch.setattr(nnunet_compare, "_nnunet_train", nnunet_train)
+    monkeypatch.setattr(nnunet_compare, "_pfseg_train", pfseg_train)
+    first = nnunet_compare.calibrate(tmp_path, tmp_path / "ws", {"X": "1"}, 15, "us", ("pfseg", "resunet3d"))
+    assert {k: v for k, v in first.items() if k != "load_average_1min"} == {
+        "nnunet": 2.0, "pfseg": 0.5, "resunet3d": 0.1, "pfseg_branches": "us"}
+    assert len(first["load_average_1min"]) == 2
+    assert calls == [("nnunet", str(tmp_path / "nnUNet_calibration"), 2, 15, "calibration_nnunet"),
+                     ("pfseg", str(tmp_path / "ws"), 2, 15, "calibration_pfseg.log"),
+                     ("resunet3d", str(tmp_path / "ws"), 2, 15, "calibration_resunet3d.log")]
+    calls.clear()
+    later = nnunet_compare.calibrate(tmp_path, tmp_path / "ws", {}, 15, "full", ("pfseg",), "_full")
+    assert set(later) == {"nnunet", "pfseg", "pfseg_branches", "load_average_1min"}
+    assert later["pfseg_branches"] == "full"
+    assert [c[-1] for c in calls] == ["calibration_nnunet_full", "calibration_pfseg_full.log"]
+    assert calls[0][1] == str(tmp_path / "nnUNet_calibration_full")
