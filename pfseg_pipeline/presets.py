@@ -74,8 +74,6 @@ TRAINING: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 50, "iterations_per_epoch": 10},
 }
 
-_DEFAULT_AUGMENTATION_REASON = ("rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
-                                "axis, gamma, noise, brightness and contrast; no elastic deformation")
 # reasons shared by every preset
 _COMMON_REASONS = {
     "training.epochs": "100 epochs, as in the paper",
@@ -153,7 +151,8 @@ _MEASURED_REASONS = {
                                     "were the same (on all training cases a whole volume's prior is the "
                                     "dataset's), and in a fold it leaves out the held-out cases, which the "
                                     "dataset prior counts",
-    "training.augmentation": _DEFAULT_AUGMENTATION_REASON + ": nnU-Net's "
+    "training.augmentation": "rotation +-15 deg and scaling 0.85-1.25 (p 0.2 each), mirroring on every "
+                             "axis, gamma, noise, brightness and contrast; no elastic deformation: nnU-Net's "
                              "stronger augmentation (recipe:e1) did not win at the study's 500 iterations, "
                              "-0.063 +- 0.052 mean Dice for PFSeg and -0.010 +- 0.007 for ResUNet3D",
 }

@@ -122,8 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ws = Workspace.resolve(args.workspace)
     check_preprocessed(ws, args.name)  # before the log file: a user error leaves nothing behind
-    if args.ablation is not None:   # e.g. --ablation us with a baseline: one clear line
-        NETWORKS[args.network].options(args.ablation)
     split, fold = _split_and_fold(args)
     settings = tuple(parse_setting(s) for s in args.settings)
     run = None   # the run's plans (fold_directory reads plans.json itself where it needs them)

@@ -79,6 +79,9 @@ class NetworkSpec:
             return self.ablations[ablation].network_options()
         if ablation == FULL:
             return {}
+        if self.ablations:
+            raise UserError(f"--ablation {ablation!r} is not a row of {self.name} "
+                            f"(choose from {', '.join(self.ablations)})")
         with_rows = [n for n, s in NETWORKS.items() if s.ablations]
         raise UserError(f"--ablation {ablation} applies to --network {' or '.join(with_rows)} only")
 

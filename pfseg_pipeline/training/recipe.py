@@ -193,8 +193,6 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     dist = dist or ddp.DistContext()
     device = device or resolve_device("auto", dist.local_rank)
     check_preprocessed(workspace, name)
-    if ablation is not None:
-        network_spec(network).options(ablation)  # a row the network does not take is a UserError
     plans_file, dataset_file = workspace.plans_file(name), workspace.dataset_file(name)
     plans = load_plans(plans_file)
     fold_dir = fold_directory(workspace, name, network, fold, ablation, overrides.variant,
@@ -275,12 +273,14 @@ def fold_directory(workspace: Workspace, name: str, network: str, fold: str, abl
     `pfseg__us_sgd`. NETWORK alone holds the row the plans train by default (`ablation` None or
     that row: `registry.planned_ablation`), so another row gets its suffix: `pfseg__us` beside a
     full default, `pfseg__full` beside a segmentation-only one (a plan set so). `plans`: the run's
-    (default: the workspace's plans.json, read only when a row is named)."""
+    (default: the workspace's plans.json, read only when a row is named). A row the network does
+    not take (e.g. `us` for a baseline) is a UserError, before anything is read."""
     if variant is not None and (not VARIANT_NAME.fullmatch(variant) or variant in ABLATIONS):
         raise UserError(f"--variant {variant!r}: use letters, digits, '.' and '-' (not an ablation row's "
                         f"name: {', '.join(ABLATIONS)})")
     suffix = None
     if ablation is not None:
+        network_spec(network).options(ablation)  # a row the network does not take is a UserError
         plans = plans or load_plans(workspace.plans_file(name))
         suffix = None if ablation == planned_ablation(network, plans) else ablation
     parts = [p for p in (suffix, variant) if p]

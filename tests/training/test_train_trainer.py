@@ -178,8 +178,23 @@ def test_command_line_errors(tmp_path, make_workspace, capsys):
     ws = make_workspace(tmp_path / "ws", n_cases=3)
     assert _train(ws, "--network", "unet3d", "--ablation", "us") == 2
     assert "pfseg only" in capsys.readouterr().err
+    assert not ws.results(NAME).exists()    # refused before any folder or log file
     assert run(main, ["--help"]) == 0
     assert "torchrun" in capsys.readouterr().out
+
+
+def test_train_fold_refuses_a_row_the_network_does_not_take(tmp_path, make_workspace):
+    """The library's entry point refuses as the command does (one check, in fold_directory)."""
+    from pfseg_pipeline.errors import UserError
+    from pfseg_pipeline.training.recipe import fold_directory, train_fold
+
+    ws = make_workspace(tmp_path / "ws", n_cases=3)
+    with pytest.raises(UserError, match="pfseg only"):
+        train_fold(ws, NAME, "resunet3d", "0", ablation="us")
+    with pytest.raises(UserError, match="not a row of pfseg"):
+        fold_directory(ws, NAME, "pfseg", "0", ablation="no-such-row")
+    assert not ws.results(NAME).exists()
+    assert fold_directory(ws, NAME, "pfseg", "0", ablation="us").parent.name == "pfseg__us"
 
 
 @pytest.mark.parametrize("network", ["pfseg", "resunet3d"])
