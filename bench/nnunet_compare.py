@@ -81,9 +81,9 @@ PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
 # PFSeg's rows: "pfseg" trains the plan's branches (run_R_pfseg_BRANCHES.json); "pfseg_other" is
 # the other branches' runs where the records hold them for every run (read, never trained)
 BRANCH_NAMES = {"full": "whole method", "us": "segmentation network alone"}
-LABELS = {"pfseg": "PFSeg (whole volume, one pass), equal wall-clock",
-          "pfseg_other": "PFSeg, the other branches, equal wall-clock",
-          "resunet3d": "ResUNet3D (sliding window), equal wall-clock",
+# the table's rows in order; the two PFSeg rows are labelled by the branches they trained (`_markdown`)
+ROWS = ("pfseg", "pfseg_other", "resunet3d", "resunet3d_iterations", "nnunet_mirroring", "nnunet")
+LABELS = {"resunet3d": "ResUNet3D (sliding window), equal wall-clock",
           "resunet3d_iterations": "ResUNet3D (sliding window), equal iterations",
           "nnunet_mirroring": "nnU-Net 3d_fullres, default inference (mirroring)",
           "nnunet": "nnU-Net 3d_fullres, no mirroring"}
@@ -309,7 +309,7 @@ def _speed(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dict], ite
     pfseg_model, nnunet_model, which = _speed_models(root, ws_root, nn_env, nnunet_runs, iterations,
                                                      pfseg_key)
     out = {"pfseg": _pfseg_predict(pfseg_model, root / "test", root / "speed_pfseg", rounds=3),
-           "models": which}
+           "models": which, "pfseg_model": pfseg_model.name}   # e.g. pfseg_full_2: its branches and run
     for key, mirroring in (("nnunet", False), ("nnunet_mirroring", True)):
         out[key] = _nnunet_predict(nnunet_model, root / "test", root / f"speed_{key}", mirroring, rounds=3)
     return out
@@ -502,7 +502,7 @@ def summarise(run_results: list[dict]) -> dict:
     """Per method and region: the mean over the runs of the test-set mean Dice / HD95, with the
     runs' lowest and highest."""
     out: dict = {}
-    for key in LABELS:
+    for key in ROWS:
         if not all(key in r["scores"] for r in run_results):
             continue
         out[key] = {}
@@ -612,7 +612,7 @@ def _markdown(f: dict) -> str:
     labels = {**LABELS,
               "pfseg": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, one pass), equal wall-clock",
               "pfseg_other": f"PFSeg ({BRANCH_NAMES[other]}, not the plan's), equal wall-clock"}
-    for key, label in labels.items():
+    for key in ROWS:
         if key not in summary:
             continue
         train = first["train"][key]
@@ -620,7 +620,7 @@ def _markdown(f: dict) -> str:
         cells = [_cell(summary[key][f"{r}_dice"], 3) for r in REGIONS]
         cells += [_cell(summary[key][f"{r}_hd95"], 1) for r in REGIONS]
         speed = f["predict"].get(key, {}).get("seconds_per_case")
-        lines.append(f"| {label} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
+        lines.append(f"| {labels[key]} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
                      + f" | {'-' if speed is None else f'{speed:.2f}'} |")
     lines += per_run_lines(f["run_results"])
     lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
