@@ -129,18 +129,27 @@ class CachedCaseLoader(DataLoader):
             self._foreground[case_id] = coords
         return self._foreground[case_id]
 
-    def _patch_start(self, case_id: str, seg: np.ndarray) -> list[int]:
-        """Start of the final patch (without margin) on the cached grid."""
+    def start_ranges(self, seg: np.ndarray) -> list[tuple[int, int]]:
+        """Per axis, the inclusive range a uniformly placed region's start is drawn from: the
+        placement range, widened by `max_shift_zyx` for whole volumes."""
         ranges = [placement_range(e, s) for e, s in zip(seg.shape, self.patch_shape)]
-        if not self.random_placement:
-            return [(lo + hi) // 2 for lo, hi in ranges]
-        if not self.whole_volume and np.random.uniform() < self.foreground_fraction:
-            voxels = self.foreground_voxels(case_id, seg)
-            if len(voxels):
-                centre = voxels[np.random.randint(len(voxels))]
-                return [int(c) - s // 2 for c, s in zip(centre, self.patch_shape)]
         if self.whole_volume:
             ranges = [(lo - m, hi + m) for (lo, hi), m in zip(ranges, self.max_shift)]
+        return ranges
+
+    def foreground_starts(self, case_id: str, seg: np.ndarray) -> np.ndarray:
+        """(N, 3) starts of the patches centred on the case's `foreground_voxels`."""
+        return self.foreground_voxels(case_id, seg) - np.asarray([s // 2 for s in self.patch_shape])
+
+    def _patch_start(self, case_id: str, seg: np.ndarray) -> list[int]:
+        """Start of the final patch (without margin) on the cached grid."""
+        ranges = self.start_ranges(seg)
+        if not self.random_placement:   # the centre (the shift widens both ends alike)
+            return [(lo + hi) // 2 for lo, hi in ranges]
+        if not self.whole_volume and np.random.uniform() < self.foreground_fraction:
+            starts = self.foreground_starts(case_id, seg)
+            if len(starts):
+                return [int(c) for c in starts[np.random.randint(len(starts))]]
         return [np.random.randint(lo, hi + 1) for lo, hi in ranges]
 
     def sample(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:

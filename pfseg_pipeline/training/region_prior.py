@@ -9,9 +9,9 @@ region it fills, from the fold's own training cases and the network's own sampli
   trains on the whole HR volume placed around the brain; a patch-based one on patches centred
   on a tumour voxel for `patch_based.foreground_oversampling` of the samples and anywhere in
   the placement range otherwise, so its patches hold more tumour than the volume does. The
-  expected share is computed exactly for the loader's own placement rule
-  (`data_loader.CachedCaseLoader`: its placement range, its sample of tumour voxels): box sums of
-  an integral image over every start the rule can draw, no sampling. Augmentation is left out
+  expected share is computed exactly for the loader's own placement rule (the starts its
+  sampling draws from: `data_loader.CachedCaseLoader.start_ranges` and `.foreground_starts`):
+  box sums of an integral image over every start the rule can draw, no sampling. Augmentation is left out
   (rotation and mirroring keep a patch's tumour share; scaling moves it a little either way).
 
 The result is recorded with the run (train_summary.json and the checkpoint's `run_info`), since
@@ -31,7 +31,7 @@ from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import load_npz
 from pfseg_pipeline.planners.planner import PRIOR_MAX, PRIOR_MIN
 from pfseg_pipeline.plans import Plans
-from pfseg_pipeline.training.data_loader import CachedCaseLoader, placement_range
+from pfseg_pipeline.training.data_loader import CachedCaseLoader
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,17 @@ def fold_region_prior(plans: Plans, cases_dir: Path, case_ids: Sequence[str], wh
     shape = list(plans.hr_shape_zyx if whole_volume else plans.patch_based.patch_shape_zyx)
     fraction = 0.0 if whole_volume else plans.patch_based.foreground_oversampling
     loader = CachedCaseLoader(cases_dir, list(case_ids), shape, 1, whole_volume=whole_volume,
-                              foreground_fraction=fraction)
+                              foreground_fraction=fraction, max_shift_zyx=max_shift_zyx)
     shares = np.zeros((len(case_ids), len(region_names(plans.target))))
     for i, case_id in enumerate(case_ids):
         seg = _cached_seg(Path(cases_dir) / f"{case_id}.npz")
         masks = labels_to_regions(seg, plans.scheme, plans.target)
-        ranges = [placement_range(e, s) for e, s in zip(seg.shape, shape)]
-        if whole_volume:
-            ranges = [(lo - m, hi + m) for (lo, hi), m in zip(ranges, max_shift_zyx)]
-        uniform = np.stack(np.meshgrid(*(np.arange(lo, hi + 1) for lo, hi in ranges), indexing="ij"),
-                           -1).reshape(-1, 3)
-        foreground = loader.foreground_voxels(case_id, seg)    # the loader's own sample of tumour voxels
-        centred = foreground - np.asarray([s // 2 for s in shape]) if len(foreground) else None
+        uniform = np.stack(np.meshgrid(*(np.arange(lo, hi + 1) for lo, hi in loader.start_ranges(seg)),
+                                       indexing="ij"), -1).reshape(-1, 3)
+        centred = loader.foreground_starts(case_id, seg)    # the loader's own sample of tumour voxels
         for k, mask in enumerate(masks):
             share = box_sums(mask, uniform, shape).mean()
-            if fraction and centred is not None:
+            if fraction and len(centred):
                 share = fraction * box_sums(mask, centred, shape).mean() + (1 - fraction) * share
             shares[i, k] = share / float(np.prod(shape))
     return [float(f"{min(PRIOR_MAX, max(PRIOR_MIN, float(v))):.4g}") for v in shares.mean(axis=0)]

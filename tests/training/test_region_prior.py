@@ -123,3 +123,27 @@ def test_a_fold_run_records_its_own_prior_per_network(tmp_path, make_workspace, 
         torch.testing.assert_close(model.output_head().bias.detach(), expected, rtol=0, atol=1e-4)   # lr 1e-7
         priors[network] = recorded["values"]
     assert priors["resunet3d"][0] > priors["pfseg"][0]
+
+
+def test_the_whole_volume_prior_counts_the_loaders_shift(cases, make_plans):
+    """With a shift beyond the slack (the paper's shift augmentation) the HR region cuts through the
+    tumour for some starts: the prior is the exact mean over the loader's widened range, and it
+    differs from the unshifted one."""
+    from pfseg_pipeline.data.labels import labels_to_regions
+
+    plans = make_plans(hr=(8, 16, 16))
+    shift = (0, 4, 4)
+    ids = ["a", "b"]
+    shifted = fold_region_prior(plans, cases, ids, whole_volume=True, max_shift_zyx=shift)
+    plain = fold_region_prior(plans, cases, ids, whole_volume=True)
+    loader = CachedCaseLoader(cases, ids, plans.hr_shape_zyx, 1, whole_volume=True, max_shift_zyx=shift)
+    expected = []
+    for case_id in ids:
+        seg = np.load(cases / f"{case_id}.npz")["seg"]
+        masks = labels_to_regions(seg, plans.scheme, plans.target).astype(np.int64)
+        ranges = [(lo - m, hi + m) for (lo, hi), m in
+                  zip((placement_range(e, s) for e, s in zip(seg.shape, plans.hr_shape_zyx)), shift)]
+        assert loader.start_ranges(seg) == ranges
+        expected.append(_brute_force(masks, plans.hr_shape_zyx, ranges, [], 0.0))
+    assert shifted == pytest.approx(np.mean(expected, axis=0).tolist(), rel=1e-3)
+    assert shifted != pytest.approx(plain, rel=1e-3)
