@@ -67,8 +67,8 @@ def read_volume(path: str | os.PathLike, dtype=np.float32, check_finite: bool = 
     array, geometry = read_sitk_channels(path, None if channel is None else [channel])
     if channel is None and array.shape[0] != 1:
         raise UserError(f"{path}: expected a 3D image, found {array.shape[0]} volumes")
-    if check_finite and not np.isfinite(array).all():
-        raise UserError(f"{path}: contains NaN or Inf voxels")
+    if check_finite:
+        nifti.require_finite(array, path)
     return array[0].astype(dtype, copy=False), geometry
 
 
@@ -77,8 +77,7 @@ def read_channels(path: str | os.PathLike, channels: Sequence[int]) -> tuple[np.
     channels = [int(c) for c in channels]
     if _is_sitk(path):
         array, geometry = read_sitk_channels(path, channels)
-        if not np.isfinite(array).all():
-            raise UserError(f"{path}: contains NaN or Inf voxels")
+        nifti.require_finite(array, path)
         return array, geometry
     return nifti.read_channels(path, channels)
 

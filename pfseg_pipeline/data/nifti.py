@@ -190,10 +190,16 @@ def _data(read: Callable[[], Any], path: Path, dtype) -> np.ndarray:
         raise UserError(f"{path}: {data_error(exc)}") from exc
 
 
+def require_finite(array: np.ndarray, path: str | os.PathLike) -> None:
+    """NaN or Inf voxels in `array` (read from `path`, whatever its format) are a UserError."""
+    if not np.isfinite(array).all():
+        raise UserError(f"{path}: contains NaN or Inf voxels")
+
+
 def _checked_zyx(data_cxyz: np.ndarray, path: Path, dtype, check_finite: bool) -> np.ndarray:
     """(C, X, Y, Z) voxels as a contiguous (C, Z, Y, X) array of `dtype`, NaN or Inf refused."""
-    if check_finite and not np.isfinite(data_cxyz).all():
-        raise UserError(f"{path}: contains NaN or Inf voxels")
+    if check_finite:
+        require_finite(data_cxyz, path)
     array = np.ascontiguousarray(data_cxyz.transpose(0, 3, 2, 1))
     return array if array.dtype == dtype else array.astype(dtype)
 

@@ -145,3 +145,17 @@ def test_a_truncated_4d_nifti_is_one_line_naming_it_for_one_channel_or_several(t
         image_io.read_volume(short, channel=2)
     with pytest.raises(UserError, match="short.nii: "):
         image_io.read_channels(short, [0, 2])
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nii.gz"])
+def test_nan_or_inf_voxels_are_one_line_naming_the_file_in_every_format(tmp_path, suffix):
+    volume = np.zeros(SHAPE_ZYX, np.float32)
+    volume[3, 4, 5], volume[0, 0, 0] = np.nan, np.inf
+    path = tmp_path / f"scan{suffix}"
+    image = sitk.GetImageFromArray(volume)     # SimpleITK's arrays are (Z, Y, X)
+    sitk.WriteImage(image, str(path))
+    for read in (image_io.read_volume, lambda p: image_io.read_channels(p, [0])):
+        with pytest.raises(UserError, match=f"{path.name}: contains NaN or Inf voxels"):
+            read(path)
+    array, _ = image_io.read_volume(path, check_finite=False)   # verify counts them itself
+    assert int(np.isnan(array).sum()) == 1 and int(np.isinf(array).sum()) == 1
