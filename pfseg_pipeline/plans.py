@@ -127,6 +127,9 @@ class TrainingPlan:
     # whose Dice may steer training (plateau, early stopping, best checkpoint); 0: none
     monitor_fraction: float = 0.0
     early_stopping_patience: int = 0   # epochs without a better monitor Dice; 0: never stop early
+    # the fold's reported validation cases are scored (logged only) every this many epochs and
+    # after the last; monitor cases, which may steer training, are scored every epoch
+    validation_interval: int = 1
     ssl_pool: int = 10             # SSL pooling factor k
     # per output region, the fraction of the HR volume it fills in the training data: the seg
     # head's bias starts at logit(prior) (empty: PyTorch's default init, as the paper's code)
@@ -301,6 +304,8 @@ class Plans:
             raise bad("training.grad_clip", "must be 0 (no clipping) or positive")
         if not 0 <= t.momentum < 1 or t.weight_decay < 0:
             raise bad("training.momentum", "must be in [0, 1) and training.weight_decay >= 0")
+        if t.validation_interval < 1:
+            raise bad("training.validation_interval", f"must be at least 1, got {t.validation_interval}")
         if not 0 <= t.monitor_fraction < 1:
             raise bad("training.monitor_fraction", f"must be in [0, 1), got {t.monitor_fraction}")
         if not 0 < t.plateau_factor < 1 or t.plateau_patience < 0 or t.early_stopping_patience < 0 \

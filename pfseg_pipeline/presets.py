@@ -71,7 +71,7 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER_AUGMEN
 TRAINING: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {**PAPER_RECIPE, "augmentation": PAPER_AUGMENTATION},
-    "demo": {"epochs": 50, "iterations_per_epoch": 10},
+    "demo": {"epochs": 50, "iterations_per_epoch": 10, "validation_interval": 5},
 }
 
 # reasons shared by every preset
@@ -89,6 +89,8 @@ _COMMON_REASONS = {
                            "cases are present",
     "training.augmentation.mirror_axes": "every axis may flip in training, so test-time augmentation "
                                          "averages over the same flips",
+    "training.validation_interval": "1: the fold's validation Dice after every epoch, a progress curve "
+                                    "that steers nothing",
 }
 _NO_MONITOR = {
     "training.monitor_fraction": "0: no monitor cases, every training case trains; the fold's validation "
@@ -189,7 +191,11 @@ TRAINING_REASONS: dict[str, dict[str, str]] = {
     "paper": {**_COMMON_REASONS, **_PAPER_REASONS},
     "demo": {**_COMMON_REASONS, **_MEASURED_REASONS,
              "training.epochs": "demo preset: 50 epochs of 10 iterations",
-             "training.iterations_per_epoch": "demo preset: 10 iterations per epoch, a fixed short run"},
+             "training.iterations_per_epoch": "demo preset: 10 iterations per epoch, a fixed short run",
+             "training.validation_interval": "demo preset: the validation cases every 5 epochs and after the "
+                                             "last: at 10 iterations per epoch, scoring them after every "
+                                             "epoch took 127 of the demo's 835 training seconds "
+                                             "(2026-12-01)"},
 }
 
 

@@ -67,6 +67,7 @@ def test_the_augmentation_takes_a_named_plan(plans):
     (("training.lr", "fast"), "--set: field 'training.lr' must be a number"),
     (("training.lr", -1.0), "--set: field 'training.lr' must be positive"),
     (("training.monitor_fraction", 1.0), "training.monitor_fraction' must be in [0, 1)"),
+    (("training.validation_interval", 0), "training.validation_interval' must be at least 1, got 0"),
     (("normalization", "minmax"), "what the preprocessed cache was built from"),
     (("target_spacing_zyx", [2.0, 2.0, 2.0]), "re-run pfseg_plan_and_preprocess"),
     (("memory.budget_gb", 4), "'memory' records the planning and is not a setting"),

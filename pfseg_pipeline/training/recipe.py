@@ -162,7 +162,8 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
                                    grad_clip=training.grad_clip or None, amp=overrides.amp,
                                    use_best=overrides.use_best, progress_bar=overrides.progress_bar,
-                                   early_stopping_patience=training.early_stopping_patience)
+                                   early_stopping_patience=training.early_stopping_patience,
+                                   validation_interval=training.validation_interval)
     return Trainer(model, loss, batches, validation, optimizer, scheduler, device, output_dir, plans,
                    trainer_options, info, dist, monitor=monitor)
 

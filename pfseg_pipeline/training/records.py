@@ -2,7 +2,8 @@
 
 `history` is a list of one dict per epoch (kept in the checkpoint, so a resumed run rewrites
 the same file): `epoch`, `loss` and `loss_<term>`, `val_dice_<region>` and `val_dice_mean`
-(with validation), `lr`, and the timing columns, whose names end in `_seconds`.
+(with validation, in the epochs it was scored after; blank in the others), `lr`, and the
+timing columns, whose names end in `_seconds`.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def plot_progress(path: Path, history: list[dict]) -> None:
         axes[0].plot(epochs, [row.get(name) for row in history], label=name, lw=2 if name == "loss" else 1)
     axes[0].set_ylabel("training loss")
     dice_cols = [c for c in cols if c.startswith("val_dice_")]
-    for name in dice_cols:
-        axes[1].plot(epochs, [row.get(name) for row in history], label=name[len("val_dice_"):])
+    for name in dice_cols:   # the epochs it was scored after (training.validation_interval)
+        scored = [row for row in history if name in row]
+        axes[1].plot([row["epoch"] for row in scored], [row[name] for row in scored],
+                     marker="." if len(scored) < len(history) else None, label=name[len("val_dice_"):])
     axes[1].set_ylabel("validation Dice")
     if not dice_cols:
         axes[1].text(0.5, 0.5, "no validation cases in this split", ha="center", transform=axes[1].transAxes)

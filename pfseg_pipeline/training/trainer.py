@@ -89,6 +89,7 @@ class TrainOptions:
     progress_bar: bool = True
     plot: bool = True
     early_stopping_patience: int = 0  # epochs without a better monitor Dice before stopping; 0: never
+    validation_interval: int = 1      # the reported validation cases every this many epochs and the last
 
 
 PLOT_EVERY_SECONDS = 30.0
@@ -309,10 +310,15 @@ class Trainer:
         row[f"{prefix}_dice_mean"] = sum(dice) / len(dice)
         return row
 
+    def _validates(self, epoch: int) -> bool:
+        """Whether the reported validation cases are scored after `epoch`: every
+        `validation_interval` epochs, counted from the first, and after the last."""
+        return (epoch + 1) % self.options.validation_interval == 0 or epoch + 1 == self.options.epochs
+
     def _end_epoch(self, epoch: int, losses: dict, train_seconds: float, start: float) -> None:
         row = {"epoch": epoch, **losses}
         val_start = time.perf_counter()
-        if self.validation is not None:
+        if self.validation is not None and self._validates(epoch):
             row.update(self._dice_columns("val", self.validation))      # logged: steers nothing
         if self.monitor is not None:
             row.update(self._dice_columns("monitor", self.monitor))
@@ -329,7 +335,7 @@ class Trainer:
         self.history.append(row)
         improved = False
         key = {"monitor": "monitor_dice_mean", "validation": "val_dice_mean"}.get(self.best["on"])
-        if key is not None:
+        if key in row:   # the reported cases (--use-best) are compared where they were scored
             improved = self.best["dice"] is None or row[key] > self.best["dice"]
             if improved:
                 self.best.update(dice=row[key], epoch=epoch)

@@ -282,6 +282,39 @@ def test_the_reported_cases_choose_a_best_checkpoint_only_when_asked(tmp_path, m
         assert summary["best_selected_on"] is None and summary["reported_checkpoint"] == "final"
 
 
+def test_the_reported_cases_are_scored_every_interval_and_after_the_last_epoch(tmp_path, make_plans):
+    """validation_interval 3 over 7 epochs: the reported cases after epochs 2, 5 and 6 (the last),
+    the monitor cases after every epoch; metrics.csv leaves the other epochs' cells blank, the
+    progress plot draws the scored epochs, and --use-best picks among the scored ones."""
+    from pfseg_pipeline.training.records import plot_progress
+
+    validation, monitor = _Dice([0.2, 0.6, 0.4]), _Dice([0.1] * 7)
+    trainer = _fixed_step_trainer(tmp_path, make_plans, validation, monitor, epochs=7,
+                                  validation_interval=3, use_best=True)
+    assert trainer.fit() is None
+    assert validation.calls == 3 and monitor.calls == 7
+    assert [row.get("val_dice_mean") for row in trainer.history] == pytest.approx(
+        [None, None, 0.2, None, None, 0.6, 0.4])
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["val_dice_WT"] for r in rows] == ["", "", "0.2", "", "", "0.6", "0.4"]
+    assert all(r["monitor_dice_mean"] for r in rows)
+    plot_progress(tmp_path / "progress.png", trainer.history)
+    assert (tmp_path / "progress.png").stat().st_size > 1000
+    # best on the monitor cases when there are some: every epoch ties at 0.1, the first stays
+    assert trainer.best == {"dice": pytest.approx(0.1), "epoch": 0, "on": "monitor"}
+
+
+def test_use_best_on_the_reported_cases_compares_only_the_scored_epochs(tmp_path, make_plans):
+    validation = _Dice([0.2, 0.6, 0.4])
+    trainer = _fixed_step_trainer(tmp_path, make_plans, validation, None, epochs=5,
+                                  validation_interval=2, use_best=True)
+    assert trainer.fit() is None
+    assert validation.calls == 3    # after epochs 1, 3 and 4 (the last)
+    assert trainer.best == {"dice": pytest.approx(0.6), "epoch": 3, "on": "validation"}
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == 4
+
+
 @pytest.mark.parametrize("every, drawn", [(3600.0, [1, 4]), (0.0, [1, 2, 3, 4])])
 def test_progress_png_is_redrawn_at_most_every_interval_and_at_the_end(tmp_path, make_plans, monkeypatch,
                                                                        every, drawn):
