@@ -91,10 +91,10 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     """The Trainer of `network` (an ablation row for pfseg; None: the plans' own,
     `registry.planned_ablation`) on these cases, as the plans say.
 
-    `val_ids` are the cases the run reports: their per-epoch Dice is only logged. With
-    `plans.training.monitor_fraction` > 0, monitor cases are carved from `train_ids` (and not
-    trained on): only their Dice steers the plateau schedule, early stopping and the best
-    checkpoint. Seeds every generator with the plans' seed (or the override) before the weights
+    `val_ids` are the cases the run reports: their Dice (every `validation_interval` epochs) is
+    only logged. With `plans.training.monitor_fraction` > 0, monitor cases are carved from
+    `train_ids` (and not trained on): only their Dice steers the plateau schedule, early stopping
+    and the best checkpoint. Seeds every generator with the plans' seed (or the override) before the weights
     are drawn, so every rank starts from the same weights; the seg head starts at the planned
     region prior.
     """

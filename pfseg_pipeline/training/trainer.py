@@ -5,7 +5,8 @@ Per epoch: `iterations_per_epoch` steps (`networks.step.train_step`: mixed preci
 only, gradient clipping; a per-iteration schedule sets the rate before each), then the Dice per
 region of two kinds of held-out cases, each a callable (`training.validation.ValidationCases`):
 
-- `validation`: the cases the fold REPORTS (its validation cases). Their Dice is logged
+- `validation`: the cases the fold REPORTS (its validation cases), scored every
+  `validation_interval` epochs and after the last. Their Dice is logged
   (`val_dice_*`, the progress curve) and steers nothing, with one explicit exception: with
   `use_best` and no monitor cases, checkpoint_best.pt is chosen on them (labelled so).
 - `monitor`: cases carved from the fold's training cases (`plans.training.monitor_fraction`),
@@ -119,7 +120,8 @@ class Trainer:
     network, loss : the network and its loss (`compute(outputs, batch) -> (total, terms)`).
     train_batches : an endless batch iterator with `set_epoch(epoch)` and `close(force=False)`
         (`force`: stop the workers without draining their queues, after a second stop signal).
-    validation : the per-epoch Dice of the fold's reported cases (logged only), or None.
+    validation : the Dice of the fold's reported cases (logged only; every
+        `options.validation_interval` epochs and after the last), or None.
     optimizer, scheduler : built from the plans (`training.recipe`).
     device, plans, options, run_info : where it runs, the plans (stored in checkpoints), the loop's
         options and what train_summary.json records about the run (`network`, its options, ...).
