@@ -314,7 +314,8 @@ class Trainer:
 
     def _validates(self, epoch: int) -> bool:
         """Whether the reported validation cases are scored after `epoch`: every
-        `validation_interval` epochs, counted from the first, and after the last."""
+        `validation_interval` epochs, counted from the first, and after the last planned one (and
+        after an early stop's, `_end_epoch`)."""
         return (epoch + 1) % self.options.validation_interval == 0 or epoch + 1 == self.options.epochs
 
     def _end_epoch(self, epoch: int, losses: dict, train_seconds: float, start: float) -> None:
@@ -344,6 +345,8 @@ class Trainer:
         patience = self.options.early_stopping_patience
         if self.monitor is not None and patience and epoch - self.best["epoch"] >= patience:
             self.stopped_early = epoch
+            if self.validation is not None and not self._validates(epoch):   # the run's last epoch
+                row.update(self._dice_columns("val", self.validation))
         if self.dist.is_main:
             write_metrics_csv(self.output_dir / "metrics.csv", self.history)
         self._plot(force=False)   # every way out of _fit forces the last one

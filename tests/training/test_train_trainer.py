@@ -305,6 +305,19 @@ def test_the_reported_cases_are_scored_every_interval_and_after_the_last_epoch(t
     assert trainer.best == {"dice": pytest.approx(0.1), "epoch": 0, "on": "monitor"}
 
 
+def test_an_early_stop_scores_the_reported_cases_after_its_last_epoch(tmp_path, make_plans):
+    """The monitor's best is epoch 0; patience 2 stops after epoch 2, which interval 5 would not
+    score: the run's last row still holds the reported cases' Dice."""
+    validation, monitor = _Dice([0.7]), _Dice([0.5, 0.4, 0.3])
+    trainer = _fixed_step_trainer(tmp_path, make_plans, validation, monitor, epochs=10,
+                                  early_stopping_patience=2, validation_interval=5)
+    assert trainer.fit() is None
+    assert trainer.stopped_early == 2 and validation.calls == 1 and monitor.calls == 3
+    assert [row.get("val_dice_mean") for row in trainer.history] == pytest.approx([None, None, 0.7])
+    with open(tmp_path / "metrics.csv") as f:
+        assert [r["val_dice_mean"] for r in csv.DictReader(f)] == ["", "", "0.7"]
+
+
 def test_use_best_on_the_reported_cases_compares_only_the_scored_epochs(tmp_path, make_plans):
     validation = _Dice([0.2, 0.6, 0.4])
     trainer = _fixed_step_trainer(tmp_path, make_plans, validation, None, epochs=5,
