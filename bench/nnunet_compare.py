@@ -334,6 +334,11 @@ def _speed_models(root: Path, ws_root: Path, nn_env: dict, nnunet_runs: list[dic
 
 
 # ---- the study ----------------------------------------------------------------------------------
+def _other_branches(branches: str) -> str:
+    """The PFSeg branches the plan does not train (their kept runs are the `pfseg_other` row)."""
+    return next(b for b in BRANCH_NAMES if b != branches)
+
+
 def calibrate(root: Path, ws_root: Path, nn_env: dict, iterations: int, branches: str, networks: tuple,
               suffix: str = "") -> dict:
     """Seconds per training iteration of nnU-Net, then of each pfseg network (two epochs of
@@ -441,7 +446,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                            "optimizer": plans.training.optimizer, "lr": plans.training.lr,
                            "pfseg_branches": plans.training.pfseg_branches}
         branches = plans.training.pfseg_branches
-        other = next(b for b in BRANCH_NAMES if b != branches)
+        other = _other_branches(branches)
 
         # ---- calibration: seconds per training iteration of each, one after the other
         # the calibration first: it alone is timed, so it alone needs the machine to itself; every
@@ -566,7 +571,7 @@ def _markdown(f: dict) -> str:
     first = f["run_results"][0]
     pp, nnp, cal = f["pfseg_plan"], f["nnunet_plan"], f["calibration"]
     branches = pp.get("pfseg_branches", "full")
-    other = next(b for b in BRANCH_NAMES if b != branches)
+    other = _other_branches(branches)
     later = f.get("calibration_pfseg")
     x = "x".join
     lines = [

@@ -94,9 +94,9 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
     `val_ids` are the cases the run reports: their Dice (every `validation_interval` epochs) is
     only logged. With `plans.training.monitor_fraction` > 0, monitor cases are carved from
     `train_ids` (and not trained on): only their Dice steers the plateau schedule, early stopping
-    and the best checkpoint. Seeds every generator with the plans' seed (or the override) before the weights
-    are drawn, so every rank starts from the same weights; the seg head starts at the planned
-    region prior.
+    and the best checkpoint. Seeds every generator with the plans' seed (or the override) before
+    the weights are drawn, so every rank starts from the same weights; the seg head starts at the
+    planned region prior.
     """
     from pfseg_pipeline.training.data_loader import build_training_batches
     from pfseg_pipeline.training.region_prior import run_region_prior
