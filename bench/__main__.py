@@ -5,6 +5,7 @@
     python -m bench metrics_speed inference_speed
     python -m bench recipe --iterations 500    # the recipe study (hours; not part of `all`)
     python -m bench branches                   # the SR decoder and SGM at LR scale 1 (an hour; not in `all`)
+    python -m bench tta                        # mirror TTA against one pass (40 minutes; not in `all`)
 
 Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section (a module
 with its own options also has `options(argv) -> dict`, given the rest of the line); every
@@ -39,8 +40,9 @@ BENCHMARKS = (
     "nnunet_compare",     # pfseg vs nnU-Net v2 3d_fullres at equal budget
     "recipe",             # each training-recipe change against today's default (hours: named only)
     "branches",           # PFSeg's SR decoder and SGM at LR scale 1, ET-free test cases (an hour: named only)
+    "tta",                # mirror test-time augmentation against one pass, same models (40 min: named only)
 )
-NOT_IN_ALL = ("recipe", "branches")
+NOT_IN_ALL = ("recipe", "branches", "tta")
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 

@@ -75,6 +75,7 @@ class Row:
     networks: tuple = ("pfseg", "resunet3d")
     lr_scale: int | None = None          # re-planned with --lr-scale (None: the planner's choice)
     ablation: str = "full"
+    tta: bool = False                    # also predict the test cases with mirror TTA (same model)
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -337,9 +338,7 @@ class Study:
 
     def _train_and_score(self, row: Row, network: str, seed: int, iterations: int, out: Path) -> dict:
         from pfseg_pipeline.data.layouts import discover
-        from pfseg_pipeline.evaluation.evaluate import evaluate_folder
         from pfseg_pipeline.fileio import read_json, write_json
-        from pfseg_pipeline.inference.pipeline import predict_folder
         from pfseg_pipeline.plans import load_plans
         from pfseg_pipeline.plans_settings import apply_settings
         from pfseg_pipeline.training.recipe import Overrides, fold_directory, train_fold
@@ -359,30 +358,44 @@ class Study:
             raise KeyboardInterrupt   # a signal stopped the training: stop the study (rerun to resume)
         train_seconds = time.perf_counter() - t0
         fold = fold_directory(ws, name, network, "all", row.ablation, variant)
-        pred = fold.parent / "test_predictions"
         test = discover(self.test_raw, tuple(planned.modalities), require_label=True).cases
-        predict_folder(None, pred, fold.parent, cases=test, folds=["all"], device="cpu", overwrite=True,
-                       workers=1, progress=False)
-        summary = evaluate_folder(self.test_raw, pred, scheme=planned.scheme, target=planned.target,
-                                  write=False, progress=False)
+        scored = self._predict_and_score(fold, test, planned, tta=False)
         train = read_json(fold / "train_summary.json")
         result = {
             "row": row.key, "network": network, "seed": seed, "ablation": row.ablation,
             "settings": {k: v for k, v in settings}, "epochs": epochs, "iterations_per_epoch": ipe,
             "iterations": epochs * ipe, "lr_scale_zyx": planned.lr_scale_zyx,
-            "hr_shape_zyx": planned.hr_shape_zyx,
-            "dice": {r: summary["summary"][r]["dice"]["mean"] for r in REGIONS},
-            "hd95": {r: summary["summary"][r]["hd95"]["mean"] for r in REGIONS},
-            "per_case_dice": {c["case"]: {r: c[r]["dice"] for r in REGIONS} for c in summary["per_case"]},
-            "per_case_voxels": voxel_counts(summary),
+            "hr_shape_zyx": planned.hr_shape_zyx, **scored,
             "seconds_per_iteration": train.get("seconds_per_iteration"), "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - t0,
             "predicted_peak_bytes": (planned.memory.get("predicted_peak_bytes") or {}).get(network),
             "region_prior": train.get("region_prior"), "torch_threads": train.get("torch_threads"),
             "num_workers": train.get("num_workers")}
+        if row.tta:    # the same model's predictions averaged over the mirrors training flipped
+            result["tta"] = self._predict_and_score(fold, test, planned, tta=True)
+        result["wall_seconds"] = time.perf_counter() - t0
         write_json(out, result)
         shutil.rmtree(fold.parent)     # checkpoints and predictions: the JSON holds what the table needs
         return result
+
+    def _predict_and_score(self, fold: Path, test, planned, tta: bool) -> dict:
+        """Predict the test cases with the fold's final model (with or without mirror TTA) on
+        one process and score them: Dice, HD95, per case, ET voxel counts, and the median
+        network seconds per case."""
+        from pfseg_pipeline.evaluation.evaluate import evaluate_folder
+        from pfseg_pipeline.fileio import read_json
+        from pfseg_pipeline.inference.pipeline import predict_folder
+
+        pred = fold.parent / ("test_predictions_tta" if tta else "test_predictions")
+        predict_folder(None, pred, fold.parent, cases=test, folds=["all"], device="cpu", overwrite=True,
+                       workers=1, progress=False, tta=tta)
+        summary = evaluate_folder(self.test_raw, pred, scheme=planned.scheme, target=planned.target,
+                                  write=False, progress=False)
+        timings = read_json(pred / "timings.json")["per_case"]
+        return {"dice": {r: summary["summary"][r]["dice"]["mean"] for r in REGIONS},
+                "hd95": {r: summary["summary"][r]["hd95"]["mean"] for r in REGIONS},
+                "per_case_dice": {c["case"]: {r: c[r]["dice"] for r in REGIONS} for c in summary["per_case"]},
+                "per_case_voxels": voxel_counts(summary),
+                "predict_seconds_per_case": statistics.median(t["network"] for t in timings)}
 
 
 def voxel_counts(summary: dict) -> dict:
