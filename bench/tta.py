@@ -125,7 +125,7 @@ def markdown(f: dict) -> str:
             else:
                 mean, se, word = verdict([_mean_dice(t) - _mean_dice(p) for t, p in zip(shown, runs)])
                 word = {"wins": "TTA wins", "the simpler option stays": "one pass stays"}.get(word, word)
-                cells += [f"{mean:+.3f} ± {se:.3f}", word]
+                cells += [f"{mean:+.4f} ± {se:.4f}", word]     # the same weights: small, steady differences
             out.append(f"| {LABELS.get(network, network)} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -178,7 +178,7 @@ class Model:
 
 
 def load_model(source: PathLike, *, folds: Sequence[str | int] | None = None, checkpoint: str | None = None,
-               device: str | torch.device = "auto", backend: str | None = None, tta: bool = False,
+               device: str | torch.device = "auto", backend: str | None = None, tta: bool | None = None,
                label_scheme: str | None = None, postprocessing: bool = True) -> Model:
     """Load a trained model once, for `Model.segment` / `Model.segment_arrays`.
 
@@ -188,8 +188,9 @@ def load_model(source: PathLike, *, folds: Sequence[str | int] | None = None, ch
         network folder (`results/NAME/NETWORK[__VARIANT]`, or a copy of it).
     folds : the folds to ensemble (default: all); checkpoint : "final" (default) or "best".
     device : "auto", "cpu", "cuda" or "cuda:N"; backend : "torch", "onnxruntime" or "openvino" (CPU).
-    tta : average over the mirror flips training used; label_scheme : write labels in another
-        scheme ("brats2020", "brats2023"; default: the model's).
+    tta : average over the mirror flips training used (True) or one pass (False); default: the
+        model's plan (`training.tta`); label_scheme : write labels in another scheme ("brats2020",
+        "brats2023"; default: the model's).
     postprocessing : apply the model's postprocessing.json when it has one (as pfseg_predict
         does; False: as `pfseg_predict --no-postprocessing`).
     """

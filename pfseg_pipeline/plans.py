@@ -146,6 +146,11 @@ class TrainingPlan:
     # and SGM, every loss term) or "us" (the segmentation network alone, the ablation's US row);
     # the planner picks "full" (presets.pfseg_branches: the reason, per LR scale)
     pfseg_branches: str = "full"
+    # how a trained model predicts by default (pfseg_predict, the API, the end-of-training
+    # evaluation of held-out cases): the mean over the mirror combinations of
+    # augmentation.mirror_axes (True, nnU-Net's default) or one pass (False, the paper's);
+    # `pfseg_predict --tta / --no-tta` overrides it. Per-epoch validation is always one pass.
+    tta: bool = True
     aux_intensity: str = "as_is"
     aux_intensity_range: dict[str, list[float]] = field(default_factory=dict)   # planned from the data
     seed: int = 12345              # weights, sampling, augmentation

@@ -21,7 +21,7 @@ from pfseg_pipeline.plans import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-NEW_FIELDS = ("training.split_seed", "training.augmentation")
+NEW_FIELDS = ("training.split_seed", "training.augmentation", "training.tta")
 
 
 @pytest.mark.parametrize("preset", presets.PRESETS)

@@ -149,7 +149,7 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
                    model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
                    cases: Sequence[Case] | None = None, problems: Sequence[str] = (),
                    folds: Sequence[str | int] | None = None,
-                   checkpoint: str = "final", device: str = "auto", tta: bool = False,
+                   checkpoint: str = "final", device: str = "auto", tta: bool | None = None,
                    save_probabilities: bool = False, overwrite: bool = False, workers: int = 2,
                    exclude: Sequence[str] = (), label_scheme: LabelScheme | None = None,
                    progress: bool = True, output_format: str = "auto",
@@ -167,7 +167,8 @@ def predict_folder(input_dir: str | os.PathLike | None, output_dir: str | os.Pat
     cases : predict these cases instead of discovering `input_dir`.
     problems : with `cases`, the lines of the discovery that found them (bad cases of the
         folder): reported as failures, as when this function discovers the folder itself.
-    folds, checkpoint, device, tta : how to build the predictor from `model_dir`.
+    folds, checkpoint, device, tta : how to build the predictor from `model_dir` (`tta` None:
+        the plan's `training.tta`).
     save_probabilities : also write `<case>.npz` (source-grid probabilities, float16).
     overwrite : predict cases whose output exists (they are skipped otherwise).
     workers : reader threads; at most this many cases are read ahead (0: no threads).

@@ -59,7 +59,9 @@ class Predictor:
     plans : the plans the networks were built from (shapes, divisor, patch, step).
     network_name : registry name; its spec decides whole-volume vs sliding-window inference.
     device : where the networks run ("auto", "cpu", "cuda", or a torch.device).
-    tta : average over the mirror combinations of the axes training flipped as well.
+    tta : average over the mirror combinations of the axes training flipped as well (the
+        constructor does only when asked; `from_model_dir` / `from_loaded` follow the plan's
+        `training.tta` unless told).
     tile_batch : windows per forward pass in the sliding window.
     amp : autocast (float16) on CUDA; None = on for CUDA, off on the CPU.
     folds, checkpoint : where the models came from (recorded in timings.json).
@@ -86,8 +88,9 @@ class Predictor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str | int] | None = None,
                        checkpoint: str | None = None, device: str | torch.device = "auto",
-                       tta: bool = False, backend: str | None = None, **kwargs: Any) -> Predictor:
-        """A predictor over `load_models(model_dir, ...)`: a results network folder or a package."""
+                       tta: bool | None = None, backend: str | None = None, **kwargs: Any) -> Predictor:
+        """A predictor over `load_models(model_dir, ...)`: a results network folder or a package;
+        `tta` None: the plan's `training.tta`."""
         from pfseg_pipeline.inference.backends import backend_device
 
         loaded = load_models(model_dir, folds, checkpoint, device=backend_device(backend, device),
@@ -95,13 +98,15 @@ class Predictor:
         return cls.from_loaded(loaded, device, tta, **kwargs)
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModels, device: str | torch.device = "auto", tta: bool = False,
+    def from_loaded(cls, loaded: LoadedModels, device: str | torch.device = "auto", tta: bool | None = None,
                     **kwargs: Any) -> Predictor:
         """A predictor over what `load_models` returned, on `device` as the user asked for it
         ('auto', 'cpu', 'cuda' ...), held to the backend the models ended up on: an onnx package
-        loaded without `backend` runs on ONNX Runtime, so on the CPU even where CUDA is there."""
+        loaded without `backend` runs on ONNX Runtime, so on the CPU even where CUDA is there.
+        `tta` None: the plan's `training.tta` (the models' default inference)."""
         from pfseg_pipeline.inference.backends import backend_device
 
+        tta = loaded.plans.training.tta if tta is None else tta
         return cls(loaded.models, loaded.plans, loaded.network, device=backend_device(loaded.backend, device),
                    tta=tta, folds=loaded.folds, checkpoint=loaded.checkpoint, **kwargs)
 

@@ -63,11 +63,11 @@ class ValidationCases:
 
 @contextlib.contextmanager
 def predictor_for(network: torch.nn.Module, plans: Plans, device: torch.device,
-                  amp: bool = False) -> Iterator[Predictor]:
+                  amp: bool = False, tta: bool = False) -> Iterator[Predictor]:
     """A one-model `Predictor` around the network being trained; its train/eval mode is restored."""
     was_training = network.training
     try:
-        yield Predictor([network], plans, network.network_name, device=device, amp=amp)
+        yield Predictor([network], plans, network.network_name, device=device, amp=amp, tta=tta)
     finally:
         network.train(was_training)
 
@@ -98,7 +98,8 @@ def evaluate_cases(network: torch.nn.Module, plans: Plans, cases: Sequence[Case]
     from pfseg_pipeline.inference.pipeline import predict_folder
 
     out_dir = Path(out_dir)
-    with predictor_for(network, plans, device, amp) as predictor:
+    # as pfseg_predict will predict with this model: mirror TTA where the plan says (training.tta)
+    with predictor_for(network, plans, device, amp, tta=plans.training.tta) as predictor:
         report = predict_folder(None, out_dir, predictor=predictor, cases=list(cases), overwrite=True,
                                 workers=1, progress=False)
     for failure in report.failed:

@@ -43,12 +43,37 @@ def test_predicts_every_case_and_writes_timings(workspace, tmp_path):
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case_{i}.nii.gz" for i in range(3)]
     timings = json.loads((out / "timings.json").read_text())
     assert {"per_case", "device", "network", "folds", "tta"} <= set(timings)
-    assert timings["network"] == "pfseg" and timings["folds"] == ["0", "1"] and timings["tta"] is False
+    # the plan's default inference (training.tta: the mirrors)
+    assert timings["network"] == "pfseg" and timings["folds"] == ["0", "1"] and timings["tta"] is True
     assert [t["case"] for t in timings["per_case"]] == ["case_0", "case_1", "case_2"]
     for entry in timings["per_case"]:
         parts = [entry[k] for k in ("read", "preprocess", "network", "export")]
         assert all(v >= 0 for v in parts) and entry["total"] == pytest.approx(sum(parts), abs=1e-3)
     assert (out / "pfseg_predict.log").is_file()
+
+
+def test_the_plans_tta_is_the_default_and_the_flags_override_it(workspace, tmp_path):
+    source = ["-i", workspace / "in", "-d", "Tiny", "--workspace", workspace / "ws"]
+    assert predict(*source, "-o", tmp_path / "default") == 0
+    assert predict(*source, "-o", tmp_path / "one", "--no-tta") == 0
+    model = tmp_path / "model"                       # the same weights, a plan that says one pass
+    shutil.copytree(workspace / "ws" / "results" / "Tiny" / "pfseg", model)
+    plans = json.loads((model / "plans.json").read_text())
+    plans["training"]["tta"] = False
+    (model / "plans.json").write_text(json.dumps(plans))
+    assert predict("-i", workspace / "in", "--model-dir", model, "-o", tmp_path / "off") == 0
+    assert predict("-i", workspace / "in", "--model-dir", model, "-o", tmp_path / "on", "--tta") == 0
+    runs = ("default", "one", "off", "on")
+    tta = {k: json.loads((tmp_path / k / "timings.json").read_text())["tta"] for k in runs}
+    assert tta == {"default": True, "one": False, "off": False, "on": True}
+    differ = 0
+    for i in range(3):
+        name = f"case_{i}.nii.gz"
+        mirrored, single = labels(tmp_path / "default" / name), labels(tmp_path / "one" / name)
+        assert (labels(tmp_path / "on" / name) == mirrored).all()
+        assert (labels(tmp_path / "off" / name) == single).all()
+        differ += int((mirrored != single).sum())
+    assert differ > 0          # a random network's one pass is not the mean over its 8 mirrors
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(workspace, tmp_path):

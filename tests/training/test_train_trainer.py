@@ -157,6 +157,8 @@ def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
     assert summary["cases_from"] == "test" and summary["checkpoint"] == "final"
     assert "postprocessed" not in summary   # never chosen on test cases
     assert [c["case"] for c in summary["per_case"]] == ["case_05"]  # the last 20 % by sorted id
+    # predicted as pfseg_predict will: the plan's default inference (training.tta, mirror TTA)
+    assert read_json(fold_dir / "validation" / "timings.json")["tta"] is True
     assert set(summary["summary"]) == {"WT", "TC", "ET"}
     train = read_json(fold_dir / "train_summary.json")
     assert train["network_options"] == {"use_sr": False, "use_sgm": False}
@@ -170,6 +172,17 @@ def test_named_split_ablation_folder_and_result_files(tmp_path, make_workspace):
     plans = load_plans(ws.plans_file(NAME))
     net = build_network(ckpt["network"], plans, **ckpt["network_options"])
     net.load_state_dict(ckpt["model"])  # what inference does with a checkpoint
+
+
+def test_the_held_out_cases_are_predicted_in_one_pass_where_the_plan_says(tmp_path, make_workspace):
+    ws = make_workspace(tmp_path / "ws")
+    assert _train(ws, "--split", "paper", "--epochs", "1", "--num-workers", "0",
+                  "--set", "training.tta=false") == 0
+    from pfseg_pipeline.fileio import read_json
+
+    fold_dir = ws.root / "results" / NAME / "pfseg" / "fold_paper"
+    assert read_json(fold_dir / "validation" / "timings.json")["tta"] is False
+    assert read_json(fold_dir.parent / "plans.json")["training"]["tta"] is False
 
 
 def test_command_line_errors(tmp_path, make_workspace, capsys):
