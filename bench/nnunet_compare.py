@@ -29,8 +29,13 @@ Runs: every method is trained `--runs` times (3) one after the other (never side
 and ResUNet3D with seeds 12345, 12346, ..., nnU-Net drawing its own; each run is predicted and
 scored on the test cases (Dice and HD95 in mm, MedPy's pooled definition, per region), and the
 table gives the mean over the runs with their spread. nnU-Net is scored with its default
-inference (mirroring) and without it. Prediction speed: the folder's wall time per case after a
-warm-up case, median of 3 rounds, for PFSeg (one pass) and nnU-Net (sliding window).
+inference (mirroring) and without it; PFSeg and ResUNet3D in one pass and, where the plan's
+`training.tta` makes mirror TTA pfseg's default inference, with it too (run_R_tta.json: the
+kept models predicted again; a model no longer on the machine is trained again as its run was,
+and each model's one-pass scores are checked against its kept run's). The verdicts are at each
+method's default inference. Prediction speed: the folder's wall time per case after a warm-up
+case, median of 3 rounds, for PFSeg (one pass, and with TTA where that is its default) and
+nnU-Net (sliding window).
 
 The study takes hours: with `--keep DIR` every finished step is kept there as JSON and a rerun
 skips it; a killed training resumes from its latest checkpoint (nnU-Net's and pfseg's alike).
@@ -72,7 +77,7 @@ BRANCHES_WORDS = {"full": "PFSeg trains the whole method (segmentation network, 
                   "us": "PFSeg trains its segmentation network alone (the plan's `training.pfseg_branches` "
                         "us: the default at LR scale 1 from recipe:c4-us until bench branches made it the "
                         "whole method again)"}
-STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.json")
+STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.json", "speed_tta.json")
 # and run_*.json, and calibration_pfseg_*.json (`pfseg_rate`)
 # the methods trained per run: (key, network, budget) with budget "time" (nnU-Net's wall-clock)
 # or "iterations" (nnU-Net's iteration count)
@@ -81,10 +86,15 @@ PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
 # PFSeg's rows: "pfseg" trains the plan's branches (run_R_pfseg_BRANCHES.json); "pfseg_other" is
 # the other branches' runs where the records hold them for every run (read, never trained)
 BRANCH_NAMES = {"full": "whole method", "us": "segmentation network alone"}
-# the table's rows in order; the two PFSeg rows are labelled by the branches they trained (`_markdown`)
-ROWS = ("pfseg", "pfseg_other", "resunet3d", "resunet3d_iterations", "nnunet_mirroring", "nnunet")
-LABELS = {"resunet3d": "ResUNet3D (sliding window), equal wall-clock",
-          "resunet3d_iterations": "ResUNet3D (sliding window), equal iterations",
+# the table's rows in order; the PFSeg rows are labelled by the branches they trained (`_markdown`);
+# KEY_tta: the same models predicted with mirror TTA (run_R_tta.json), where the plan's
+# training.tta makes that pfseg's default inference
+ROWS = ("pfseg_tta", "pfseg", "pfseg_other", "resunet3d_tta", "resunet3d", "resunet3d_iterations_tta",
+        "resunet3d_iterations", "nnunet_mirroring", "nnunet")
+LABELS = {"resunet3d_tta": "ResUNet3D (sliding window, mirror TTA), equal wall-clock",
+          "resunet3d": "ResUNet3D (sliding window, one pass), equal wall-clock",
+          "resunet3d_iterations_tta": "ResUNet3D (sliding window, mirror TTA), equal iterations",
+          "resunet3d_iterations": "ResUNet3D (sliding window, one pass), equal iterations",
           "nnunet_mirroring": "nnU-Net 3d_fullres, default inference (mirroring)",
           "nnunet": "nnU-Net 3d_fullres, no mirroring"}
 
@@ -164,11 +174,13 @@ def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | Non
             "ablation": summary.get("ablation"), "model_dir": str(fold_dir.parent), "resumed": resume}
 
 
-def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1) -> dict:
+def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1, tta: bool = False) -> dict:
+    """Predict the test cases with one pass (`tta` False: what the kept runs were scored with) or
+    the mean over the mirrors; the folder's wall time per case over `rounds` rounds."""
     from pfseg_pipeline.inference.pipeline import predict_folder
     from pfseg_pipeline.inference.predictor import Predictor
 
-    predictor = Predictor.from_model_dir(model_dir, folds=["all"], device="cpu")
+    predictor = Predictor.from_model_dir(model_dir, folds=["all"], device="cpu", tta=tta)
     cases = _cases(test_dir)
     # warm-up (not timed): the CPU kernels' first-call set-up, as nnU-Net gets below
     predict_folder(test_dir, out.with_name(out.name + "_warmup"), predictor=predictor, progress=False,
@@ -179,7 +191,7 @@ def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1) 
         if not report.ok:
             raise RuntimeError(f"pfseg prediction: {report.summary()}")
         walls.append(report.wall_seconds / len(cases))
-    return {"seconds_per_case": statistics.median(walls), "rounds": walls}
+    return {"seconds_per_case": statistics.median(walls), "rounds": walls, "tta": tta}
 
 
 def _cases(test_dir: Path):
@@ -289,6 +301,37 @@ def _pfseg_run(root: Path, ws_root: Path, key: str, network: str, epochs: int, s
     pred_dir = root / f"pred_{key}_{r}"
     _pfseg_predict(model, root / "test", pred_dir)
     return {"train": train, "scores": _scores(root / "test", pred_dir)}
+
+
+def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branches: str) -> dict:
+    """Run r's pfseg models (PFSeg, ResUNet3D at equal time and at equal iterations) predicted
+    with mirror TTA and scored. A model no longer on this machine is trained again as its run
+    was (network, epochs, seed); every model is also predicted in one pass again, and whether
+    that matches the kept run's scores is recorded: the TTA figures are those of the kept run's
+    weights exactly where it does."""
+    out: dict = {"scores": {}, "one_pass_matches_kept": {}, "retrained": []}
+    for key, network, _ in PFSEG_ROWS:
+        name = f"{key}_{branches}" if key == "pfseg" else key
+        model = root / "models" / f"{name}_{r}"
+        if not model.is_dir():
+            log.info("run %d's %s model is not on this machine: trained again (seed %d)", r, name, SEED + r)
+            _pfseg_run(root, ws_root, name, network, epochs[key], SEED + r, r)
+            out["retrained"].append(key)
+        one_pass = root / f"pred_{name}_{r}_again"
+        _pfseg_predict(model, root / "test", one_pass)
+        out["one_pass_matches_kept"][key] = _scores(root / "test", one_pass) == kept[key]
+        mirrored = root / f"pred_{name}_tta_{r}"
+        _pfseg_predict(model, root / "test", mirrored, tta=True)
+        out["scores"][key] = _scores(root / "test", mirrored)
+    return out
+
+
+def _speed_tta(root: Path, model_name: str) -> dict:
+    """PFSeg's prediction seconds per case with mirror TTA (median of 3 rounds), the model the
+    speed step timed in one pass."""
+    model = root / "models" / model_name
+    return {"pfseg_tta": _pfseg_predict(model, root / "test", root / "speed_pfseg_tta", rounds=3, tta=True),
+            "pfseg_model": model_name}
 
 
 def _nnunet_run(root: Path, nn_env: dict, epochs: int, iterations: int, r: int) -> dict:
@@ -444,7 +487,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                            "patch_shape_zyx": plans.patch_based.patch_shape_zyx,
                            "iterations_per_epoch": plans.training.iterations_per_epoch,
                            "optimizer": plans.training.optimizer, "lr": plans.training.lr,
-                           "pfseg_branches": plans.training.pfseg_branches}
+                           "pfseg_branches": plans.training.pfseg_branches, "tta": plans.training.tta}
         branches = plans.training.pfseg_branches
         other = _other_branches(branches)
 
@@ -486,9 +529,19 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                 result["scores"]["pfseg_other"] = done["scores"]
             result["train"]["nnunet"] = result["train"]["nnunet_mirroring"] = nnunet_runs[r]["train"]
             result["scores"].update(nnunet_runs[r]["scores"])
+            if plans.training.tta:    # pfseg's default inference: the same models, mirrored
+                epochs = {key: f["planned_iterations"][key] // per_epoch for key, _, _ in PFSEG_ROWS}
+                done = _step(rec / f"run_{r}_tta.json", _tta_run, root, ws_root, r, result["scores"], epochs,
+                             branches)
+                result["tta"] = {k: v for k, v in done.items() if k != "scores"}
+                for key, scores in done["scores"].items():
+                    result["train"][f"{key}_tta"] = result["train"][key]
+                    result["scores"][f"{key}_tta"] = scores
             f["run_results"].append(result)
         f["predict"] = _step(rec / "speed.json", _speed, root, ws_root, nn_env, nnunet_runs, calib_iters,
                              f"pfseg_{branches}")
+        if plans.training.tta:
+            f["predict"].update(_step(rec / "speed_tta.json", _speed_tta, root, f["predict"]["pfseg_model"]))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -519,9 +572,12 @@ def summarise(run_results: list[dict]) -> dict:
     return out
 
 
-def verdicts(summary: dict, nnunet_key: str = "nnunet_mirroring") -> list[tuple[str, bool]]:
-    """The acceptance lines of the comparison (issue 14), each with whether it holds."""
-    pf, res, nn = summary["pfseg"], summary["resunet3d"], summary[nnunet_key]
+def verdicts(summary: dict, nnunet_key: str = "nnunet_mirroring",
+             tta: bool = False) -> list[tuple[str, bool]]:
+    """The acceptance lines of the comparison (issue 14), each with whether it holds; PFSeg and
+    ResUNet3D with mirror TTA (`tta`) or one pass."""
+    suffix = "_tta" if tta else ""
+    pf, res, nn = summary["pfseg" + suffix], summary["resunet3d" + suffix], summary[nnunet_key]
 
     def m(d, k):
         return d[k]["mean"]
@@ -542,16 +598,20 @@ def verdicts(summary: dict, nnunet_key: str = "nnunet_mirroring") -> list[tuple[
     return lines
 
 
-def per_run_lines(run_results: list[dict]) -> list[str]:
-    """Each run's test Dice per region for PFSeg / ResUNet3D / nnU-Net (equal wall-clock, nnU-Net's
-    default inference), and PFSeg - ResUNet3D of the WT Dice paired by run (same seed)."""
-    keys = ("pfseg", "resunet3d", "nnunet_mirroring")
-    lines = ["", "Per run (equal wall-clock; nnU-Net with mirroring): test Dice PFSeg / ResUNet3D / nnU-Net.",
-             "", "| run | seed | WT | TC | ET | WT: PFSeg - ResUNet3D |", "|---:|---:|---|---|---|---:|"]
+def per_run_lines(run_results: list[dict], tta: bool = False) -> list[str]:
+    """Each run's test Dice per region for PFSeg / ResUNet3D / nnU-Net (equal wall-clock, each at
+    its default inference: PFSeg and ResUNet3D with mirror TTA where `tta`), and PFSeg - ResUNet3D
+    of the WT Dice paired by run (same seed)."""
+    pf, res = ("pfseg_tta", "resunet3d_tta") if tta else ("pfseg", "resunet3d")
+    keys = (pf, res, "nnunet_mirroring")
+    inference = "PFSeg and ResUNet3D with mirror TTA, " if tta else ""
+    lines = ["", f"Per run (equal wall-clock; {inference}nnU-Net with mirroring): test Dice PFSeg / "
+             "ResUNet3D / nnU-Net.", "", "| run | seed | WT | TC | ET | WT: PFSeg - ResUNet3D |",
+             "|---:|---:|---|---|---|---:|"]
     differences = []
     for i, r in enumerate(run_results):
         cells = [" / ".join(f"{r['scores'][k][region]['dice']:.3f}" for k in keys) for region in REGIONS]
-        differences.append(r["scores"]["pfseg"]["WT"]["dice"] - r["scores"]["resunet3d"]["WT"]["dice"])
+        differences.append(r["scores"][pf]["WT"]["dice"] - r["scores"][res]["WT"]["dice"])
         lines.append(f"| {i} | {r['seed']} | " + " | ".join(cells) + f" | {differences[-1]:+.3f} |")
     if len(differences) > 1:
         se = float(np.std(differences, ddof=1)) / np.sqrt(len(differences))
@@ -614,9 +674,11 @@ def _markdown(f: dict) -> str:
     rates = {"pfseg": by_branches[branches], "pfseg_other": by_branches.get(other, float("nan")),
              "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
              "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
+    rates.update({f"{key}_tta": rates[key] for key, _, _ in PFSEG_ROWS})
     labels = {**LABELS,
+              "pfseg_tta": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, mirror TTA), equal wall-clock",
               "pfseg": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, one pass), equal wall-clock",
-              "pfseg_other": f"PFSeg ({BRANCH_NAMES[other]}, not the plan's), equal wall-clock"}
+              "pfseg_other": f"PFSeg ({BRANCH_NAMES[other]}, not the plan's; one pass), equal wall-clock"}
     for key in ROWS:
         if key not in summary:
             continue
@@ -627,19 +689,55 @@ def _markdown(f: dict) -> str:
         speed = f["predict"].get(key, {}).get("seconds_per_case")
         lines.append(f"| {labels[key]} | {iters} | {iters * rates[key]:.0f} | " + " | ".join(cells)
                      + f" | {'-' if speed is None else f'{speed:.2f}'} |")
-    lines += per_run_lines(f["run_results"])
-    lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
-              "inference):", ""]
+    tta = "pfseg_tta" in summary and "resunet3d_tta" in summary   # pfseg's default inference mirrors
+    if tta:
+        lines += ["", _tta_words(f["run_results"])]
+    lines += per_run_lines(f["run_results"], tta)
+    if tta:
+        lines += ["", "Verdicts (issue 14's acceptance, means over the runs), each method at its default "
+                  "inference (PFSeg and ResUNet3D: mirror TTA, the plan's `training.tta` since bench tta; "
+                  "nnU-Net: mirroring):", ""]
+        lines += [f"- {text}: **{'met' if ok else 'NOT met'}**" for text, ok in verdicts(summary, tta=True)]
+        lines += ["", "With one pass for PFSeg and ResUNet3D (pfseg's default inference before bench tta):",
+                  ""]
+    else:
+        lines += ["", "Verdicts (issue 14's acceptance, means over the runs; nnU-Net with its default "
+                  "inference):", ""]
     lines += [f"- {text}: **{'met' if ok else 'NOT met'}**" for text, ok in verdicts(summary)]
-    pf_speed = f["predict"]["pfseg"]["seconds_per_case"]
-    plain, mirrored = (f["predict"][k]["seconds_per_case"] / pf_speed
-                       for k in ("nnunet", "nnunet_mirroring"))
-    pre = f["preprocess_seconds"]
-    lines += ["", f"Prediction: PFSeg {pf_speed:.2f} s per case (median of 3 rounds), {plain:.1f}x faster "
-              f"than nnU-Net without mirroring and {mirrored:.1f}x faster than with it"
-              + (f" ({f['predict']['models']} models)" if "models" in f["predict"] else "")
-              + f". Preprocessing: PFSeg {pre['nnunet'] / pre['pfseg']:.1f}x faster."]
+    lines += ["", _prediction_words(f)]
     return "\n".join(lines) + "\n"
+
+
+def _tta_words(run_results: list[dict]) -> str:
+    """How the TTA rows were made, and whether their models were the kept runs' own."""
+    pairs = [(i, key, same) for i, r in enumerate(run_results)
+             for key, same in r.get("tta", {}).get("one_pass_matches_kept", {}).items()]
+    retrained = [f"run {i}'s {key}" for i, r in enumerate(run_results)
+                 for key in r.get("tta", {}).get("retrained", [])]
+    differ = [f"run {i}'s {key}" for i, key, same in pairs if not same]
+    return ("Mirror TTA rows: each run's PFSeg and ResUNet3D models predicted again, as the mean over the 8 "
+            "mirror combinations (pfseg's default inference since bench tta: the plan's `training.tta`); "
+            + (f"models no longer on the machine were trained again as their runs were "
+               f"({', '.join(retrained)}); " if retrained else "")
+            + f"each model's one-pass prediction, made again, reproduces its kept run's scores exactly in "
+            f"{len(pairs) - len(differ)} of {len(pairs)} cases"
+            + (f" (not: {', '.join(differ)})." if differ else "."))
+
+
+def _prediction_words(f: dict) -> str:
+    predict, pre = f["predict"], f["preprocess_seconds"]
+    pf_speed = predict["pfseg"]["seconds_per_case"]
+    plain, mirrored = (predict[k]["seconds_per_case"] / pf_speed for k in ("nnunet", "nnunet_mirroring"))
+    words = (f"Prediction: PFSeg {pf_speed:.2f} s per case in one pass (median of 3 rounds), {plain:.1f}x "
+             f"faster than nnU-Net without mirroring and {mirrored:.1f}x faster than with it")
+    if "pfseg_tta" in predict:   # each method's default inference: PFSeg mirrored against nnU-Net mirrored
+        tta = predict["pfseg_tta"]["seconds_per_case"]
+        ratio = predict["nnunet_mirroring"]["seconds_per_case"] / tta
+        words += (f"; with mirror TTA {tta:.2f} s, "
+                  + (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower")
+                  + " than nnU-Net with mirroring (each method's default inference)")
+    return (words + (f" ({predict['models']} models)" if "models" in predict else "")
+            + f". Preprocessing: PFSeg {pre['nnunet'] / pre['pfseg']:.1f}x faster.")
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -118,7 +118,7 @@ def test_nnunet_compare_calibrates_the_plans_branches_later_against_nnunet_again
             "average 0.2 before, 0.9 after), so 1.00 in the first calibration's terms;") in text
     # iterations x rate: the plan's PFSeg at 1.00 s, the other branches' at the first calibration's 0.50 s
     assert "| PFSeg (whole method; whole volume, one pass), equal wall-clock | 100 | 100 | 0.890" in text
-    assert ("| PFSeg (segmentation network alone, not the plan's), equal wall-clock | 600 | 300 | "
+    assert ("| PFSeg (segmentation network alone, not the plan's; one pass), equal wall-clock | 600 | 300 | "
             "0.710") in text
     # the verdicts and the per-run lines are the plan's PFSeg's
     assert "PFSeg WT Dice 0.890 >= ResUNet3D's 0.870: **met**" in text
@@ -126,6 +126,45 @@ def test_nnunet_compare_calibrates_the_plans_branches_later_against_nnunet_again
     # without the other branches' runs in every run, no row for them
     del runs[1]["scores"]["pfseg_other"]
     assert "not the plan's" not in _markdown(figures)
+
+
+def test_nnunet_compare_judges_each_method_at_its_default_inference_once_pfseg_mirrors():
+    """With the plan's training.tta the verdicts and the per-run lines are the TTA rows' (PFSeg and
+    ResUNet3D mirrored, nnU-Net with mirroring); the one-pass verdicts follow them, labelled."""
+    from bench.nnunet_compare import _markdown
+
+    runs = [_run(((0.86, 0.80, 0.75), 6.0), ((0.88, 0.83, 0.80), 7.0), ((0.87, 0.86, 0.79), 8.0), 12345),
+            _run(((0.92, 0.84, 0.79), 4.0), ((0.86, 0.85, 0.82), 9.0), ((0.87, 0.88, 0.81), 6.0), 12346)]
+    # mirrored: PFSeg's WT falls below ResUNet3D's (0.85 < 0.90) and its HD95 above it
+    for r, (pf, res) in zip(runs, ((0.84, 0.91), (0.86, 0.89))):
+        for key, wt, hd in (("pfseg", pf, 8.0), ("resunet3d", res, 3.0), ("resunet3d_iterations", res, 3.0)):
+            r["scores"][f"{key}_tta"] = {x: {"dice": wt, "hd95": hd if x == "WT" else 10.0} for x in REGIONS}
+            r["train"][f"{key}_tta"] = r["train"][key]
+        r["tta"] = {"one_pass_matches_kept": {"pfseg": True, "resunet3d": r["seed"] == 12346,
+                                              "resunet3d_iterations": True},
+                    "retrained": ["resunet3d"] if r["seed"] == 12345 else []}
+    figures = _compare_figures(runs)
+    figures["predict"] = {**figures["predict"], "pfseg_tta": {"seconds_per_case": 0.6}}
+    text = _markdown(figures)
+    assert ("| PFSeg (whole method; whole volume, mirror TTA), equal wall-clock | 100 | 50 | "
+            "0.850 (0.840-0.860) |") in text
+    assert ("| ResUNet3D (sliding window, mirror TTA), equal wall-clock | 100 | 25 | "
+            "0.900 (0.890-0.910) |") in text
+    default, one_pass = text.split("With one pass for PFSeg and ResUNet3D")
+    assert "PFSeg WT Dice 0.850 >= ResUNet3D's 0.900: **NOT met**" in default
+    assert "PFSeg WT HD95 8.00 mm no worse than either (3.00, 7.00 mm): **NOT met**" in default
+    assert "PFSeg WT Dice 0.890 >= ResUNet3D's 0.870: **met**" in one_pass
+    assert "| 0 | 12345 | 0.840 / 0.910 / 0.870 |" in default          # per run: the mirrored rows
+    assert "WT Dice, paired by run: -0.050 ± 0.020" in default      # -0.07 and -0.03
+    assert ("trained again as their runs were (run 0's resunet3d); each model's one-pass prediction, made "
+            "again, reproduces its kept run's scores exactly in 5 of 6 cases (not: run 0's resunet3d).") \
+        in text
+    assert "; with mirror TTA 0.60 s, 5.0x faster than nnU-Net with mirroring" in text
+    # without the TTA rows (a plan that predicts in one pass), the table is as before
+    for r in runs:
+        for key in ("pfseg_tta", "resunet3d_tta", "resunet3d_iterations_tta"):
+            del r["scores"][key]
+    assert "mirror TTA" not in _markdown(_compare_figures(runs))
 
 
 def test_cases_without_et_are_read_from_the_label_maps(tmp_path):
