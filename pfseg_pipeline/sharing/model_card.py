@@ -71,6 +71,16 @@ def fold_record(fold_dir: Path, fold: str, checkpoint: str) -> dict[str, Any]:
             "val_cases": train.get("val_cases"), "validation": validation}
 
 
+def inference_words(patch_free: bool, plans: Plans) -> str:
+    """How pfseg_predict runs the network by default: whole volume or sliding window, one pass or
+    the mean over the mirror combinations of the axes training flipped (the plan's training.tta)."""
+    how = "whole volume" if patch_free else "Gaussian sliding window"
+    if not plans.training.tta:
+        return f"{how}, one pass"
+    mirrors = 2 ** len(set(plans.training.augmentation.mirror_axes))
+    return f"{how}, mean over {mirrors} mirror combinations (pfseg_predict --no-tta: one pass)"
+
+
 def model_card(*, dataset: str, network: str, variant: str | None, network_options: dict,
                patch_free: bool, checkpoint: str, fmt: str, plans: Plans, folds: list[dict[str, Any]],
                fingerprint: dict | None, parameters: dict[str, int], versions: dict[str, str],
@@ -82,7 +92,7 @@ def model_card(*, dataset: str, network: str, variant: str | None, network_optio
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
         "model": {"network": network, "variant": variant, "network_options": dict(network_options),
-                  "inference": "whole volume, one pass" if patch_free else "Gaussian sliding window",
+                  "inference": inference_words(patch_free, plans),
                   "checkpoint": checkpoint, "format": fmt, "folds": [f["fold"] for f in folds],
                   "ensemble": "mean of the folds' sigmoid probabilities" if len(folds) > 1 else None,
                   "parameters": parameters},

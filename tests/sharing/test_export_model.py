@@ -68,6 +68,9 @@ def test_the_model_card_says_what_was_trained_and_how_well_it_did(workspace_with
     card = json.loads(files["model_card.json"])
     network = build_network("pfseg", tiny_plans())
     assert card["name"] == f"{NAME}/pfseg"
+    # the plan's default inference (training.tta on; every axis flips in training)
+    assert card["model"]["inference"] == ("whole volume, mean over 8 mirror combinations "
+                                          "(pfseg_predict --no-tta: one pass)")
     assert card["model"]["parameters"] == {
         "inference": inference_parameter_count(network),
         "training_only": sum(p.numel() for p in network.sr_decoder.parameters())}
@@ -174,3 +177,15 @@ def same_logits():
     from tests.export.conftest import assert_same_logits
 
     return assert_same_logits
+
+
+def test_the_card_names_one_pass_where_the_plan_predicts_so():
+    from pfseg_pipeline.sharing.model_card import inference_words
+
+    plans = tiny_plans()
+    plans.training.tta = False
+    assert inference_words(True, plans) == "whole volume, one pass"
+    plans.training.tta = True
+    plans.training.augmentation.mirror_axes = [1, 2]          # the paper's in-plane flips
+    assert inference_words(False, plans) == ("Gaussian sliding window, mean over 4 mirror combinations "
+                                             "(pfseg_predict --no-tta: one pass)")
