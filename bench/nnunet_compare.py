@@ -309,7 +309,7 @@ def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branch
     was (network, epochs, seed); every model is also predicted in one pass again, and whether
     that matches the kept run's scores is recorded: the TTA figures are those of the kept run's
     weights exactly where it does."""
-    out: dict = {"scores": {}, "one_pass_matches_kept": {}, "retrained": []}
+    out: dict = {"scores": {}, "one_pass_scores": {}, "one_pass_matches_kept": {}, "retrained": []}
     for key, network, _ in PFSEG_ROWS:
         name = f"{key}_{branches}" if key == "pfseg" else key
         model = root / "models" / f"{name}_{r}"
@@ -319,7 +319,8 @@ def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branch
             out["retrained"].append(key)
         one_pass = root / f"pred_{name}_{r}_again"
         _pfseg_predict(model, root / "test", one_pass)
-        out["one_pass_matches_kept"][key] = _scores(root / "test", one_pass) == kept[key]
+        out["one_pass_scores"][key] = _scores(root / "test", one_pass)
+        out["one_pass_matches_kept"][key] = out["one_pass_scores"][key] == kept[key]
         mirrored = root / f"pred_{name}_tta_{r}"
         _pfseg_predict(model, root / "test", mirrored, tta=True)
         out["scores"][key] = _scores(root / "test", mirrored)
@@ -712,9 +713,16 @@ def _tta_words(run_results: list[dict]) -> str:
     """How the TTA rows were made, and whether their models were the kept runs' own."""
     pairs = [(i, key, same) for i, r in enumerate(run_results)
              for key, same in r.get("tta", {}).get("one_pass_matches_kept", {}).items()]
+
+    def differs(i: int, key: str) -> str:
+        again = run_results[i]["tta"].get("one_pass_scores", {}).get(key)
+        if again is None:
+            return f"run {i}'s {key}"
+        return (f"run {i}'s {key}, one-pass WT Dice {again['WT']['dice']:.3f} against the kept "
+                f"{run_results[i]['scores'][key]['WT']['dice']:.3f}")
     retrained = [f"run {i}'s {key}" for i, r in enumerate(run_results)
                  for key in r.get("tta", {}).get("retrained", [])]
-    differ = [f"run {i}'s {key}" for i, key, same in pairs if not same]
+    differ = [differs(i, key) for i, key, same in pairs if not same]
     return ("Mirror TTA rows: each run's PFSeg and ResUNet3D models predicted again, as the mean over the 8 "
             "mirror combinations (pfseg's default inference since bench tta: the plan's `training.tta`); "
             + (f"models no longer on the machine were trained again as their runs were "
