@@ -169,6 +169,44 @@ def test_nnunet_compare_judges_each_method_at_its_default_inference_once_pfseg_m
     assert "mirror TTA" not in _markdown(_compare_figures(runs))
 
 
+def test_the_tta_step_trains_a_missing_model_again_and_checks_each_models_one_pass(tmp_path, monkeypatch):
+    """run_R_tta.json: the kept models predicted in one pass again (matched against the kept run's
+    scores) and with TTA; a model no longer on the machine trained again as its run was."""
+    from bench import nnunet_compare as nc
+
+    for name in ("pfseg_full_1", "resunet3d_1"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+    trained, predicted = [], []
+
+    def train_again(root, ws_root, key, network, epochs, seed, r):
+        trained.append((key, network, epochs, seed, r))
+        (root / "models" / f"{key}_{r}").mkdir()
+
+    def predict(model, test_dir, out, rounds=1, tta=False):
+        predicted.append((model.name, tta))
+
+    def scores(test_dir, pred_dir):      # one figure per prediction folder: its name says which
+        return {"WT": {"dice": 0.9 if "_tta_" in pred_dir.name else 0.8, "hd95": 3.0},
+                "from": pred_dir.name}
+
+    monkeypatch.setattr(nc, "_pfseg_run", train_again)
+    monkeypatch.setattr(nc, "_pfseg_predict", predict)
+    monkeypatch.setattr(nc, "_scores", scores)
+    kept = {"pfseg": scores(None, tmp_path / "pred_pfseg_full_1_again"),
+            "resunet3d": {"WT": {"dice": 0.7, "hd95": 3.0}},
+            "resunet3d_iterations": scores(None, tmp_path / "pred_resunet3d_iterations_1_again")}
+    epochs = {"pfseg": 206, "resunet3d": 1288, "resunet3d_iterations": 100}
+    out = nc._tta_run(tmp_path, tmp_path / "ws", 1, kept, epochs, "full")
+    assert trained == [("resunet3d_iterations", "resunet3d", 100, nc.SEED + 1, 1)]
+    assert out["retrained"] == ["resunet3d_iterations"]
+    assert predicted == [(f"{m}_1", tta) for m in ("pfseg_full", "resunet3d", "resunet3d_iterations")
+                         for tta in (False, True)]
+    assert out["one_pass_matches_kept"] == {"pfseg": True, "resunet3d": False, "resunet3d_iterations": True}
+    assert {k: v["from"] for k, v in out["scores"].items()} == {
+        "pfseg": "pred_pfseg_full_tta_1", "resunet3d": "pred_resunet3d_tta_1",
+        "resunet3d_iterations": "pred_resunet3d_iterations_tta_1"}
+
+
 def test_cases_without_et_are_read_from_the_label_maps(tmp_path):
     import nibabel as nib
     import numpy as np
