@@ -55,16 +55,12 @@ Nothing here is typed by hand. GPU figures come from `bench/gpu_check.sh` (see i
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPU threads, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    from pfseg_pipeline.devices import cpu_model
+
+    # torch's CPU vector code (AVX2 / AVX512) names which kernels computed the figures
+    return (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPU threads, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}")
 
 
 def _sections(text: str) -> dict[str, str]:

@@ -57,3 +57,47 @@ def resolve_device(choice: str | torch.device = "auto", local_rank: int = 0) -> 
                             "cpu or auto")
         return torch.device("mps")
     raise UserError(f"--device {choice!r}: choose {DEVICE_CHOICES}")
+
+
+def compute_identity(device: str | torch.device) -> dict:
+    """What, besides the seed, the inputs and the thread count, decides a run's floating-point
+    results: the torch version and the hardware's kernels. On a CPU torch picks its vector code
+    by the processor (`torch.backends.cpu.get_cpu_capability()`: AVX2 on one AMD EPYC, AVX512 on
+    a newer one), and the two sum in another order, so the same training drifts apart over many
+    epochs; on a GPU the card and the CUDA/cuDNN versions. Recorded with every training run."""
+    import torch
+
+    device = torch.device(device)
+    # str(): torch.__version__ is a TorchVersion, which a weights-only checkpoint load refuses
+    identity = {"torch": str(torch.__version__), "device": device.type}
+    if device.type == "cuda":
+        identity.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                        cudnn=torch.backends.cudnn.version())
+    elif device.type == "cpu":
+        identity.update(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return identity
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo's first model name; else what `platform` says)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compute_words(identity: dict) -> str:
+    """`compute_identity` in a few words: "AMD EPYC (AVX2), torch 2.13.0"."""
+    if identity.get("device") == "cuda":
+        hardware = f"{identity.get('gpu')} (CUDA {identity.get('cuda')}, cuDNN {identity.get('cudnn')})"
+    elif identity.get("device") == "cpu":
+        hardware = f"{identity.get('cpu')} ({identity.get('cpu_capability')})"
+    else:
+        hardware = str(identity.get("device"))
+    return f"{hardware}, torch {identity.get('torch')}"

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from pfseg_pipeline.checkpoints import checkpoint_path, previous_path
-from pfseg_pipeline.devices import resolve_device
+from pfseg_pipeline.devices import compute_identity, resolve_device
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_bytes
 from pfseg_pipeline.networks.losses import ABLATIONS
@@ -158,7 +158,7 @@ def build_trainer(plans: Plans, cases_dir: Path, train_ids: list[str], val_ids: 
             "num_workers": workers, "torch_threads": torch.get_num_threads(), "lr": training.lr,
             "seed": training.seed, "world_size": dist.world_size,
             "variant": overrides.variant, "settings": {k: v for k, v in overrides.settings},
-            "region_prior": prior}
+            "region_prior": prior, "compute": compute_identity(device)}
     trainer_options = TrainOptions(epochs=training.epochs, iterations_per_epoch=iterations,
                                    grad_clip=training.grad_clip or None, amp=overrides.amp,
                                    use_best=overrides.use_best, progress_bar=overrides.progress_bar,

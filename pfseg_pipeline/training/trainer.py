@@ -60,6 +60,7 @@ from pfseg_pipeline.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
+from pfseg_pipeline.devices import compute_words
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.networks.registry import count_parameters, inference_parameter_count
@@ -204,6 +205,11 @@ class Trainer:
         self.saved_epoch = self.start_epoch
         self._rotate = Path(path) == checkpoint_path(self.output_dir, "latest")
         log.info("resuming from %s at epoch %d%s", path, self.start_epoch, note)
+        then, now = ckpt.get("run_info", {}).get("compute"), self.run_info.get("compute")
+        if then and now and then != now:
+            log.warning("%s was trained on %s and continues on %s: the run goes on, but it will not match "
+                        "an uninterrupted run bit for bit (other kernels sum in another order)", path,
+                        compute_words(then), compute_words(now))
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> int | None:

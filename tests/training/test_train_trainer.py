@@ -73,6 +73,38 @@ def _train(ws, *extra):
     return run(main, argv)
 
 
+def test_a_run_records_its_kernels_and_a_resume_elsewhere_says_it_will_not_match(tmp_path, make_workspace,
+                                                                                make_plans, caplog):
+    """Bit-for-bit reproduction needs the same kernels: each run records torch and the CPU's vector
+    code (AVX2 / AVX512: they sum in another order), and a resume on other kernels warns."""
+    from pfseg_pipeline.checkpoints import checkpoint_path, save_checkpoint
+    from pfseg_pipeline.devices import compute_identity
+
+    ws = make_workspace(tmp_path / "ws", make_plans(hr=(8, 16, 16)))
+    assert _train(ws, "--epochs", "1", "--num-workers", "0", "--device", "cpu") == 0
+    fold = ws.root / "results" / NAME / "pfseg" / "fold_0"
+    here = compute_identity("cpu")
+    assert here["device"] == "cpu" and here["torch"] == torch.__version__
+    assert here["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    ckpt = load_checkpoint(checkpoint_path(fold, "latest"))
+    assert ckpt["run_info"]["compute"] == here
+    # the same kernels: no warning
+    assert _train(ws, "--epochs", "2", "--num-workers", "0", "--device", "cpu", "--continue") == 0
+    assert "will not match" not in caplog.text
+    # the checkpoint as another CPU would have written it
+    ckpt = load_checkpoint(checkpoint_path(fold, "latest"))
+    other = "AVX512" if here["cpu_capability"] != "AVX512" else "AVX2"
+    ckpt["run_info"]["compute"] = {**here, "cpu": "Another CPU", "cpu_capability": other}
+    save_checkpoint(checkpoint_path(fold, "latest"), ckpt)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _train(ws, "--epochs", "3", "--num-workers", "0", "--device", "cpu", "--continue") == 0
+    warned = [r.getMessage() for r in caplog.records if "will not match" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert f"Another CPU ({other})" in warned[0] and f"({here['cpu_capability']})" in warned[0]
+    assert load_checkpoint(checkpoint_path(fold, "final"))["epoch"] == 3   # the run went on
+
+
 def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspace, make_plans):
     """With monitor cases (plateau on their Dice): a schedule that does not depend on the run's
     length, so a 2-epoch run continued to 3 epochs is the 3-epoch run."""
