@@ -48,7 +48,9 @@ _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)    # 26-neighbourhood: touching c
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected component (26-connectivity) of a boolean mask (Z, Y, X).
 
-    An empty mask stays empty; on a tie the component met first in C order is kept.
+    An empty mask stays empty. On a tie every component of the largest size is kept: any rule
+    that picks one of them (the first met in C order, the lowest voxel) picks by position, and
+    so another component on the same mask in another axis order or direction.
 
     >>> m = np.zeros((1, 1, 7), bool); m[0, 0, [0, 2, 3, 4]] = True
     >>> keep_largest_component(m)[0, 0].astype(int).tolist()
@@ -58,8 +60,8 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     if n <= 1:
         return labelled > 0
     sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return labelled == int(np.argmax(sizes))
+    sizes[0] = 0                  # the background is no component; every mask here has one voxel
+    return sizes[labelled] == sizes.max()
 
 
 def nest(masks: np.ndarray) -> np.ndarray:

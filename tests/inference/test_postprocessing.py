@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pfseg_pipeline.data.labels import BRATS2020, BRATS2023
 from pfseg_pipeline.errors import UserError
@@ -26,6 +27,23 @@ def test_keep_largest_component_counts_corner_neighbours():
     mask[2, 2, 2] = True                          # joins the corner chain to the 2x2 block
     assert keep_largest_component(mask).sum() == 7
     assert not keep_largest_component(np.zeros((3, 3, 3), bool)).any()
+
+
+def test_keep_largest_component_keeps_every_tied_one_in_any_axis_order():
+    mask = np.zeros((6, 7, 8), bool)
+    mask[0:2, 0:2, 0] = True                      # four voxels
+    mask[4, 4:6, 6:8] = True                      # four voxels, far away: a tie
+    mask[2, 6, 3] = True                          # one voxel
+    kept = keep_largest_component(mask)
+    assert kept.sum() == 8 and not kept[2, 6, 3]
+    # speckle of 30 components, the two largest of 18 voxels: the same however it is laid out
+    speckle = np.random.default_rng(1).random((9, 10, 11)) > 0.9
+    kept = keep_largest_component(speckle)
+    assert kept.sum() == 36 and ndimage.label(kept, np.ones((3, 3, 3)))[1] == 2
+    for axes in ((2, 1, 0), (1, 0, 2), (0, 2, 1)):
+        back = np.argsort(axes)
+        assert (keep_largest_component(speckle.transpose(axes)).transpose(back) == kept).all(), axes
+    assert (keep_largest_component(speckle[::-1, :, ::-1])[::-1, :, ::-1] == kept).all()
 
 
 def _tumour_with_stray_parts() -> np.ndarray:
