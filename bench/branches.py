@@ -34,13 +34,13 @@ seeds; else the simpler network is.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import statistics
 import time
 from pathlib import Path
 
+from bench import recipe
 from bench.recipe import REGIONS, TRAIN_SEED, Row, Study, _mean_dice, _mean_sd, pin_to_a_free_core, verdict
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,9 @@ ROWS = {r.key: r for r in (
 
 def options(argv: list[str]) -> dict:
     """`python -m bench branches`'s own options (bench/__main__.py passes the rest of the line)."""
-    p = argparse.ArgumentParser(prog="python -m bench branches")
-    p.add_argument("--quick", action="store_true", help="tiny: 4 + 6 cases, 2 iterations, 2 seeds")
-    p.add_argument("--iterations", type=int, default=None, help="the whole method's iterations (default 500)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
-    p.add_argument("--test-cases", type=int, default=80)
-    p.add_argument("--work", type=Path, default=WORK, help=f"data and runs, resumable (default {WORK})")
-    return vars(p.parse_args(argv))
+    parser = recipe.study_parser("branches", "tiny: 4 + 6 cases, 2 iterations, 2 seeds",
+                                 "the whole method's iterations (default 500)", 80, WORK)
+    return vars(parser.parse_args(argv))
 
 
 def equal_time_iterations(full: list[dict], us: list[dict], iterations: int) -> int | None:

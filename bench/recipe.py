@@ -117,20 +117,29 @@ STUDY_ROWS = tuple(ROWS)
 QUICK_ROWS = ("base", "c2", "lr1", "lr1-us")
 
 
+def study_parser(name: str, quick_help: str, iterations_help: str, test_cases: int,
+                 work: Path) -> argparse.ArgumentParser:
+    """The options the studies share (recipe, branches, tta): `--quick`, `--iterations`,
+    `--seeds`, `--test-cases` and `--work`."""
+    p = argparse.ArgumentParser(prog=f"python -m bench {name}")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--iterations", type=int, default=None, help=iterations_help)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
+    p.add_argument("--test-cases", type=int, default=test_cases)
+    p.add_argument("--work", type=Path, default=work, help=f"data and runs, resumable (default {work})")
+    return p
+
+
 def options(argv: list[str]) -> dict:
     """`python -m bench recipe`'s own options (bench/__main__.py passes the rest of the line)."""
-    p = argparse.ArgumentParser(prog="python -m bench recipe")
-    p.add_argument("--quick", action="store_true", help="tiny: 4 + 2 cases, 2 iterations, 2 seeds, 4 rows")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations per run (default 500)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
+    p = study_parser("recipe", "tiny: 4 + 2 cases, 2 iterations, 2 seeds, 4 rows",
+                     "training iterations per run (default 500)", 8, WORK)
     p.add_argument("--rows", nargs="+", default=None, choices=STUDY_ROWS, metavar="ROW",
                    help=f"rows to run (default: all): {' '.join(STUDY_ROWS)}")
     p.add_argument("--spacing", type=int, choices=(1, 2, 4), default=4, help="case grid in mm (default 4)")
     p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--test-cases", type=int, default=8)
     p.add_argument("--base-preset", choices=("default", "demo"), default="default",
                    help="whose training recipe is the baseline (default: the default preset's)")
-    p.add_argument("--work", type=Path, default=WORK, help=f"data and runs, resumable (default {WORK})")
     return vars(p.parse_args(argv))
 
 
@@ -525,11 +534,15 @@ def _lr_table(f: dict, runs: dict) -> list[str]:
             "| s / it full, US | GiB full | seeds |", "|---|---|---|---|---|---|---|---|---:|", *rows]
 
 
-def main(argv=None) -> int:
+def study_main(run, options, argv=None) -> int:
+    """A study's command line: its options, the run, the table printed."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = run(**options(argv))
-    print(figures["markdown"])
+    print(run(**options(argv))["markdown"])
     return 0
+
+
+def main(argv=None) -> int:
+    return study_main(run, options, argv)
 
 
 if __name__ == "__main__":

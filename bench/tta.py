@@ -24,13 +24,13 @@ simpler and 8 times cheaper option, stays.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import statistics
 import time
 from pathlib import Path
 
+from bench import recipe
 from bench.branches import TEST_SEED, TEST_START, et_free_cases, painted
 from bench.recipe import REGIONS, TRAIN_SEED, Row, Study, _mean_dice, _mean_sd, pin_to_a_free_core, verdict
 
@@ -45,13 +45,9 @@ LABELS = {"pfseg": "PFSeg (whole method)", "resunet3d": "ResUNet3D"}
 
 def options(argv: list[str]) -> dict:
     """`python -m bench tta`'s own options (bench/__main__.py passes the rest of the line)."""
-    p = argparse.ArgumentParser(prog="python -m bench tta")
-    p.add_argument("--quick", action="store_true", help="tiny: 4 + 2 cases, 2 iterations, 2 seeds")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations per run (default 500)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 1 2 3)")
-    p.add_argument("--test-cases", type=int, default=80)
-    p.add_argument("--work", type=Path, default=WORK, help=f"data and runs, resumable (default {WORK})")
-    return vars(p.parse_args(argv))
+    parser = recipe.study_parser("tta", "tiny: 4 + 2 cases, 2 iterations, 2 seeds",
+                                 "training iterations per run (default 500)", 80, WORK)
+    return vars(parser.parse_args(argv))
 
 
 def run(quick: bool = False, iterations: int | None = None, seeds=None, test_cases: int = 80,
@@ -131,10 +127,7 @@ def markdown(f: dict) -> str:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = run(**options(argv))
-    print(figures["markdown"])
-    return 0
+    return recipe.study_main(run, options, argv)
 
 
 if __name__ == "__main__":
