@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pfseg_pipeline.data.labels import BRATS2020
+from pfseg_pipeline.planners import memory
 from pfseg_pipeline.planners.fingerprint import FINGERPRINT_VERSION
 from pfseg_pipeline.planners.memory import guidance_patch_for
 from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans
@@ -34,6 +35,12 @@ def fake_fingerprint(n_cases: int = 20, shape_zyx=(155, 240, 240), spacing_zyx=(
     components = {"ET": {"size_mm3_voxel_weighted_p5": et_p5_mm3}} if et_p5_mm3 else {}
     return {"version": FINGERPRINT_VERSION, "modalities": list(modalities),
             "label_scheme": BRATS2020.to_json(), "cases": cases, "dataset": {"components": components}}
+
+
+def pfseg_only(network, plans, batch) -> int:
+    """The memory model for PFSeg (what the LR-scale and batch rules read), a token 0.1 GiB for the
+    other networks (their patches are planned by their own rule, their peaks only recorded)."""
+    return memory.predict_peak_bytes(network, plans, batch).bytes if network == "pfseg" else memory.GiB // 10
 
 
 def small_plans(hr=(32, 32, 32), widths=(8, 16, 32, 64), sgm_widths=(8, 16, 32), modalities=MODALITIES,

@@ -5,7 +5,7 @@ fingerprints them; the hand-written `ANATOMY_2MM` below holds what such cases me
 cases at 4 mm: grid 39x60x60 z y x, brain boxes up to 37x42x34, 5 % of the ET volume in
 components under 1216 mm^3; four at 2 mm: 78x120x120, boxes up to 75x83x65, ET 472 mm^3), for
 the tests about the rule. Where a test is about the rule, the memory model prices PFSeg alone
-(`_pfseg_only`): the other networks' figures do not enter the LR scale.
+(`pfseg_only`): the other networks' figures do not enter the LR scale.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pfseg_pipeline.planners import memory
 from pfseg_pipeline.planners.budget import GiB, half_patch
 from pfseg_pipeline.planners.fingerprint import compute_fingerprint
 from pfseg_pipeline.planners.planner import SMALL_STRUCTURE_MIN_LR_VOXELS, plan
-from tests.planners.conftest import fake_fingerprint
+from tests.planners.conftest import fake_fingerprint, pfseg_only
 
 # what three generated 2 mm anatomy cases look like, as fake_fingerprint arguments
 ANATOMY_2MM = dict(shape_zyx=(78, 120, 120), spacing_zyx=(2.0, 2.0, 2.0), box_zyx=(70, 82, 64), spread=4,
@@ -41,20 +41,17 @@ def anatomy_fingerprint(request, tmp_path_factory):
     return spacing, compute_fingerprint(found.cases, MODALITIES, BRATS2020, workers=1, progress=False)
 
 
-def _pfseg_only(network, plans, batch):
-    """The memory model for PFSeg (what the rule reads), a token figure for the other networks."""
-    return memory.predict_peak_bytes(network, plans, batch).bytes if network == "pfseg" else GiB // 10
-
-
 def _peak_at(fp: dict, lr: list[int], preset: str = "default", batch: int = 1) -> int:
-    """The memory model's figure for PFSeg at LR scale `lr` (the HR shape the planner gives it)."""
-    forced = plan(fp, "P", preset=preset, gpu_memory_gb=1000, lr_scale=lr, peak_fn=_pfseg_only)
+    """The memory model's figure for PFSeg at LR scale `lr` (the HR shape the planner gives it:
+    at a forced scale the shapes do not depend on memory, so that plan prices every step with a
+    token figure, and only the step asked for is traced)."""
+    forced = plan(fp, "P", preset=preset, gpu_memory_gb=1000, lr_scale=lr, peak_fn=lambda *_: GiB // 10)
     return memory.predict_peak_bytes("pfseg", forced, batch).bytes
 
 
 def test_default_planner_picks_lr_scale_1_for_anatomy_cases_at_11_gb(anatomy_fingerprint):
     spacing, fp = anatomy_fingerprint
-    for preset, peak_fn in (("default", None), ("demo", _pfseg_only)):   # None: the memory model for all
+    for preset, peak_fn in (("default", None), ("demo", pfseg_only)):   # None: the memory model for all
         plans = plan(fp, "Anatomy", preset=preset, gpu_memory_gb=11, peak_fn=peak_fn)
         assert plans.lr_scale_zyx == [1, 1, 1], (spacing, preset)
         assert plans.lr_shape_zyx == plans.hr_shape_zyx
@@ -77,9 +74,9 @@ def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
     one small enough that only scale 2 on every axis fits."""
     fp = fake_fingerprint(n_cases=3, **ANATOMY_2MM)
     one = _peak_at(fp, [1, 1, 1], "demo")
-    just_fits = plan(fp, "A", preset="demo", gpu_memory_gb=(one + 1) / GiB, peak_fn=_pfseg_only)
+    just_fits = plan(fp, "A", preset="demo", gpu_memory_gb=(one + 1) / GiB, peak_fn=pfseg_only)
     assert just_fits.lr_scale_zyx == [1, 1, 1] and just_fits.batch_size == 1
-    just_over = plan(fp, "A", preset="demo", gpu_memory_gb=(one - 1) / GiB, peak_fn=_pfseg_only)
+    just_over = plan(fp, "A", preset="demo", gpu_memory_gb=(one - 1) / GiB, peak_fn=pfseg_only)
     assert just_over.lr_scale_zyx != [1, 1, 1] and sorted(just_over.lr_scale_zyx) == [1, 1, 2]
     assert just_over.memory["predicted_peak_bytes"]["pfseg"] <= one - 1
     # the chosen raise gives the most memory back of the three
@@ -95,7 +92,7 @@ def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
     two = _peak_at(fp, [2, 2, 2], "demo")
     assert two < min(ones)
     forced = plan(fp, "A", preset="demo", gpu_memory_gb=(two + min(ones)) / 2 / GiB,
-                  peak_fn=_pfseg_only)
+                  peak_fn=pfseg_only)
     assert forced.lr_scale_zyx == [2, 2, 2] and forced.batch_size == 1
     assert all(h % 16 == 0 for h in forced.hr_shape_zyx)  # lr_scale 2 x 2**3 demo poolings
     assert forced.reasons["lr_scale_zyx"].count("then") == 3  # three raises, each with its figures
