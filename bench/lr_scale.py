@@ -17,6 +17,10 @@ axes), one run:
   us`), the median (lowest-highest) of `STEPS` steps after a warm-up one, every configuration in
   the same run.
 
+The planner's LR-scale and batch rules read PFSeg's step alone, so the plans here trace only
+that step (`pfseg_peak`: the other networks at a token figure; their peaks are not in this
+table), and the demo plans, wanted for their shapes at a scale given, trace nothing.
+
 What each scale costs in Dice is the recipe study's (`python -m bench recipe`, rows lr1 to
 lr4-us on 4 mm cases: training runs, hours): this table holds the shapes, memory and time.
 """
@@ -54,7 +58,7 @@ def run(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="pfseg_lr_scale_") as tmp:
         for spacing in spacings:
             fingerprint = _fingerprint(Path(tmp) / f"{spacing}mm", spacing, n_cases)
-            chosen[spacing] = _plan(fingerprint, "default", None).lr_scale_zyx
+            chosen[spacing] = _plan(fingerprint, "default", None, pfseg_peak).lr_scale_zyx
             for scale in SCALES:
                 rows.append(_row(fingerprint, spacing, scale, steps))
     figures = {"title": "LR scale: memory and time per scale on 1, 2 and 4 mm anatomy cases",
@@ -76,19 +80,31 @@ def _fingerprint(root: Path, spacing: int, n_cases: int) -> dict:
     return compute_fingerprint(cases, MODALITIES, BRATS2020, workers=2, progress=False)
 
 
-def _plan(fingerprint: dict, preset: str, scale: int | None):
+def _plan(fingerprint: dict, preset: str, scale: int | None, peak_fn):
     from pfseg_pipeline.planners.planner import plan
 
-    return plan(fingerprint, "LRScale", preset=preset, lr_scale=scale)
+    return plan(fingerprint, "LRScale", preset=preset, lr_scale=scale, peak_fn=peak_fn)
+
+
+def pfseg_peak(network: str, plans, batch: int) -> int:
+    """The memory model's peak for PFSeg's step; a token 0.1 GiB for every other network."""
+    from pfseg_pipeline.planners import memory
+
+    return memory.predict_peak_bytes(network, plans, batch).bytes if network == "pfseg" else GiB // 10
+
+
+def token_peak(network: str, plans, batch: int) -> int:
+    """0.1 GiB for every step: a plan at a given scale wanted for its shapes only."""
+    return GiB // 10
 
 
 def _row(fingerprint: dict, spacing: int, scale: int, steps: int) -> dict:
     from pfseg_pipeline.planners import memory
     from pfseg_pipeline.planners.planner import small_et_lr_voxels
 
-    gpu = _plan(fingerprint, "default", scale)
+    gpu = _plan(fingerprint, "default", scale, pfseg_peak)
     peak = memory.predict_peak_bytes("pfseg", gpu, 1).bytes
-    cpu = _plan(fingerprint, "demo", scale)
+    cpu = _plan(fingerprint, "demo", scale, token_peak)
     seconds = {ablation: _step_seconds(cpu, ablation, steps) for ablation in ("full", "us")}
     row = {"spacing_mm": spacing, "lr_scale": scale, "hr_shape_zyx": gpu.hr_shape_zyx,
            "lr_shape_zyx": gpu.lr_shape_zyx, "peak_bytes_batch1": peak, "planned_batch": gpu.batch_size,
