@@ -60,7 +60,7 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     if n <= 1:
         return labelled > 0
     sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0                  # the background is no component; every mask here has one voxel
+    sizes[0] = 0                  # the background is no component (n > 1: the largest has voxels)
     return sizes[labelled] == sizes.max()
 
 
