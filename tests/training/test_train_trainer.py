@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -103,6 +104,26 @@ def test_a_run_records_its_kernels_and_a_resume_elsewhere_says_it_will_not_match
     assert len(warned) == 1, caplog.text
     assert f"Another CPU ({other})" in warned[0] and f"({here['cpu_capability']})" in warned[0]
     assert load_checkpoint(checkpoint_path(fold, "final"))["epoch"] == 3   # the run went on
+
+
+@pytest.mark.parametrize("network", ["pfseg", "resunet3d"])
+def test_a_run_repeated_on_the_same_machine_ends_with_the_same_weights(tmp_path, make_workspace, make_plans,
+                                                                       network):
+    """At the thread count the trainer sizes for this machine (2 torch threads on 2 cores), with
+    augmentation on: no operator of either network sums in a varying order."""
+    plans = make_plans(hr=(8, 16, 16), patch=(8, 16, 16))
+    weights = []
+    for name in ("a", "b"):
+        ws = make_workspace(tmp_path / name, plans)
+        assert _train(ws, "--network", network, "--epochs", "2", "--num-workers", "0", "--device", "cpu",
+                      "--set", "training.tta=false") == 0   # held-out cases in one pass: quicker
+        ckpt = load_checkpoint(ws.root / "results" / NAME / network / "fold_0" / "checkpoint_final.pt")
+        weights.append(ckpt["model"])
+        # more than one thread wherever the machine has the cores: the case where order can vary
+        assert ckpt["run_info"]["torch_threads"] >= min(2, len(os.sched_getaffinity(0)))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
 
 
 def test_resume_from_an_epoch_boundary_reproduces_the_run(tmp_path, make_workspace, make_plans):
