@@ -171,7 +171,8 @@ def _pfseg_train(ws_root: Path, network: str, epochs: int, iterations: int | Non
             "parameters": summary.get("parameters"),
             "parameters_inference": summary.get("parameters_inference"),
             "batch_size": summary.get("batch_size"), "num_workers": summary.get("num_workers"),
-            "ablation": summary.get("ablation"), "model_dir": str(fold_dir.parent), "resumed": resume}
+            "ablation": summary.get("ablation"), "model_dir": str(fold_dir.parent), "resumed": resume,
+            "compute": summary.get("compute")}   # the kernels: a rerun elsewhere sums in another order
 
 
 def _pfseg_predict(model_dir: Path, test_dir: Path, out: Path, rounds: int = 1, tta: bool = False) -> dict:

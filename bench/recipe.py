@@ -378,7 +378,7 @@ class Study:
             "seconds_per_iteration": train.get("seconds_per_iteration"), "train_seconds": train_seconds,
             "predicted_peak_bytes": (planned.memory.get("predicted_peak_bytes") or {}).get(network),
             "region_prior": train.get("region_prior"), "torch_threads": train.get("torch_threads"),
-            "num_workers": train.get("num_workers")}
+            "num_workers": train.get("num_workers"), "compute": train.get("compute")}
         if row.tta:    # the same model's predictions averaged over the mirrors training flipped
             result["tta"] = self._predict_and_score(fold, test, planned, tta=True)
         result["wall_seconds"] = time.perf_counter() - t0

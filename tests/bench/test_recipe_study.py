@@ -113,6 +113,8 @@ def test_the_quick_study_runs_resumes_and_tabulates(tmp_path, monkeypatch, capsy
         assert set(result["dice"]) == {"WT", "TC", "ET"} and all(0 <= d <= 1 for d in result["dice"].values())
         assert len(result["per_case_dice"]) == 2 and all(c.startswith("BraTS20_Training_9")
                                                          for c in result["per_case_dice"])   # the test cases
+        # the kernels that computed it: a rerun on another CPU sums in another order
+        assert result["compute"]["device"] == "cpu" and result["compute"]["cpu_capability"]
     from pfseg_pipeline.plans import preset_training
 
     default = preset_training("default")

@@ -19,6 +19,7 @@ def test_a_stopped_comparison_training_resumes_and_another_starts_over(tmp_path,
     monkeypatch.setattr(nnunet_compare, "NAME", "Tiny")      # the tiny workspace's dataset
     first = nnunet_compare._pfseg_train(workspace.root, "pfseg", 1, 1, 7, tmp_path / "first.log")
     assert first["resumed"] is False and first["iterations"] == 1
+    assert first["compute"]["device"] == "cpu" and first["compute"]["torch"]   # the kernels, recorded
     assert not (tmp_path / "first.started.json").exists()            # done: no marker left
 
     # a 2-epoch training of the same network and seed stopped after its first epoch: its marker
