@@ -206,7 +206,7 @@ class Trainer:
         self._rotate = Path(path) == checkpoint_path(self.output_dir, "latest")
         log.info("resuming from %s at epoch %d%s", path, self.start_epoch, note)
         then, now = ckpt.get("run_info", {}).get("compute"), self.run_info.get("compute")
-        if then and now and then != now:
+        if then and now and then != now and self.dist.is_main:    # one line, not one per rank
             log.warning("%s was trained on %s and continues on %s: the run goes on, but it will not match "
                         "an uninterrupted run bit for bit (other kernels sum in another order)", path,
                         compute_words(then), compute_words(now))
