@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pfseg_pipeline.data.labels import region_names
+from pfseg_pipeline.devices import compute_words
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import read_json
 from pfseg_pipeline.plans import Plans
@@ -68,7 +69,8 @@ def fold_record(fold_dir: Path, fold: str, checkpoint: str) -> dict[str, Any]:
                       "checkpoint": summary.get("checkpoint", "final"), "regions": regions}
     return {"fold": fold, "epochs": last + 1 if isinstance(last, int) else None,
             "split": train.get("split"), "train_cases": train.get("train_cases"),
-            "val_cases": train.get("val_cases"), "validation": validation}
+            "val_cases": train.get("val_cases"), "validation": validation,
+            "trained_on": train.get("compute")}   # the kernels: elsewhere a retraining sums in another order
 
 
 def inference_words(patch_free: bool, plans: Plans) -> str:
@@ -153,6 +155,10 @@ def card_markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {f['fold']} | {_fmt(f['epochs'])} | {_fmt(f['split'])} | {cases} | {region} | "
                          f"{_fmt(r.get('dice_mean'))} ({_fmt(r.get('dice_std'))}) | "
                          f"{_fmt(r.get('hd95_mean'), 2)} ({_fmt(r.get('hd95_std'), 2)}) |")
+    trained_on = [f"fold {f['fold']}: {compute_words(f['trained_on'])}" for f in card["folds"]
+                  if f.get("trained_on")]
+    if trained_on:   # a retraining reproduces the weights bit for bit only on the same kernels
+        lines += ["", "Trained on " + "; ".join(trained_on) + "."]
     lines += ["", "## Use", "",
               "```",
               "pfseg_predict -i SCANS -o PREDICTIONS --model-dir THIS.zip",

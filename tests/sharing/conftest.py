@@ -15,7 +15,9 @@ SUMMARY = {"per_case": [], "missing": [], "checkpoint": "final", "cases_from": "
                            "hd95": {"mean": 3.5, "std": 1.0, "median": 3.5, "n": 2}}
                        for r, d in (("WT", 0.8125), ("TC", 0.75), ("ET", 0.625))}}
 TRAIN_SUMMARY = {"dataset": NAME, "split": "folds", "fold": "0", "network": "pfseg", "train_cases": 8,
-                 "val_cases": 2, "epochs": 50, "final_epoch": 49, "best_epoch": 31}
+                 "val_cases": 2, "epochs": 50, "final_epoch": 49, "best_epoch": 31,
+                 "compute": {"torch": "2.13.0+cpu", "device": "cpu", "cpu": "AMD EPYC",
+                             "cpu_capability": "AVX2"}}
 FINGERPRINT = {"version": 1, "modalities": ["t1", "t2"], "label_scheme": {"name": "brats2020"},
                "cases": [{"case": "case_0", "shape_zyx": [12, 17, 15]}],
                "dataset": {"n_cases": 10, "n_labelled": 10, "median_shape_zyx": [12.0, 17.0, 15.0],

@@ -19,7 +19,7 @@ from pfseg_pipeline.plans import load_plans
 from pfseg_pipeline.sharing.build import absolute_paths, export_model
 from tests.inference.conftest import save_fold, tiny_plans, write_model_dir
 
-from .conftest import FINGERPRINT, NAME, SUMMARY, make_workspace
+from .conftest import FINGERPRINT, NAME, SUMMARY, TRAIN_SUMMARY, make_workspace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -81,11 +81,13 @@ def test_the_model_card_says_what_was_trained_and_how_well_it_did(workspace_with
     assert fold0["validation"]["regions"]["WT"]["dice_mean"] == SUMMARY["summary"]["WT"]["dice"]["mean"]
     assert fold0["validation"]["regions"]["ET"]["hd95_mean"] == 3.5
     assert fold1["validation"] is None and fold1["epochs"] is None       # no files for fold 1
+    assert fold0["trained_on"] == TRAIN_SUMMARY["compute"] and fold1["trained_on"] is None
     assert card["versions"]["pfseg_pipeline"] and card["versions"]["torch"] == torch.__version__
     text = files["MODEL_CARD.md"].decode()
     assert "| 0 | 50 | folds | 8 / 2 | WT | 0.8125 (0.0500) | 3.50 (1.00) |" in text
     assert "| 1 | - | - | - / - | - | - (-) | - (-) |" in text
     assert "10 case(s), 10 labelled" in text and "Not a medical device" in text
+    assert "Trained on fold 0: AMD EPYC (AVX2), torch 2.13.0+cpu." in text   # fold 1 has no summary
 
 
 def test_folds_checkpoint_and_variant(tmp_path, capsys):
