@@ -64,7 +64,7 @@ from pfseg_pipeline.devices import compute_words
 from pfseg_pipeline.errors import UserError
 from pfseg_pipeline.fileio import write_json
 from pfseg_pipeline.networks.registry import count_parameters, inference_parameter_count
-from pfseg_pipeline.networks.step import train_step
+from pfseg_pipeline.networks.step import step_memory_format, to_memory_format, train_step
 from pfseg_pipeline.plans import Plans
 from pfseg_pipeline.training import distributed as ddp
 from pfseg_pipeline.training.interrupts import StopNow, stop_signals
@@ -134,7 +134,9 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler, device: torch.device, output_dir: Path,
                  plans: Plans, options: TrainOptions, run_info: dict, dist: ddp.DistContext | None = None,
                  monitor: Validation | None = None):
-        self.network = network.to(device)
+        # channels-last on a CPU (`step_memory_format`), set before DDP records the gradients' layout
+        self.memory_format = step_memory_format(device)
+        self.network = network.to(device, memory_format=self.memory_format)
         self.dist = dist or ddp.DistContext()
         self.model = ddp.wrap_model(self.network, self.dist, device)
         self.loss, self.train_batches = loss, train_batches
@@ -302,7 +304,7 @@ class Trainer:
                 value = torch.from_numpy(value)
             if isinstance(value, torch.Tensor):
                 out[key] = value.to(self.device, non_blocking=True)
-        return out
+        return to_memory_format(out, self.memory_format)
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         return train_step(self.model, batch, self.loss, self.optimizer, self.scaler, self.options.grad_clip,

@@ -16,7 +16,11 @@ and for resunet3d once more where the loader's margin around a patch grew to cov
 rotation and zoom-out (`transforms.augmentation_margin`; before, rotated or zoomed-out corners
 were zeros). Its runs were re-recorded once more on 2026-12-01 with the vector kernels capped
 at AVX2 (below), on an AVX2-only CPU, from code that had matched the previous figures on an
-AVX-512 CPU; the inputs and plans are those recorded before. Every recipe option added since
+AVX-512 CPU; the inputs and plans are those recorded before. Its runs were re-recorded again
+on 2026-12-01 when the CPU trainer moved to channels-last weights and batches
+(`networks.step.step_memory_format`): the same function summed in another order (PFSeg's losses
+moved by a relative 1e-4 to 1e-3 over the 2 epochs, ResUNet3D's by 1e-6 to 1e-4; the inputs and plans
+unchanged, only "runs" rewritten). Every recipe option added since
 is off by default and keeps this fixture. `--record` writes the
 fixture and a copy of the plans.json.
 """
