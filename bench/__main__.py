@@ -34,6 +34,7 @@ BENCHMARKS = (
     "export_speed",       # PFSeg's network pass: eager vs ONNX Runtime vs TorchScript
     "loader_speed",       # data loader batches/s vs training steps/s
     "memory_format",      # a CPU training step in torch's default layout vs channels-last
+    "omp_wait",           # OpenMP's wait between parallel regions: a CPU step on idle and shared cores
     "memory_model",       # memory model: predicted vs measured (CPU here; GPU in gpu_check)
     "lr_scale",           # per LR scale on 1, 2 and 4 mm anatomy: predicted GPU peak, small ET, CPU step
     "checkpoint_sizes",   # checkpoint bytes per kind: with and without the optimiser state

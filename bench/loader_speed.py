@@ -124,12 +124,14 @@ def _fed_step_seconds(spec: dict, conditions: dict, rounds: int) -> dict[str, li
     import subprocess
     import sys
 
+    from pfseg_pipeline.cli import OPENMP_ENV
+
     seconds: dict[str, list[float]] = {k: [] for k in conditions}
     for _ in range(rounds):
         for key, (threads, workers, policy) in conditions.items():
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-            if policy:
-                env["OMP_WAIT_POLICY"] = policy
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", *OPENMP_ENV)}
+            if policy:   # "commands": the commands' OpenMP environment (cli.OPENMP_ENV)
+                env.update(OPENMP_ENV)
             child = json.dumps({**spec, "threads": threads, "workers": workers})
             out = subprocess.run([sys.executable, "-m", "bench.loader_speed", "--child", child], env=env,
                                  capture_output=True, text=True, check=True,
@@ -139,21 +141,20 @@ def _fed_step_seconds(spec: dict, conditions: dict, rounds: int) -> dict[str, li
 
 
 def split_conditions(cores: int) -> dict[str, tuple[int, int, str | None]]:
-    """(torch threads, loader workers, OpenMP wait policy) to compare: before (torch's default
+    """(torch threads, loader workers, OpenMP wait) to compare: before (torch's default
     threads, the old default of cores - 1 workers, OpenMP's default spin-then-sleep wait), after
-    (`training.cpu_threads.cpu_split` with the commands' passive wait), and the other splits
-    with each policy; `fixed batch` (workers -1): the step alone, no loading."""
-    from pfseg_pipeline.cli import WAIT_POLICY
+    (`training.cpu_threads.cpu_split` with the commands' wait, `cli.OPENMP_ENV`: "commands"),
+    and the other splits with each wait; `fixed batch` (workers -1): the step alone, no loading."""
     from pfseg_pipeline.training.cpu_threads import cpu_split
 
     after = cpu_split("cpu", cores=cores)
-    out = {"before": (cores, max(1, cores - 1), None), "after": (after.threads, after.workers, WAIT_POLICY)}
+    out = {"before": (cores, max(1, cores - 1), None), "after": (after.threads, after.workers, "commands")}
     for workers in (0, 1):
-        for policy in (None, WAIT_POLICY):
+        for policy in (None, "commands"):
             split = (max(1, cores - workers), workers, policy)
             if split not in out.values():
                 out[f"{split[0]} thr + {workers} wkr, {(policy or 'default').lower()} wait"] = split
-    out["fixed batch"] = (cores, -1, WAIT_POLICY)
+    out["fixed batch"] = (cores, -1, "commands")
     return out
 
 
@@ -244,13 +245,13 @@ def _markdown(f: dict, loader: dict, steps: dict, workers: tuple[int, ...]) -> s
         lines.append(f"| {name} | " + " | ".join(f"{loader[(name, w)]:.2f}" for w in (0, *workers)) + " |")
     lines += [
         "", f"Training steps/s fed by the loader, per split of the {f['cores']} cores into torch threads + "
-        "loader workers and per OpenMP wait policy (`default`: spin, then sleep; `passive`: sleep at once, "
-        "what the commands now set): the median of "
+        "loader workers and per OpenMP wait (`default`: OpenMP's, spin long, then sleep; `commands`: what "
+        "the commands set, `cli.OPENMP_ENV`, a short spin, then sleep; bench omp_wait): the median of "
         f"{f['rounds']} round(s) x {f['iterations_per_block']} iterations, each block in its own process "
         "with only its own workers alive, the conditions in turns (load average "
         f"{load[0]} before, {load[1]} after: the machine is shared; other work slows every column). "
         "`before`: torch's default threads and the old default workers; `after`: "
-        "`training.cpu_threads.cpu_split` and the passive wait; `fixed batch`: the step alone on one "
+        "`training.cpu_threads.cpu_split` and the commands' wait; `fixed batch`: the step alone on one "
         "repeated batch.", "",
         "| condition | " + " | ".join(steps) + " |", "|---|" + "---:|" * len(steps)]
     for key in cond:

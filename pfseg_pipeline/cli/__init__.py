@@ -1,16 +1,24 @@
 """The console commands: one module per command (parse the options, call the library, report).
 
-Before any command imports torch: OpenMP's threads wait passively between parallel regions
-(unless the environment sets OMP_WAIT_POLICY), so a multi-threaded CPU step does not stall on
-cores it shares with loader workers or other processes (training/cpu_threads.py). OpenMP reads
-the variable once, when torch loads it, so it is set here, in the commands' package.
+Before any command imports torch, the OpenMP environment (`OPENMP_ENV`, each variable only where
+the environment does not set it): a thread that finishes a parallel region spins for a bounded
+while (GNU OpenMP's GOMP_SPINCOUNT, the runtime of torch's Linux wheels), then sleeps; other
+OpenMP runtimes, which do not read that count, sleep at once (OMP_WAIT_POLICY=PASSIVE). OpenMP
+reads them once, when torch loads it, so they are set here, in the commands' package.
+
+Why a bounded spin (bench omp_wait, docs/BENCHMARKS.md): a CPU training step runs thousands of
+short parallel regions. Spinning without bound (OpenMP's default) stalls every region on cores
+shared with another busy process (a loader worker, another training, other users); sleeping at
+once pays a wake-up per region, which cost PFSeg's step up to 2x and ResUNet3D's 2-3x on idle
+cores. A short spin stays near the faster of the two in both cases.
 """
 
 import os
 
-# OpenMP's wait between parallel regions: its default spins first, which on cores shared with any
-# other busy process (a loader worker, another training, other users) stalls every region of a
-# multi-threaded step. Defined here, not in training/: a prediction imports no training module.
+# Defined here, not in training/: a prediction imports no training module.
 WAIT_POLICY = "PASSIVE"
+SPIN_COUNT = "30000"     # GNU OpenMP's default is 300000 (0 under PASSIVE alone)
+OPENMP_ENV = {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": SPIN_COUNT}
 
-os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+for _name, _value in OPENMP_ENV.items():
+    os.environ.setdefault(_name, _value)

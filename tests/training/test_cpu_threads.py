@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pfseg_pipeline.cli import WAIT_POLICY
+from pfseg_pipeline.cli import OPENMP_ENV
 from pfseg_pipeline.training.cpu_threads import CpuSplit, available_cores, cpu_split
 
 
@@ -38,20 +38,20 @@ def test_the_cores_are_the_affinity_mask():
     assert out.strip() == "CpuSplit(threads=1, workers=0)"     # pinned to one core: one thread
 
 
-@pytest.mark.parametrize("preset, expected", [(None, WAIT_POLICY), ("ACTIVE", "ACTIVE")])
-def test_the_commands_set_a_passive_openmp_wait_before_torch_loads(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset:
-        env["OMP_WAIT_POLICY"] = preset
-    code = ("import sys, os; import pfseg_pipeline.cli.train; "
-            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split() == [expected, "True"]
-    # ... and the variable is in place before torch is imported by anything of the commands
-    code = ("import sys, os; import pfseg_pipeline.cli; "
-            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split() == [expected, "False"]
+@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"}])
+def test_the_commands_set_the_openmp_wait_before_torch_loads(preset):
+    """A bounded spin, then sleep (OPENMP_ENV), each variable only where the environment has none."""
+    expected = {**OPENMP_ENV, **preset}
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_ENV}
+    env.update(preset)
+    show = "print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", f"import sys, os; import pfseg_pipeline.cli.train; {show}"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == [expected["OMP_WAIT_POLICY"], expected["GOMP_SPINCOUNT"], "True"]
+    # ... and the variables are in place before torch is imported by anything of the commands
+    out = subprocess.run([sys.executable, "-c", f"import sys, os; import pfseg_pipeline.cli; {show}"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == [expected["OMP_WAIT_POLICY"], expected["GOMP_SPINCOUNT"], "False"]
 
 
 def test_a_cpu_fold_run_sets_the_threads_and_records_them(tmp_path, make_workspace, make_plans):
