@@ -41,7 +41,7 @@ WAITS = {   # label -> the OpenMP variables of the block (every other one remove
 OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "KMP_BLOCKTIME")
 STATES = ("idle", "shared")
 NETWORKS = ("pfseg", "resunet3d")
-ROUNDS = 3
+ROUNDS = 6
 STEPS = {"pfseg": 4, "resunet3d": 20}
 
 

@@ -8,8 +8,8 @@ that add up to the cores this process may use (its affinity mask, divided among 
 of a DDP run), by the rule measured in bench/loader_speed.py (docs/BENCHMARKS.md).
 
 On a GPU the step runs on the device: the torch threads are left as they are and the cores
-left after the training process's own go to the workers, as before. The OpenMP wait policy
-the commands set before torch loads is cli/__init__.py's `WAIT_POLICY`.
+left after the training process's own go to the workers, as before. The OpenMP wait the
+commands set before torch loads is cli/__init__.py's `OPENMP_ENV` (bench/omp_wait.py).
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ def cpu_split(device_type: str, world_size: int = 1, workers: int | None = None,
 
     On a CPU they add up to the process's share of the cores: with the workers given (`--num-
     workers`), the threads take the rest; otherwise no worker (augmentation runs between steps)
-    and every core a torch thread. Measured by bench/loader_speed.py on 2 idle cores at the demo's
-    4 mm anatomy plan (docs/BENCHMARKS.md): PFSeg's fed steps/s 1.27x those of 1 thread + 1
-    worker (the loader makes ~50 PFSeg batches/s in-process, the step ~1.3), ResUNet3D's 0.86x;
-    PFSeg, the method, decides. The old 2 threads + 1 worker put 3 busy threads on 2 cores. On a
-    GPU: torch's threads unchanged, the cores but one to the workers.
+    and every core a torch thread. Measured by bench/loader_speed.py on 2 cores at the demo's
+    4 mm anatomy plan (docs/BENCHMARKS.md): PFSeg's fed steps/s 1.43x those of 1 thread + 1
+    worker with the commands' OpenMP wait (the loader makes ~25-50 PFSeg batches/s in-process,
+    the step ~1.2), ResUNet3D's 1.39x (0.86x with the earlier passive wait, when PFSeg's was
+    1.27x); PFSeg, the method, decides. The old 2 threads + 1 worker put 3 busy threads on 2
+    cores. On a GPU: torch's threads unchanged, the cores but one to the workers.
 
     >>> cpu_split("cpu", cores=2), cpu_split("cpu", cores=2, workers=0), cpu_split("cpu", cores=1)
     (CpuSplit(threads=2, workers=0), CpuSplit(threads=2, workers=0), CpuSplit(threads=1, workers=0))
