@@ -67,8 +67,8 @@ def test_trainer_memory_model_and_gpu_check_update_the_weights_alike(tmp_path, m
 @pytest.mark.parametrize("network", ["pfseg", "resunet3d"])
 def test_a_channels_last_step_computes_the_default_layouts_loss_and_gradients(make_plans, network):
     """The CPU trainer's layout changes the order of sums, not the function: from the same seed,
-    the loss, every loss term and every gradient of one step agree to float32 rounding (while the
-    weights and batch really are channels-last), and the weights after it too."""
+    the loss, every loss term and every gradient of one step agree to float32 rounding, while the
+    weights, the batch and the gradients really are channels-last."""
     plans = make_plans(hr=(16, 16, 16), patch=(8, 8, 8))
     torch.manual_seed(0)
     default = build_step(network, plans, 2)
