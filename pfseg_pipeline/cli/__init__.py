@@ -9,10 +9,10 @@ reads them once, when torch loads it, so they are set here, in the commands' pac
 Why a bounded spin (bench omp_wait, docs/BENCHMARKS.md): a CPU training step runs thousands of
 short parallel regions. A long spin (OpenMP's default, 300,000 spins) stalls every region on cores
 shared with another busy process (a loader worker, another training, other users); sleeping at
-once pays a wake-up per region, which cost PFSeg's step 1.45x and ResUNet3D's 2.0x on idle
-cores. 30,000 spins stayed within 4 % of the fastest wait in every case measured, idle and
+once pays a wake-up per region, which cost PFSeg's step 1.4x and ResUNet3D's 2.1x on idle
+cores. 30,000 spins stayed within 12 % of the fastest wait in every case measured, idle and
 shared, PFSeg and ResUNet3D (the bench's rule: the smallest worst ratio to the fastest wait; 3,000
-came to 1.47x, OpenMP's default 1.74x, passive alone 2.01x).
+came to 1.44x, OpenMP's default 1.87x, passive alone 2.08x; an earlier run: 1.04x for 30,000).
 """
 
 import os
