@@ -3,13 +3,6 @@ computed from hand-made figures (the runs themselves take minutes and need nnU-N
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
-
 REGIONS = ("WT", "TC", "ET")
 
 

@@ -3,12 +3,9 @@ ones computed from the state dicts (bench/checkpoint_sizes.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 def test_readme_quotes_the_computed_checkpoint_sizes():

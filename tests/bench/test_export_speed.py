@@ -3,15 +3,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
 
 
 def _backend(seconds, eager_seconds, labels=1.0):

@@ -5,12 +5,7 @@ tests/networks/test_step.py.)"""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
 from tests.gpu_machine import run_without_gpu_machine_absentees  # noqa: E402
 
 

@@ -3,13 +3,6 @@ hand-made figures (speed itself belongs to the benchmark, not to tests)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
-
 
 def _method(network, e2e, passes=1):
     from bench.inference_speed import spread

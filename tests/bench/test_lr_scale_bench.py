@@ -3,14 +3,7 @@ shapes, the memory model's peak and the small ET in LR voxels, and a CPU step of
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.mark.slow

@@ -3,13 +3,6 @@ the CPU allocator's record of the same real step."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
-
 
 def test_memory_model_benchmark_quick():
     from bench.memory_model import run

@@ -3,14 +3,7 @@ variables, the busy processes of the shared state, the worst-ratio rule and its 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 def _row(state, network, wait, median):

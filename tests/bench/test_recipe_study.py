@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 def test_the_decision_rule_needs_a_gain_above_one_standard_error_over_three_seeds():

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 CASES = ("c1", "c2", "c3")       # c3 has no ET
 
