@@ -78,18 +78,32 @@ def compute_identity(device: str | torch.device) -> dict:
     return identity
 
 
-def cpu_model() -> str:
-    """The processor's name (/proc/cpuinfo's first model name; else what `platform` says)."""
-    import platform
+def _cpuinfo(field: str) -> str | None:
+    """/proc/cpuinfo's first value of `field`, or None (no such file or field)."""
     from pathlib import Path
 
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo's first model name; else what `platform` says)."""
+    import platform
+
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The processor's vendor (/proc/cpuinfo's vendor_id: AuthenticAMD, GenuineIntel; else the
+    machine type): capped at one vector ISA, two vendors' kernels still sum in other orders."""
+    import platform
+
+    return _cpuinfo("vendor_id") or platform.machine()
 
 
 def compute_words(identity: dict) -> str:

@@ -51,3 +51,20 @@ def test_train_and_predict_answer_a_device_alike(monkeypatch, tmp_path, capsys, 
     assert run(predict.main, ["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--device", device]) == 2
     predict_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert train_line == predict_line and f"--device {device}" in train_line.replace("'", "")
+
+
+def test_cpu_vendor_and_model_are_cpuinfos_fields(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from pfseg_pipeline import devices
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                    "processor\t: 1\nvendor_id\t: GenuineIntel\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real(info if str(self) == "/proc/cpuinfo"
+                                                                      else self, *a, **k))
+    assert devices.cpu_vendor() == "GenuineIntel"
+    assert devices.cpu_model() == "Intel(R) Xeon(R) Processor"
+    info.write_text("processor\t: 0\n")          # no such fields (e.g. some ARM kernels): platform's words
+    assert devices.cpu_vendor() and devices.cpu_vendor() != "GenuineIntel"
