@@ -91,9 +91,7 @@ def test_every_training_field_has_a_reason_in_every_preset(preset):
 
 def test_the_default_recipe_rests_on_the_recipe_study_and_the_paper_preset_keeps_the_papers():
     import re
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # `bench` is not installed
     from bench.recipe import ROWS
 
     reasons = presets.training_reasons("default")

@@ -3,9 +3,6 @@ it clips, scales and steps as networks/step.py says."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,10 +10,6 @@ from pfseg_pipeline.networks.registry import build_network, example_batch, netwo
 from pfseg_pipeline.networks.step import build_step, make_optimizer, step_memory_format, train_step
 from pfseg_pipeline.planners import memory
 from pfseg_pipeline.training.trainer import Trainer, TrainOptions
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.mark.parametrize("network", ["pfseg", "resunet3d"])

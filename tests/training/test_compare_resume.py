@@ -5,12 +5,6 @@ starts over."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package
-    sys.path.insert(0, str(ROOT))
 
 
 def test_a_stopped_comparison_training_resumes_and_another_starts_over(tmp_path, workspace, monkeypatch):

@@ -3,12 +3,6 @@ machine has no batchgenerators, nibabel, SimpleITK or MedPy (FACTS.md)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # the `tests` helpers (plain `pytest` does not add the cwd)
-    sys.path.insert(0, str(ROOT))
 from tests.gpu_machine import run_without_gpu_machine_absentees as _run_blocked  # noqa: E402
 
 
