@@ -142,15 +142,17 @@ def plan_summary(plans) -> dict:
 
 
 # ---- one training step, as the trainer runs it on CUDA -------------------------------------------
-def training_step(network: str, plans, batch_size: int, device: torch.device, amp: bool, seed: int = 0):
+def training_step(network: str, plans, batch_size: int, device: torch.device, amp: bool, seed: int = 0,
+                  memory_format: torch.memory_format = torch.contiguous_format):
     """The trainer's own step (`networks.step`: fp16 autocast when `amp`, the network's loss,
     scaled backward, unscale + gradient clipping, the plans' optimiser, scaler update) with its
-    model, optimiser, GradScaler and a random batch on `device`; call it to run one step.
+    model, optimiser, GradScaler and a random batch on `device`, weights and batch in
+    `memory_format`; call it to run one step.
     The module it comes from imports only torch, so it runs on the GPU machine as it is."""
     from pfseg_pipeline.networks.step import build_step
 
     torch.manual_seed(seed)
-    return build_step(network, plans, batch_size, amp=amp, device=device)
+    return build_step(network, plans, batch_size, amp=amp, device=device, memory_format=memory_format)
 
 
 def _sync(device: torch.device) -> None:
@@ -234,13 +236,17 @@ def calibrate(rows: list[dict]) -> dict:
 
 # ---- (b) training speed ---------------------------------------------------------------------------
 def measure_speed_row(label: str, network: str, plans, device: torch.device, amp: bool, warmup: int,
-                      steps: int) -> dict:
+                      steps: int, channels_last: bool = False) -> dict:
+    """Steps per second of the trainer's step; `channels_last`: weights and batch in
+    channels-last order, the trainer's layout on a CPU (`step_memory_format`), timed here beside
+    the contiguous one so the layout a GPU trains in can rest on a measurement."""
     from pfseg_pipeline.networks.registry import network_spec
 
     spec = network_spec(network)
     batch = spec.batch_size(plans)
     _free(device)
-    step = training_step(network, plans, batch, device, amp)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    step = training_step(network, plans, batch, device, amp, memory_format=layout)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -250,7 +256,8 @@ def measure_speed_row(label: str, network: str, plans, device: torch.device, amp
     _sync(device)
     seconds = (time.perf_counter() - t0) / steps
     row = {"plan": label, "network": network, "shape_zyx": spec.input_shape(plans), "batch": batch,
-           "amp": amp, "steps": steps, "seconds_per_step": seconds, "steps_per_second": 1 / seconds,
+           "amp": amp, "channels_last": channels_last, "steps": steps, "seconds_per_step": seconds,
+           "steps_per_second": 1 / seconds,
            "samples_per_second": batch / seconds, "final_loss": float(loss)}
     if device.type == "cuda":
         row["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
@@ -395,17 +402,21 @@ def run_check(out_dir: Path, dry_run: bool = False, sections: tuple[str, ...] = 
     if "speed" in sections:
         t0 = time.perf_counter()
         rows = []
-        for label in ("default", "paper"):
-            for network in ("pfseg", "resunet3d"):
-                log(f"speed: {label} plan, {network}")
-                row = attempt(f"speed {label} {network}", lambda lb=label, n=network: measure_speed_row(
-                    lb, n, plans[lb], device, amp, cfg["speed_warmup"], cfg["speed_steps"]))
-                if row:
-                    rows.append(row)
-                    log(f"  {row['steps_per_second']:.2f} steps/s "
-                        f"({row['seconds_per_step'] * 1000:.0f} ms/step)")
-                results["speed"] = {"rows": rows}
-                save()
+        # each plan and network in the contiguous layout (the trainer's on a GPU); the default
+        # plan's also channels-last, the trainer's layout on a CPU, unmeasured on a GPU until now
+        networks = ("pfseg", "resunet3d")
+        runs = [(label, network, False) for label in ("default", "paper") for network in networks]
+        runs += [("default", network, True) for network in networks]
+        for label, network, channels_last in runs:
+            what = f"speed {label} {network}" + (" channels-last" if channels_last else "")
+            log(what)
+            row = attempt(what, lambda lb=label, n=network, cl=channels_last: measure_speed_row(
+                lb, n, plans[lb], device, amp, cfg["speed_warmup"], cfg["speed_steps"], channels_last=cl))
+            if row:
+                rows.append(row)
+                log(f"  {row['steps_per_second']:.2f} steps/s ({row['seconds_per_step'] * 1000:.0f} ms/step)")
+            results["speed"] = {"rows": rows}
+            save()
         results["seconds"]["speed"] = round(time.perf_counter() - t0, 1)
 
     if "inference" in sections:

@@ -42,7 +42,8 @@ WHAT = """What it measures:
 - **Training speed**: steps per second with mixed precision at the default BraTS plan (the real
   planner on a BraTS-like fingerprint, 240x240x155, four modalities, 11 GiB budget) and at the
   paper preset (128x192x192, T2, WT), PFSeg and ResUNet3D; random batches already on the GPU
-  (the data loader is measured separately, in `loader_speed`).
+  (the data loader is measured separately, in `loader_speed`). The default plan's also with
+  weights and batch channels-last, the trainer's layout on a CPU, to see whether a GPU gains from it.
 - **Inference**: seconds per case at 240x240x155 and on the paper's 128x192x192 grid, PFSeg whole
   volume vs the ResUNet3D Gaussian sliding window (the plan's patch, step 0.5), network only and
   end to end (host float32 array -> GPU -> padding -> prediction -> probabilities on the host ->
@@ -111,10 +112,13 @@ def markdown(results: dict) -> str:
     speed = results.get("speed", {})
     if speed.get("rows"):
         lines += ["### Training steps per second (mixed precision, random batches on the device)", "",
-                  "| plan | network | input (z y x) | batch | s / step | steps / s | peak allocated GiB |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+                  "| plan | network | layout | input (z y x) | batch | s / step | steps / s "
+                  "| peak allocated GiB |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
         for r in speed["rows"]:
-            lines.append(f"| {r['plan']} | {r['network']} | {_shape(r['shape_zyx'])} | {r['batch']} | "
+            layout = "channels-last" if r.get("channels_last") else "contiguous"
+            lines.append(f"| {r['plan']} | {r['network']} | {layout} | {_shape(r['shape_zyx'])} | "
+                         f"{r['batch']} | "
                          f"{r['seconds_per_step']:.3f} | {r['steps_per_second']:.2f} | "
                          f"{_gib(r.get('peak_allocated_bytes'))} |")
         lines.append("")

@@ -25,8 +25,12 @@ def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
         assert r["predicted_bytes"] > r["predicted_tensor_bytes"] > 0
         assert 0.9 < r["ratio_allocated"] < 1.1, r
     assert results["memory"]["calibration"]["suggested_factor"] >= 1.0
-    assert {(r["plan"], r["network"]) for r in results["speed"]["rows"]} == {
-        (p, n) for p in ("default", "paper") for n in ("pfseg", "resunet3d")}
+    speed = {(r["plan"], r["network"], r["channels_last"]): r for r in results["speed"]["rows"]}
+    assert set(speed) == ({(p, n, False) for p in ("default", "paper") for n in ("pfseg", "resunet3d")}
+                          | {("default", n, True) for n in ("pfseg", "resunet3d")})
+    # the same step in either layout: same seed, same batch values, so the same first loss
+    for n in ("pfseg", "resunet3d"):
+        assert abs(speed["default", n, True]["final_loss"] - speed["default", n, False]["final_loss"]) < 1e-4
     inference = results["inference"]["rows"]
     assert len(inference) == 4 and all(r["end_to_end_seconds"] > 0 for r in inference)
     assert {r["forward_passes"] for r in inference if r["network"] == "pfseg"} == {1}
@@ -51,9 +55,15 @@ def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
                                           "measured_context_bytes_max": 2**29, "suggested_factor": 1.1,
                                           "suggested_context_bytes": 2**29, "current_factor": 1.15,
                                           "current_context_bytes": 2**29, "current_allowance_covers": "1/1"}},
+               "speed": {"rows": [{"plan": "default", "network": "pfseg", "channels_last": cl,
+                                   "shape_zyx": [128, 160, 128], "batch": 2, "seconds_per_step": s,
+                                   "steps_per_second": 1 / s, "peak_allocated_bytes": 9 * 2**30}
+                                  for cl, s in ((False, 0.5), (True, 0.4))]},
                "errors": [{"what": "speed paper pfseg", "error": "OutOfMemoryError: boom"}]}
     text = markdown(results)
     assert "NVIDIA H100" in text and "| pfseg | 160x192x160 | 2 | 10.00 | 12.00 |" in text
+    assert "| default | pfseg | contiguous | 128x160x128 | 2 | 0.500 | 2.00 | 9.00 |" in text
+    assert "| default | pfseg | channels-last | 128x160x128 | 2 | 0.400 | 2.50 | 9.00 |" in text
     assert "speed paper pfseg" in text
     assert "no GPU machine was available on 2026-11-26" in no_gpu_markdown("2026-11-26")
     assert "bash bench/gpu_check.sh" in section(None)
