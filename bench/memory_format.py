@@ -9,7 +9,9 @@ and ResUNet3D (its patch and batch) the seconds of one training step (`networks.
 the trainer's own step, on a random batch) in each layout; every configuration built once, then
 `ROUNDS` rounds of `STEPS` steps, the configurations in turns, so that load which comes and goes
 falls on all alike. Beside them PFSeg's whole-volume prediction pass (batch 1, no gradient) in
-each layout: prediction keeps the default layout, and this row is why.
+each layout: prediction keeps the default layout, and this row is why. Then each training
+step's peak memory in each layout (one step under the CPU allocator's record), beside the
+memory model's figure, which traces the default layout.
 
 Both layouts compute the same function (tests/networks/test_step.py: the same loss and
 gradients to float32 rounding), so the ratio is all there is to choose on.
@@ -73,6 +75,23 @@ def _prediction_pass(plans, layout: str):
     return run
 
 
+def _peak_row(spacing: int, network: str, plans) -> dict:
+    """The peak bytes of one real training step in each layout (the CPU allocator's record,
+    `planners.measured_memory`) beside the memory model's tensor-level figure, which it traces
+    in the default layout."""
+    from pfseg_pipeline.networks.registry import network_spec
+    from pfseg_pipeline.planners import memory
+    from pfseg_pipeline.planners.measured_memory import measured_cpu_step_bytes
+
+    batch = network_spec(network).batch_size(plans)
+    predicted, _ = memory.tracked_step_bytes(network, plans, batch, amp=False)
+    measured = {layout: measured_cpu_step_bytes(network, plans, batch, memory_format=_layout(layout))
+                for layout in LAYOUTS}
+    return {"spacing_mm": spacing, "network": network, "batch": batch, "model_tensor_bytes": int(predicted),
+            "measured": {layout: {k: m[k] for k in ("tensor_peak", "allocator_peak")}
+                         for layout, m in measured.items()}}
+
+
 def _timed(fns: dict, rounds: int, steps: int) -> dict[str, list[float]]:
     """Seconds per call of each function: one warm-up call each, then `rounds` rounds of `steps`
     calls, the functions in turns."""
@@ -98,7 +117,7 @@ def run(quick: bool = False) -> dict:
     from pfseg_pipeline.networks.registry import network_spec
 
     spacings, n_cases, rounds, steps = ((4,), 2, 1, 1) if quick else (SPACINGS, CASES, ROUNDS, STEPS)
-    rows = []
+    rows, memory_rows = [], []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pfseg_memory_format_") as tmp:
         for spacing in spacings:
@@ -111,6 +130,7 @@ def run(quick: bool = False) -> dict:
             for layout in LAYOUTS:
                 fns[("pfseg", "prediction pass", layout)] = _prediction_pass(plans, layout)
             seconds = _timed(fns, rounds, steps)
+            memory_rows += [_peak_row(spacing, network, plans) for network in ("pfseg", "resunet3d")]
             for (network, what, layout), values in seconds.items():
                 rows.append({"spacing_mm": spacing, "network": network, "what": what, "layout": layout,
                              "hr_shape_zyx": list(plans.hr_shape_zyx),
@@ -121,7 +141,7 @@ def run(quick: bool = False) -> dict:
                          statistics.median(values))
     figures = {"title": "Memory layout of a CPU training step: default against channels-last",
                "cases": n_cases, "rounds": rounds, "steps": steps, "torch_threads": torch.get_num_threads(),
-               "widths": list(plans.network.widths), "rows": rows,
+               "widths": list(plans.network.widths), "rows": rows, "memory_rows": memory_rows,
                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     figures["markdown"] = _markdown(figures)
     return figures
@@ -157,5 +177,29 @@ def _markdown(f: dict) -> str:
         batch = 1 if r["what"] == "prediction pass" else r["batch"]
         lines.append(f"| {key[0]} mm | {key[1]} | {key[2]} | {shape}, {batch} | {spread_cell(r['seconds'])} "
                      f"| {spread_cell(cells[(*key, 'channels-last')]['seconds'])} | {ratio:.2f} |")
+    if f.get("memory_rows"):
+        lines += ["", *_memory_markdown(f["memory_rows"])]
     return "\n".join(lines) + "\n"
 
+
+
+def _memory_markdown(rows: list[dict]) -> list[str]:
+    def mib(n: int) -> str:
+        return f"{n / 2**20:.1f}"
+
+    lines = ["Peak memory of the same training steps, one step each under the CPU allocator's record "
+             "(`planners.measured_memory`: tensors, and with the scratch kernels free inside one "
+             "operator), in each layout, beside the memory model's tensor figure (traced in the "
+             "default layout, fp32). MiB; ratio: channels-last / default.", "",
+             "| grid | network | batch | model's tensors | default: tensors / with scratch "
+             "| channels-last: tensors / with scratch | ratio tensors / with scratch |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        d, c = r["measured"]["default"], r["measured"]["channels-last"]
+        lines.append(f"| {r['spacing_mm']} mm | {r['network']} | {r['batch']} "
+                     f"| {mib(r['model_tensor_bytes'])} "
+                     f"| {mib(d['tensor_peak'])} / {mib(d['allocator_peak'])} "
+                     f"| {mib(c['tensor_peak'])} / {mib(c['allocator_peak'])} "
+                     f"| {c['tensor_peak'] / d['tensor_peak']:.3f} / "
+                     f"{c['allocator_peak'] / d['allocator_peak']:.3f} |")
+    return lines

@@ -17,7 +17,8 @@ from pfseg_pipeline.networks.step import build_step
 
 
 def measured_cpu_step_bytes(network: str, plans, batch_size: int, amp: bool = False,
-                            ablation: str = FULL, seed: int = 0) -> dict[str, int]:
+                            ablation: str = FULL, seed: int = 0,
+                            memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, Any]:
     """Peak bytes of one REAL training step on the CPU, read from the allocator's own events.
 
     The step runs for real under `torch.profiler` with `profile_memory=True`, which records
@@ -29,13 +30,16 @@ def measured_cpu_step_bytes(network: str, plans, batch_size: int, amp: bool = Fa
       kernels allocate and free inside one operator (the CPU's im2col/vol2col buffers: on a GPU
       their counterpart is the cuDNN workspace, which `ALLOWANCE_FACTOR` covers);
     - `tensor_peak`: the same without that scratch (allocations freed inside the top-level ATen
-      operator that made them): the tensor-level peak the memory model predicts.
+      operator that made them): the tensor-level peak the memory model predicts;
+    - `channels_last`: whether the step's weights were in channels-last order (`memory_format`,
+      the trainer's layout on a CPU; the memory model traces the default one).
     """
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(seed)
-    step = build_step(network, plans, batch_size, ablation=ablation, amp=amp, fused=True)  # as traced
+    step = build_step(network, plans, batch_size, ablation=ablation, amp=amp, fused=True,  # as traced
+                      memory_format=memory_format)
     step()  # warm-up: the optimiser's state now exists, as in the trace
     # the step frees the previous gradients first thing; free them now, since the profiler does
     # not record frees of blocks allocated before it started
@@ -84,5 +88,8 @@ def measured_cpu_step_bytes(network: str, plans, batch_size: int, amp: bool = Fa
         if i not in scratch:
             tensor_running += size
             tensor_peak = max(tensor_peak, tensor_running)
+    weight = next(p for p in step.model.parameters() if p.dim() == 5)   # the first convolution's
     return {"allocator_peak": base + peak, "tensor_peak": base + tensor_peak, "alive_before": base,
-            "n_allocations": sum(1 for e in events if e[1] > 0)}
+            "n_allocations": sum(1 for e in events if e[1] > 0),
+            "channels_last": weight.is_contiguous(memory_format=torch.channels_last_3d)
+            and not weight.is_contiguous()}

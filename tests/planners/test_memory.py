@@ -79,6 +79,20 @@ def test_prediction_within_5_percent_of_a_measured_real_cpu_step():
         assert measured["allocator_peak"] >= measured["tensor_peak"]
 
 
+def test_a_channels_last_step_has_the_traced_default_layout_peak():
+    """The trainer keeps weights and batches channels-last on a CPU (`step_memory_format`); the
+    memory model traces torch's default layout. A real step's peak moves by a few per cent at
+    most between them (the layout changes strides, not sizes; InstanceNorm copies to the default
+    layout and back), the tensors' and the allocator's with scratch alike."""
+    plans = small_plans(hr=(32, 48, 32))
+    for network in ("pfseg", "resunet3d"):
+        default = measured_cpu_step_bytes(network, plans, 2)
+        last = measured_cpu_step_bytes(network, plans, 2, memory_format=torch.channels_last_3d)
+        assert not default["channels_last"] and last["channels_last"]
+        assert abs(last["tensor_peak"] / default["tensor_peak"] - 1) < 0.03, (network, last, default)
+        assert abs(last["allocator_peak"] / default["allocator_peak"] - 1) < 0.1, (network, last, default)
+
+
 def test_estimate_adds_the_stated_allowance_and_is_cached():
     memory.clear_cache()
     plans = small_plans()
