@@ -45,6 +45,11 @@ BENCHMARKS = (
     "tta",                # mirror test-time augmentation against one pass, same models (40 min: named only)
 )
 NOT_IN_ALL = ("recipe", "branches", "tta")
+# OpenMP reads its wait once, when torch loads it: the benchmarks measured in this process ran
+# under the environment as it was then (the commands set theirs, `cli.OPENMP_ENV`; a benchmark's
+# subprocesses name their own)
+_OPENMP_WAIT = None if "torch" in sys.modules else {
+    k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
@@ -61,8 +66,16 @@ def machine() -> str:
 
     # torch's CPU vector code (AVX2 / AVX512) names which kernels computed the figures
     return (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPU threads, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads, {openmp_wait()}), "
             f"Python {platform.python_version()}")
+
+
+def openmp_wait(at_start: dict[str, str] | None = None) -> str:
+    """The OpenMP wait this process's torch runs under (`_OPENMP_WAIT`, read before torch loaded)."""
+    wait = _OPENMP_WAIT if at_start is None else at_start
+    if wait is None:
+        return "OpenMP wait unknown: torch loaded before bench"
+    return " ".join(f"{k}={v}" for k, v in wait.items()) if wait else "OpenMP's default wait"
 
 
 def _sections(text: str) -> dict[str, str]:

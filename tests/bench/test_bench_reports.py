@@ -310,3 +310,27 @@ def test_the_calibration_times_nnunet_then_each_network_with_its_logs_named(tmp_
     assert later["pfseg_branches"] == "full"
     assert [c[-1] for c in calls] == ["calibration_nnunet_full", "calibration_pfseg_full.log"]
     assert calls[0][1] == str(tmp_path / "nnUNet_calibration_full")
+
+
+def test_the_machine_line_names_the_openmp_wait_torch_loaded_under():
+    """OpenMP reads its wait when torch loads: `python -m bench` records the environment as it
+    was then, in each section's machine line (the commands run under `cli.OPENMP_ENV`, a bench
+    process under whatever its shell set)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def line(env: dict, first: str = "") -> str:
+        base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        code = f"{first}from bench.__main__ import machine; print(machine())"
+        proc = subprocess.run([sys.executable, "-c", code], env={**base, **env}, cwd=root,
+                              capture_output=True, text=True, check=True)
+        return proc.stdout.strip()
+
+    assert "OpenMP's default wait" in line({})
+    passive = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "30000"}
+    assert "threads, OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=30000)" in line(passive)
+    assert "OpenMP wait unknown: torch loaded before bench" in line(passive, "import torch; ")
