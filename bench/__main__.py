@@ -70,12 +70,11 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def openmp_wait(at_start: dict[str, str] | None = None) -> str:
+def openmp_wait() -> str:
     """The OpenMP wait this process's torch runs under (`_OPENMP_WAIT`, read before torch loaded)."""
-    wait = _OPENMP_WAIT if at_start is None else at_start
-    if wait is None:
+    if _OPENMP_WAIT is None:
         return "OpenMP wait unknown: torch loaded before bench"
-    return " ".join(f"{k}={v}" for k, v in wait.items()) if wait else "OpenMP's default wait"
+    return " ".join(f"{k}={v}" for k, v in _OPENMP_WAIT.items()) or "OpenMP's default wait"
 
 
 def _sections(text: str) -> dict[str, str]:
