@@ -62,7 +62,7 @@ def make_optimizer(parameters: Iterable[Tensor], training,
 def step_memory_format(device: torch.device | str) -> torch.memory_format:
     """The layout the trainer keeps the weights and batches in on `device`: channels-last
     (N, Z, Y, X, C in memory) on a CPU, where a training step of PFSeg at the demo's plan takes
-    about 0.8 of its time in torch's default layout (oneDNN's 3D convolution kernels, the
+    0.6-0.8 of its time in torch's default layout (oneDNN's 3D convolution kernels, the
     backward ones most; InstanceNorm still copies to the default layout and back); the default
     elsewhere, where it is unmeasured (bench/memory_format.py measures it on the CPU;
     bench/gpu_check.py times both layouts on a GPU, and has not yet been run on one)."""
