@@ -182,7 +182,6 @@ def _markdown(f: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def _memory_markdown(rows: list[dict]) -> list[str]:
     def mib(n: int) -> str:
         return f"{n / 2**20:.1f}"

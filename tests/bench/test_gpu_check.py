@@ -28,7 +28,7 @@ def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
     speed = {(r["plan"], r["network"], r["channels_last"]): r for r in results["speed"]["rows"]}
     assert set(speed) == ({(p, n, False) for p in ("default", "paper") for n in ("pfseg", "resunet3d")}
                           | {("default", n, True) for n in ("pfseg", "resunet3d")})
-    # the same step in either layout: same seed, same batch values, so the same first loss
+    # the same steps in either layout (same seed, same batch values): the same loss to rounding
     for n in ("pfseg", "resunet3d"):
         assert abs(speed["default", n, True]["final_loss"] - speed["default", n, False]["final_loss"]) < 1e-4
     inference = results["inference"]["rows"]
