@@ -256,13 +256,23 @@ def _nnunet_to_brats(src: Path, dst: Path) -> None:
 
 
 def _scores(test_dir: Path, pred_dir: Path) -> dict:
+    """The test cases' mean Dice and HD95 per region, and under "cases" each case's, so that a
+    mean can be traced to the cases that make it (steps kept before 2026-12-02 have means only)."""
     from pfseg_pipeline.evaluation.evaluate import evaluate_folder
 
     result = evaluate_folder(test_dir, pred_dir, target="regions", progress=False, write=False)
     if result.get("missing") or result.get("failed"):
         raise RuntimeError(f"evaluation of {pred_dir}: missing {result.get('missing')}, "
                            f"failed {result.get('failed')}")
-    return {r: {m: result["summary"][r][m]["mean"] for m in ("dice", "hd95")} for r in REGIONS}
+    means = {r: {m: result["summary"][r][m]["mean"] for m in ("dice", "hd95")} for r in REGIONS}
+    cases = {c["case"]: {r: {m: c[r][m] for m in ("dice", "hd95")} for r in REGIONS}
+             for c in result["per_case"]}
+    return {**means, "cases": cases}
+
+
+def _means(scores: dict) -> dict:
+    """The per-region means of `_scores`' answer, without its per-case figures."""
+    return {r: v for r, v in scores.items() if r in REGIONS}
 
 
 def cases_without_et(raw: Path) -> list[str]:
@@ -321,7 +331,7 @@ def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branch
         one_pass = root / f"pred_{name}_{r}_again"
         _pfseg_predict(model, root / "test", one_pass)
         out["one_pass_scores"][key] = _scores(root / "test", one_pass)
-        out["one_pass_matches_kept"][key] = out["one_pass_scores"][key] == kept[key]
+        out["one_pass_matches_kept"][key] = _means(out["one_pass_scores"][key]) == _means(kept[key])
         mirrored = root / f"pred_{name}_tta_{r}"
         _pfseg_predict(model, root / "test", mirrored, tta=True)
         out["scores"][key] = _scores(root / "test", mirrored)

@@ -217,6 +217,40 @@ def test_cases_without_et_are_read_from_the_label_maps(tmp_path):
     assert cases_without_et(tmp_path) == ["BraTS20_Training_002"]
 
 
+def test_scores_keep_each_case_beside_the_means(tmp_path):
+    """`_scores` on real label maps: the means are the cases' means, and a case whose prediction
+    is its reference scores Dice 1 and HD95 0 (so the per-case figures are each case's own)."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from bench.nnunet_compare import REGIONS, _means, _scores
+    from pfseg_pipeline.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "test", 3, (20, 18, 16), seed=5)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i, case in enumerate(sorted(p.name for p in (tmp_path / "test").iterdir())):
+        seg = tmp_path / "test" / case / f"{case}_seg.nii.gz"
+        if i == 0:
+            shutil.copy(seg, pred / f"{case}.nii.gz")          # perfect
+        else:
+            img = nib.load(seg)
+            labels = np.roll(np.asarray(img.dataobj), i, axis=0)   # shifted by i voxels
+            nib.save(nib.Nifti1Image(labels, img.affine, img.header), pred / f"{case}.nii.gz")
+    scores = _scores(tmp_path / "test", pred)
+    cases = scores["cases"]
+    assert len(cases) == 3
+    first = cases[min(cases)]
+    assert all(first[r] == {"dice": 1.0, "hd95": 0.0} for r in REGIONS)
+    assert all(cases[c]["WT"]["dice"] < 1 for c in sorted(cases)[1:])
+    for r in REGIONS:
+        for m in ("dice", "hd95"):
+            assert abs(scores[r][m] - np.mean([cases[c][r][m] for c in cases])) < 1e-9
+    assert set(_means(scores)) == set(REGIONS)
+
+
 def test_nnunet_compare_steps_are_stamped_kept_and_spanned(tmp_path):
     """A step computes once (a rerun reads its JSON), stamped with when it finished: the span of a
     study across sessions comes from the stamps, not from file times (a git checkout resets them)."""
