@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.gpu_machine import run_without_gpu_machine_absentees  # noqa: E402
+from tests.gpu_machine import run_without_gpu_machine_absentees
 
 
 def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):

@@ -3,7 +3,7 @@ machine has no batchgenerators, nibabel, SimpleITK or MedPy (FACTS.md)."""
 
 from __future__ import annotations
 
-from tests.gpu_machine import run_without_gpu_machine_absentees as _run_blocked  # noqa: E402
+from tests.gpu_machine import run_without_gpu_machine_absentees as _run_blocked
 
 
 def test_the_trainer_imports_and_trains_without_the_data_stack(tmp_path):
