@@ -5,6 +5,7 @@
     python -m bench metrics_speed inference_speed
     python -m bench recipe --iterations 500    # the recipe study (hours; not part of `all`)
     python -m bench branches                   # the SR decoder and SGM at LR scale 1 (an hour; not in `all`)
+    python -m bench branches --lr-scale 2      # the same at LR scale 2 (section branches_lr2)
     python -m bench tta                        # mirror TTA against one pass (40 minutes; not in `all`)
 
 Each benchmark module exposes `run(quick: bool) -> dict` with a 'markdown' section (a module
@@ -89,7 +90,9 @@ def write_page(results: dict[str, str], page: Path = PAGE) -> None:
 
     old = _sections(page.read_text(encoding="utf-8")) if page.exists() else {}
     old.update(results)
-    order = [b for b in BENCHMARKS if b in old] + sorted(set(old) - set(BENCHMARKS))
+    # each benchmark's sections in BENCHMARKS's order, a variant's ("branches_lr2") after its own
+    order = [k for b in BENCHMARKS for k in sorted(old) if k == b or k.startswith(f"{b}_")]
+    order += sorted(set(old) - set(order))
     body = "".join(f"<!-- bench:{b} -->\n{old[b]}<!-- /bench:{b} -->\n\n" for b in order)
     write_text(page, HEADER + "\n" + body)
 
@@ -118,10 +121,12 @@ def main(argv=None) -> int:
         figures = module.run(**{**extra, "quick": args.quick or extra.get("quick", False)})
         took = time.perf_counter() - t0
         md = figures["markdown"].rstrip() + "\n"
-        results[name] = (f"## {figures.get('title', name)}\n\n"
-                         f"Measured {stamp} on {where}; `python -m bench {name}"
-                         f"{' --quick' if args.quick else ''}` ({took:.0f} s).\n\n{md}")
-        print(results[name])
+        # a run with options may write a section of its own beside the plain run's (branches_lr2)
+        section = figures.get("section", name)
+        results[section] = (f"## {figures.get('title', name)}\n\n"
+                            f"Measured {stamp} on {where}; `python -m bench {' '.join([name, *rest])}"
+                            f"{' --quick' if args.quick else ''}` ({took:.0f} s).\n\n{md}")
+        print(results[section])
     if not args.no_write:
         write_page(results)
         print(f"wrote {PAGE}")

@@ -1,9 +1,10 @@
-"""Do PFSeg's SR decoder and SGM earn their time at LR scale 1? The whole method against its
-segmentation network alone (US), at the default preset's recipe, scored on a test set large
-enough to hold cases without enhancing tumour.
+"""Do PFSeg's SR decoder and SGM earn their time at LR scale 1 (or 2, or 4)? The whole method
+against its segmentation network alone (US), at the default preset's recipe, scored on a test set
+large enough to hold cases without enhancing tumour.
 
     python -m bench branches                       # 3 seeds (about an hour on 2 cores; resumes)
     python -m bench branches --seeds 1 2 3 4 5     # more seeds: the finished ones are read
+    python -m bench branches --lr-scale 2          # the same question on an LR input of 8 mm
     python -m bench branches --quick               # a smoke run (minutes)
 
 Why: recipe:c4-us found the two level at LR scale 1 (US - full -0.001 +- 0.003 mean Dice) on 8
@@ -30,11 +31,19 @@ python -m bench branches`: the last to finish writes the table with every run). 
 the recipe study's rule: the whole method is the default at LR scale 1 where its mean Dice (WT,
 TC, ET averaged) beats US's by more than one standard error of the paired differences over 3+
 seeds; else the simpler network is.
+
+`--lr-scale 2` (or 4) asks the same question where the network sees an LR input 2 (4) times
+coarser than the 4 mm grid it segments, as on BraTS-size volumes where the planner raises the
+scale to fit the memory budget: the recipe study's rows lr2 / lr2-us asked it at the paper's
+Adam 1e-4 only, where both networks failed on ET. The same data and recipe; the plan forced to
+that scale (`--lr-scale`, every axis); the runs, the equal-time count and the page's section
+(`branches_lr2`) are the scale's own, so the scale-1 table stays as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import statistics
 import time
@@ -51,12 +60,24 @@ ROWS = {r.key: r for r in (
     Row("full", "whole method (segmentation network, SR decoder, SGM)", networks=("pfseg",)),
     Row("us", "segmentation network alone (US)", networks=("pfseg",), ablation="us"),
 )}
+LR_SCALES = (2, 4)          # `--lr-scale`: forced on every axis (none: the planner's own, 1 at 4 mm)
+
+
+def rows_at(lr_scale: int | None) -> dict[str, Row]:
+    """{"full": Row, "us": Row} of the study at this LR scale; a forced scale's rows have keys
+    of their own ("full-lr2"), so that their runs sit beside the planner's-scale ones."""
+    if lr_scale is None:
+        return ROWS
+    return {line: dataclasses.replace(row, key=f"{row.key}-lr{lr_scale}", lr_scale=lr_scale)
+            for line, row in ROWS.items()}
 
 
 def options(argv: list[str]) -> dict:
     """`python -m bench branches`'s own options (bench/__main__.py passes the rest of the line)."""
     parser = recipe.study_parser("branches", "tiny: 4 + 6 cases, 2 iterations, 2 seeds",
                                  "the whole method's iterations (default 500)", 80, WORK)
+    parser.add_argument("--lr-scale", type=int, choices=LR_SCALES, default=None,
+                        help="force this LR scale on every axis (default: the planner's own, 1 at 4 mm)")
     return vars(parser.parse_args(argv))
 
 
@@ -71,18 +92,19 @@ def equal_time_iterations(full: list[dict], us: list[dict], iterations: int) -> 
 
 
 def run(quick: bool = False, iterations: int | None = None, seeds=None, test_cases: int = 80,
-        work: Path = WORK, poll_seconds: float = 30.0) -> dict:
+        work: Path = WORK, poll_seconds: float = 30.0, lr_scale: int | None = None) -> dict:
     iterations = iterations or (2 if quick else 500)
     seeds = tuple(seeds or ((1, 2) if quick else (1, 2, 3)))
     cases = 4 if quick else 16
     if quick:
         test_cases = 6
+    rows = rows_at(lr_scale)
     study = Study(Path(work) / f"4mm_{cases}x{test_cases}", 4, cases, test_cases, "default",
-                  test_seed=TEST_SEED, test_start=TEST_START, rows=ROWS)
+                  test_seed=TEST_SEED, test_start=TEST_START, rows={r.key: r for r in rows.values()})
     t0 = time.perf_counter()
 
     def finished(key: str, its: int | None) -> list[dict]:
-        found = [study.result(key, "pfseg", s, its) for s in seeds] if its else []
+        found = [study.result(rows[key].key, "pfseg", s, its) for s in seeds] if its else []
         return [r for r in found if r is not None]
 
     with contextlib.ExitStack() as stack:
@@ -91,33 +113,36 @@ def run(quick: bool = False, iterations: int | None = None, seeds=None, test_cas
         pending = [(key, seed) for seed in seeds for key in ("full", "us")]
         while pending:    # the equal-time count needs every run at `iterations`, another process's too
             pending = [(key, seed) for key, seed in pending
-                       if study.run(ROWS[key], "pfseg", seed, iterations) is None]
+                       if study.run(rows[key], "pfseg", seed, iterations) is None]
             if pending:
                 log.info("waiting for %d run(s) in another process", len(pending))
                 time.sleep(poll_seconds)
         us_iterations = _pinned_equal_time(study.root, iterations, lambda: equal_time_iterations(
-            finished("full", iterations), finished("us", iterations), iterations))
+            finished("full", iterations), finished("us", iterations), iterations), lr_scale)
         if us_iterations is not None and us_iterations != iterations:
             for seed in seeds:
-                study.run(ROWS["us"], "pfseg", seed, us_iterations)
+                study.run(rows["us"], "pfseg", seed, us_iterations)
     lines = {"full": finished("full", iterations), "us": finished("us", iterations)}
     if us_iterations is not None and us_iterations != iterations:
         lines["us_time"] = finished("us", us_iterations)
-    figures = {"title": "PFSeg's SR decoder and SGM at LR scale 1: the whole method against the "
-                        "segmentation network alone, on a test set with ET-free cases (4 mm anatomy)",
+    figures = {"title": f"PFSeg's SR decoder and SGM at LR scale {lr_scale or 1}: the whole method against "
+                        "the segmentation network alone, on a test set with ET-free cases (4 mm anatomy)",
                "iterations": iterations, "us_equal_time_iterations": us_iterations, "seeds": list(seeds),
-               "cases": cases, "test_cases": test_cases, "recipe": study.baseline_recipe(),
-               "seconds": time.perf_counter() - t0, "runs": lines}
+               "cases": cases, "test_cases": test_cases, "recipe": study.baseline_recipe(lr_scale),
+               "lr_scale": lr_scale, "seconds": time.perf_counter() - t0, "runs": lines}
+    if lr_scale is not None:      # the page keeps the planner's-scale table beside this one
+        figures["section"] = f"branches_lr{lr_scale}"
     figures["markdown"] = markdown(figures)
     return figures
 
 
-def _pinned_equal_time(root: Path, iterations: int, compute) -> int | None:
+def _pinned_equal_time(root: Path, iterations: int, compute, lr_scale: int | None = None) -> int | None:
     """US's equal-time iterations, computed once (from the seeds finished then) and kept in the
-    study folder: a later run with more seeds trains its equal-time runs to the same count."""
+    study folder (per forced LR scale): a later run with more seeds trains its equal-time runs to
+    the same count."""
     from pfseg_pipeline.fileio import read_json, write_json
 
-    pinned = root / f"equal_time_it{iterations}.json"
+    pinned = root / f"equal_time{'' if lr_scale is None else f'_lr{lr_scale}'}_it{iterations}.json"
     if pinned.is_file():
         return read_json(pinned)["us_iterations"]
     value = compute()
@@ -159,10 +184,14 @@ def markdown(f: dict) -> str:
     labels = {"full": "whole method (segmentation network, SR decoder, SGM)",
               "us": "segmentation network alone (US), equal iterations",
               "us_time": "segmentation network alone (US), equal time"}
+    scale = f.get("lr_scale")
+    plan = ("`--preset demo` plan at LR scale 1" if scale is None else
+            f"`--preset demo` plan forced to LR scale {scale} on every axis (`--lr-scale {scale}`: an LR "
+            f"input of {4 * scale} mm for the 4 mm grid the network segments)")
     out = [
         f"{f['cases']} training MNI152 anatomy cases at 4 mm (seed {TRAIN_SEED}, the recipe study's) and "
         f"{n_test} test cases (seed {TEST_SEED}), {len(et_free)} of them without enhancing tumour "
-        f"({', '.join(et_free) or 'none'}); `--preset demo` plan at LR scale 1, the default preset's recipe "
+        f"({', '.join(et_free) or 'none'}); {plan}, the default preset's recipe "
         f"when the study was planned ({f.get('recipe') or 'see the runs'}). The whole method trains "
         f"{f['iterations']} iterations; US the same, and at equal time "
         f"{f.get('us_equal_time_iterations') or '-'} (the ratio of the two networks' median seconds per "

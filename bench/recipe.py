@@ -279,13 +279,14 @@ class Study:
         write_json(pinned, [list(pair) for pair in settings])
         return settings
 
-    def baseline_recipe(self) -> str | None:
-        """The baseline's training recipe in words, from the study's plan and the baseline's
-        settings: the table keeps saying what the baseline was after the presets change."""
+    def baseline_recipe(self, lr_scale: int | None = None) -> str | None:
+        """The baseline's training recipe in words, from the study's plan (at this forced LR
+        scale; None: the planner's own) and the baseline's settings: the table keeps saying what
+        the baseline was after the presets change."""
         from pfseg_pipeline.plans import load_plans
         from pfseg_pipeline.plans_settings import apply_settings
 
-        ws, name = self._plan_name(None)
+        ws, name = self._plan_name(lr_scale)
         if not ws.plans_file(name).is_file():
             return None
         plans = load_plans(ws.plans_file(name))

@@ -1,6 +1,7 @@
-"""bench/branches.py: the whole PFSeg against its segmentation network alone at LR scale 1, on test
-cases with ET-free ones. The ET voxels a run paints in each ET-free case come from the evaluation's
-counts; the table pairs the lines with the whole method by seed and applies the recipe study's rule."""
+"""bench/branches.py: the whole PFSeg against its segmentation network alone at LR scale 1 (or a
+forced 2 or 4), on test cases with ET-free ones. The ET voxels a run paints in each ET-free case
+come from the evaluation's counts; the table pairs the lines with the whole method by seed and
+applies the recipe study's rule."""
 
 from __future__ import annotations
 
@@ -105,30 +106,68 @@ def test_the_table_counts_the_et_free_cases_painted_and_pairs_each_line_with_the
     assert not [x for x in table.splitlines() if x.startswith("| segmentation network alone (US), equal t")]
 
 
+def test_a_forced_lr_scale_has_rows_an_equal_time_count_and_a_section_of_its_own(tmp_path):
+    """--lr-scale 2 asks the question on the same data beside the planner's-scale runs: its rows
+    differ in key (their run folders) and LR scale only, and its equal-time count is kept apart."""
+    from bench.branches import ROWS, _pinned_equal_time, markdown, rows_at
+
+    assert rows_at(None) is ROWS and [r.key for r in ROWS.values()] == ["full", "us"]
+    forced = rows_at(2)
+    assert {k: (r.key, r.lr_scale, r.ablation) for k, r in forced.items()} == {
+        "full": ("full-lr2", 2, "full"), "us": ("us-lr2", 2, "us")}
+    assert all(r.lr_scale is None for r in ROWS.values())          # the module's rows stay as they were
+    assert _pinned_equal_time(tmp_path, 500, lambda: 860) == 860
+    assert _pinned_equal_time(tmp_path, 500, lambda: 1200, 2) == 1200
+    assert _pinned_equal_time(tmp_path, 500, lambda: 999) == 860   # kept: computed once per scale
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["equal_time_it500.json", "equal_time_lr2_it500.json"]
+    figures = {"iterations": 500, "us_equal_time_iterations": None, "seeds": [1], "cases": 16,
+               "test_cases": 4, "recipe": "adam lr 0.003", "runs": {"full": [_run(1, 0.9, 0.9, 0)]}}
+    assert "plan at LR scale 1," in markdown(figures)
+    assert "forced to LR scale 2 on every axis (`--lr-scale 2`: an LR input of 8 mm" in markdown(
+        {**figures, "lr_scale": 2})
+
+
+def test_the_page_keeps_a_variant_section_after_its_benchmark_and_the_plain_one_beside_it(tmp_path):
+    from bench.__main__ import _sections, write_page
+
+    page = tmp_path / "BENCHMARKS.md"
+    write_page({"tta": "tta v1\n", "branches": "scale 1\n", "lr_scale": "lr\n"}, page)
+    write_page({"branches_lr2": "scale 2\n"}, page)
+    write_page({"branches_lr2": "scale 2, again\n", "zz_unknown": "z\n"}, page)
+    sections = _sections(page.read_text())
+    assert list(sections) == ["lr_scale", "branches", "branches_lr2", "tta", "zz_unknown"]
+    assert sections["branches"] == "scale 1\n" and sections["branches_lr2"] == "scale 2, again\n"
+
+
 @pytest.mark.slow
 def test_the_quick_study_trains_both_networks_then_us_at_equal_time_and_resumes(tmp_path, monkeypatch):
+    """At a forced LR scale (2; the planner's own scale runs the same code with the module's rows)."""
     from bench import branches
 
     work = tmp_path / "work"
-    figures = branches.run(quick=True, seeds=[1], work=work)     # one seed: the pairing is tested above
+    figures = branches.run(quick=True, seeds=[1], work=work, lr_scale=2)  # one seed: pairing is tested above
     runs = {p.relative_to(work): json.loads(p.read_text()) for p in work.rglob("seed*.json")}
     n_equal = figures["us_equal_time_iterations"]
     assert n_equal is not None and n_equal % 10 == 0 and n_equal != 2
-    # full and US at 2 iterations, then US at equal time
-    assert sorted((r["ablation"], r["iterations"], r["seed"]) for r in runs.values()) == [
-        ("full", 2, 1), ("us", 2, 1), ("us", n_equal, 1)]
+    # full and US at 2 iterations, then US at equal time, each in the scale's own row folder
+    found = sorted((p.parent.parent.name, r["ablation"], r["iterations"], r["seed"]) for p, r in runs.items())
+    assert found == [("full-lr2", "full", 2, 1), ("us-lr2", "us", 2, 1), ("us-lr2", "us", n_equal, 1)]
     for r in runs.values():
+        assert r["lr_scale_zyx"] == [2, 2, 2]
         assert set(r["per_case_voxels"]) == set(r["per_case_dice"])
         assert all(c.startswith("BraTS20_Training_100") for c in r["per_case_dice"])   # the seed-3 test cases
         assert r["settings"]["training.lr"] == figures["runs"]["full"][0]["settings"]["training.lr"]
     assert "| segmentation network alone (US), equal time | " + str(n_equal) in figures["markdown"]
+    assert figures["section"] == "branches_lr2" and "LR scale 2:" in figures["title"]
+    assert "adam lr" in figures["recipe"]              # the recipe read from the scale's own plan
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr("pfseg_pipeline.training.recipe.train_fold", no_training)
-    again = branches.run(quick=True, seeds=[1], work=work)
+    again = branches.run(quick=True, seeds=[1], work=work, lr_scale=2)
     assert again["runs"] == figures["runs"] and again["markdown"] == figures["markdown"]
     # the equal-time count is kept: a seed added later trains to it, whatever its own speed
-    pinned = work / "4mm_4x6" / "equal_time_it2.json"
+    pinned = work / "4mm_4x6" / "equal_time_lr2_it2.json"
     assert json.loads(pinned.read_text()) == {"us_iterations": n_equal}
