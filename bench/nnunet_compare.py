@@ -23,7 +23,10 @@ branches, and the other branches' kept runs are a row of their own. The calibrat
 prediction speed are the only timed parts: they need the machine to themselves (the load average
 before and after each calibration is in the section); a training's result depends on its
 iteration count, not on what else runs meanwhile. Each training's own wall time is recorded too.
-ResUNet3D also trains for nnU-Net's 1,000 iterations (equal iterations).
+ResUNet3D also trains for nnU-Net's 1,000 iterations (equal iterations), and for PFSeg's
+iterations at equal wall-clock (PFSeg's iterations): where PFSeg trails at equal wall-clock,
+that row says whether it trails at the same number of training steps too, or only because its
+whole-volume step costs several patch steps here.
 
 Runs: every method is trained `--runs` times (3) one after the other (never side by side), PFSeg
 and ResUNet3D with seeds 12345, 12346, ..., nnU-Net drawing its own; each run is predicted and
@@ -83,6 +86,9 @@ STEP_FILES = ("data.json", "pfseg_preprocess.json", "calibration.json", "speed.j
 # or "iterations" (nnU-Net's iteration count)
 PFSEG_ROWS = (("pfseg", "pfseg", "time"), ("resunet3d", "resunet3d", "time"),
               ("resunet3d_iterations", "resunet3d", "iterations"))
+# ResUNet3D for PFSeg's iterations at equal wall-clock: a step of its own per run (run_R_KEY.json,
+# one pass and, where the plan mirrors, TTA), added after the rows above had their kept steps
+PFSEG_ITERATIONS = "resunet3d_pfseg_iterations"
 # PFSeg's rows: "pfseg" trains the plan's branches (run_R_pfseg_BRANCHES.json); "pfseg_other" is
 # the other branches' runs where the records hold them for every run (read, never trained)
 BRANCH_NAMES = {"full": "whole method", "us": "segmentation network alone"}
@@ -90,11 +96,13 @@ BRANCH_NAMES = {"full": "whole method", "us": "segmentation network alone"}
 # KEY_tta: the same models predicted with mirror TTA (run_R_tta.json), where the plan's
 # training.tta makes that pfseg's default inference
 ROWS = ("pfseg_tta", "pfseg", "pfseg_other", "resunet3d_tta", "resunet3d", "resunet3d_iterations_tta",
-        "resunet3d_iterations", "nnunet_mirroring", "nnunet")
+        "resunet3d_iterations", f"{PFSEG_ITERATIONS}_tta", PFSEG_ITERATIONS, "nnunet_mirroring", "nnunet")
 LABELS = {"resunet3d_tta": "ResUNet3D (sliding window, mirror TTA), equal wall-clock",
           "resunet3d": "ResUNet3D (sliding window, one pass), equal wall-clock",
           "resunet3d_iterations_tta": "ResUNet3D (sliding window, mirror TTA), equal iterations",
           "resunet3d_iterations": "ResUNet3D (sliding window, one pass), equal iterations",
+          f"{PFSEG_ITERATIONS}_tta": "ResUNet3D (sliding window, mirror TTA), PFSeg's iterations",
+          PFSEG_ITERATIONS: "ResUNet3D (sliding window, one pass), PFSeg's iterations",
           "nnunet_mirroring": "nnU-Net 3d_fullres, default inference (mirroring)",
           "nnunet": "nnU-Net 3d_fullres, no mirroring"}
 
@@ -338,6 +346,17 @@ def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branch
     return out
 
 
+def _pfseg_iterations_run(root: Path, ws_root: Path, epochs: int, seed: int, r: int, tta: bool) -> dict:
+    """ResUNet3D trained for PFSeg's epochs (`_pfseg_run`), its test cases also predicted with
+    mirror TTA where the plan's default inference mirrors (`tta`): "tta_scores"."""
+    done = _pfseg_run(root, ws_root, PFSEG_ITERATIONS, "resunet3d", epochs, seed, r)
+    if tta:
+        mirrored = root / f"pred_{PFSEG_ITERATIONS}_tta_{r}"
+        _pfseg_predict(root / "models" / f"{PFSEG_ITERATIONS}_{r}", root / "test", mirrored, tta=True)
+        done["tta_scores"] = _scores(root / "test", mirrored)
+    return done
+
+
 def _speed_tta(root: Path, model_name: str) -> dict:
     """PFSeg's prediction seconds per case with mirror TTA (median of 3 rounds), the model the
     speed step timed in one pass."""
@@ -523,6 +542,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         rate = {"pfseg": f["pfseg_rate"], "resunet3d": f["calibration"]["resunet3d"]}
         wanted = {key: budget / rate[net] if how == "time" else nn_iters for key, net, how in PFSEG_ROWS}
         f["planned_iterations"] = {key: per_epoch * _epochs_for(n, per_epoch) for key, n in wanted.items()}
+        f["planned_iterations"][PFSEG_ITERATIONS] = f["planned_iterations"]["pfseg"]
 
         # ---- the runs, one training at a time
         f["run_results"] = []
@@ -549,6 +569,14 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
                 for key, scores in done["scores"].items():
                     result["train"][f"{key}_tta"] = result["train"][key]
                     result["scores"][f"{key}_tta"] = scores
+            done = _step(rec / f"run_{r}_{PFSEG_ITERATIONS}.json", _pfseg_iterations_run, root, ws_root,
+                         f["planned_iterations"][PFSEG_ITERATIONS] // per_epoch, SEED + r, r,
+                         plans.training.tta)
+            result["train"][PFSEG_ITERATIONS] = done["train"]
+            result["scores"][PFSEG_ITERATIONS] = done["scores"]
+            if "tta_scores" in done:
+                result["train"][f"{PFSEG_ITERATIONS}_tta"] = done["train"]
+                result["scores"][f"{PFSEG_ITERATIONS}_tta"] = done["tta_scores"]
             f["run_results"].append(result)
         f["predict"] = _step(rec / "speed.json", _speed, root, ws_root, nn_env, nnunet_runs, calib_iters,
                              f"pfseg_{branches}")
@@ -632,6 +660,28 @@ def per_run_lines(run_results: list[dict], tta: bool = False) -> list[str]:
     return lines
 
 
+def equal_iterations_lines(run_results: list[dict], tta: bool = False) -> list[str]:
+    """PFSeg - ResUNet3D at PFSeg's iterations (the same training steps), WT Dice and WT HD95
+    paired by run, beside the same at equal wall-clock: whether PFSeg trails per step or only per
+    second. Nothing where the runs lack the row (studies before it)."""
+    suffix = "_tta" if tta else ""
+    pf, same_steps, same_time = (f"pfseg{suffix}", f"{PFSEG_ITERATIONS}{suffix}", f"resunet3d{suffix}")
+    if not all(same_steps in r["scores"] for r in run_results) or len(run_results) < 2:
+        return []
+
+    def paired(other: str, region: str, metric: str) -> str:
+        d = [r["scores"][pf][region][metric] - r["scores"][other][region][metric] for r in run_results]
+        se = float(np.std(d, ddof=1)) / np.sqrt(len(d))
+        return f"{np.mean(d):+.{3 if metric == 'dice' else 2}f} ± {se:.{3 if metric == 'dice' else 2}f}"
+
+    return ["", f"PFSeg - ResUNet3D paired by run ({'mirror TTA' if tta else 'one pass'}; mean ± standard "
+            f"error over {len(run_results)} runs), at the same training steps (ResUNet3D for PFSeg's "
+            f"{run_results[0]['train'][same_steps]['iterations']} iterations) and at equal wall-clock: WT "
+            f"Dice {paired(same_steps, 'WT', 'dice')} and {paired(same_time, 'WT', 'dice')}; WT HD95 "
+            f"{paired(same_steps, 'WT', 'hd95')} mm and {paired(same_time, 'WT', 'hd95')} mm; ET Dice "
+            f"{paired(same_steps, 'ET', 'dice')} and {paired(same_time, 'ET', 'dice')}."]
+
+
 def _cell(d: dict, digits: int) -> str:
     if d["n"] == 1:
         return f"{d['mean']:.{digits}f}"
@@ -685,8 +735,8 @@ def _markdown(f: dict) -> str:
                    branches: f.get("pfseg_rate", cal["pfseg"])}
     rates = {"pfseg": by_branches[branches], "pfseg_other": by_branches.get(other, float("nan")),
              "resunet3d": cal["resunet3d"], "resunet3d_iterations": cal["resunet3d"],
-             "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
-    rates.update({f"{key}_tta": rates[key] for key, _, _ in PFSEG_ROWS})
+             PFSEG_ITERATIONS: cal["resunet3d"], "nnunet": cal["nnunet"], "nnunet_mirroring": cal["nnunet"]}
+    rates.update({f"{key}_tta": rates[key] for key in (*(k for k, _, _ in PFSEG_ROWS), PFSEG_ITERATIONS)})
     labels = {**LABELS,
               "pfseg_tta": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, mirror TTA), equal wall-clock",
               "pfseg": f"PFSeg ({BRANCH_NAMES[branches]}; whole volume, one pass), equal wall-clock",
@@ -705,6 +755,7 @@ def _markdown(f: dict) -> str:
     if tta:
         lines += ["", _tta_words(f["run_results"])]
     lines += per_run_lines(f["run_results"], tta)
+    lines += equal_iterations_lines(f["run_results"], tta)
     if tta:
         lines += ["", "Verdicts (issue 14's acceptance, means over the runs), each method at its default "
                   "inference (PFSeg and ResUNet3D: mirror TTA, the plan's `training.tta` since bench tta; "

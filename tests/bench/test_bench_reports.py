@@ -368,3 +368,55 @@ def test_the_machine_line_names_the_openmp_wait_torch_loaded_under():
     passive = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "30000"}
     assert "threads, OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=30000)" in line(passive)
     assert "OpenMP wait unknown: torch loaded before bench" in line(passive, "import torch; ")
+
+
+def test_resunet3d_at_pfsegs_iterations_is_a_row_and_a_paired_line_beside_equal_wall_clock():
+    """The row that says whether PFSeg trails per training step or only per second: ResUNet3D for
+    PFSeg's iterations, set against PFSeg by run, beside the same pairing at equal wall-clock."""
+    from bench.nnunet_compare import PFSEG_ITERATIONS, _markdown
+
+    runs = [_run(((0.90, 0.80, 0.75), 4.0), ((0.92, 0.83, 0.80), 3.0), ((0.87, 0.86, 0.79), 8.0), 12345),
+            _run(((0.94, 0.84, 0.79), 4.0), ((0.93, 0.85, 0.82), 3.0), ((0.87, 0.88, 0.81), 6.0), 12346)]
+    for r, (wt, hd, et) in zip(runs, ((0.88, 6.0, 0.70), (0.89, 8.0, 0.75))):
+        r["scores"][PFSEG_ITERATIONS] = {x: {"dice": {"WT": wt, "ET": et}.get(x, 0.8),
+                                             "hd95": hd if x == "WT" else 10.0} for x in REGIONS}
+        r["train"][PFSEG_ITERATIONS] = {"iterations": 6000}
+    figures = _compare_figures(runs)
+    figures["planned_iterations"][PFSEG_ITERATIONS] = 6000
+    text = _markdown(figures)
+    # 6000 iterations at ResUNet3D's calibrated 0.25 s: 1500 s of training
+    assert ("| ResUNet3D (sliding window, one pass), PFSeg's iterations | 6000 | 1500 | 0.885 (0.880-0.890) "
+            "| 0.800 (0.800-0.800) | 0.725 (0.700-0.750) | 7.0 (6.0-8.0) |") in text
+    # WT Dice: +0.02, +0.05 at the same steps; -0.02, +0.01 at equal wall-clock; HD95 -2, -4 and +1, +1
+    assert ("at the same training steps (ResUNet3D for PFSeg's 6000 iterations) and at equal wall-clock: "
+            "WT Dice +0.035 ± 0.015 and -0.005 ± 0.015; WT HD95 -3.00 ± 1.00 mm and +1.00 ± 0.00 mm; "
+            "ET Dice +0.045 ± 0.005 and -0.040 ± 0.010.") in text
+    for r in runs:       # a study from before the row: neither the row nor the line
+        del r["scores"][PFSEG_ITERATIONS]
+    assert "PFSeg's iterations" not in _markdown(_compare_figures(runs))
+
+
+def test_the_pfseg_iterations_step_trains_resunet3d_for_pfsegs_epochs_and_mirrors_where_the_plan_does(
+        tmp_path, monkeypatch):
+    from bench import nnunet_compare as nc
+
+    calls = []
+
+    def train(root, ws_root, key, network, epochs, seed, r):
+        calls.append(("train", key, network, epochs, seed, r))
+        return {"train": {"iterations": epochs * 8}, "scores": {"from": f"pred_{key}_{r}"}}
+
+    monkeypatch.setattr(nc, "_pfseg_run", train)
+    def predict(model, test_dir, out, rounds=1, tta=False):
+        calls.append(("predict", model.name, tta))
+
+    monkeypatch.setattr(nc, "_pfseg_predict", predict)
+    monkeypatch.setattr(nc, "_scores", lambda test_dir, pred_dir: {"from": pred_dir.name})
+    done = nc._pfseg_iterations_run(tmp_path, tmp_path / "ws", 324, 12346, 1, tta=True)
+    assert calls == [("train", nc.PFSEG_ITERATIONS, "resunet3d", 324, 12346, 1),
+                     ("predict", f"{nc.PFSEG_ITERATIONS}_1", True)]
+    assert done["scores"] == {"from": f"pred_{nc.PFSEG_ITERATIONS}_1"}
+    assert done["tta_scores"] == {"from": f"pred_{nc.PFSEG_ITERATIONS}_tta_1"}
+    calls.clear()
+    assert "tta_scores" not in nc._pfseg_iterations_run(tmp_path, tmp_path / "ws", 324, 12346, 1, tta=False)
+    assert [c[0] for c in calls] == ["train"]
