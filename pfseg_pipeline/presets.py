@@ -173,18 +173,31 @@ _BRANCHES_REASONS = {
                "test cases, each with ET); at equal time US (864 iterations) is level with it, full - US "
                "-0.004 +- 0.004, so `--ablation us` (in pfseg__us, about 0.6 of the time per iteration) is "
                "the choice where training time is the budget",
-    "above 1": "full (segmentation network, SR decoder, SGM) at an LR scale above 1, where they restore the "
-               "HR detail the LR input lacks: the method (the paper's ablation at scale 2 on BraTS: +0.025 "
-               "Dice over US); the study's scale-2 and -4 rows (recipe:lr2, recipe:lr4, at the paper's Adam "
-               "1e-4 only) do not decide it either way (US - full +0.125 +- 0.149 and +0.072 +- 0.108)",
+    "scale 1, over budget": "us (the segmentation network alone) at LR scale 1, where the whole method's "
+                            "step does not fit the budget: dropping the SR decoder and SGM costs less "
+                            "than a coarser input: at scale 1 the whole method led US by +0.018 +- 0.008 "
+                            "mean Dice (bench branches), while US at LR scale 2 scored 0.718 mean Dice "
+                            "against 0.922 at scale 1 on the same cases and recipe (bench branches_lr2, "
+                            "bench branches)",
+    "above 1": "us (the segmentation network alone) above LR scale 1: in bench branches_lr2 (LR scale 2, an "
+               "8 mm input for 4 mm cases, the default recipe, 3 paired seeds, 80 test cases) the whole "
+               "method did not win, full - US -0.014 +- 0.016 mean Dice at equal iterations and -0.048 +- "
+               "0.022 at equal time; the paper's ablation (scale 2 on BraTS: +0.025 Dice for the branches) "
+               "stays the paper preset's, which trains the whole method at every scale (`pfseg_train "
+               "--ablation full` trains it here, into pfseg__full)",
 }
 
 
-def pfseg_branches(lr_scale_zyx) -> tuple[str, str]:
+def pfseg_branches(lr_scale_zyx, full_fits: bool = True) -> tuple[str, str]:
     """(training.pfseg_branches, its reason) of the default and demo presets at this LR scale: the
-    whole method at every scale, for a reason that depends on whether the LR input is the HR volume
-    (scale 1 on every axis: bench branches) or coarser (the method's point)."""
-    return "full", _BRANCHES_REASONS["scale 1" if all(int(s) == 1 for s in lr_scale_zyx) else "above 1"]
+    whole method at scale 1 on every axis where its step fits the budget (`full_fits`; bench
+    branches), else the segmentation network alone: at scale 1 when the whole method does not fit
+    (the planner drops the branches before it coarsens the input), and above scale 1 (bench
+    branches_lr2: the branches did not win there)."""
+    if all(int(s) == 1 for s in lr_scale_zyx):
+        return ("full", _BRANCHES_REASONS["scale 1"]) if full_fits else (
+            "us", _BRANCHES_REASONS["scale 1, over budget"])
+    return "us", _BRANCHES_REASONS["above 1"]
 
 
 # what the planner adds to its own reason for iterations_per_epoch (one pass over the cases) per preset

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pfseg_pipeline.errors import UserError
-from pfseg_pipeline.networks.registry import NETWORKS, network_spec
+from pfseg_pipeline.networks.registry import NETWORKS, network_spec, planned_ablation
 from pfseg_pipeline.planners.memory import GiB
 from pfseg_pipeline.plans import Plans
 
@@ -33,9 +33,10 @@ PeakFn = Callable[[str, Plans, int], Any]
 
 
 def default_peak_fn(network: str, plans: Plans, batch_size: int):
+    """The memory model's figure; PFSeg's for the branches the plan trains."""
     from pfseg_pipeline.planners.memory import predict_peak_bytes
 
-    return predict_peak_bytes(network, plans, batch_size, amp=AMP)
+    return predict_peak_bytes(network, plans, batch_size, amp=AMP, ablation=planned_ablation(network, plans))
 
 
 def gib(n: int) -> str:
@@ -67,7 +68,7 @@ class Budget:
             key = (network, batch, tuple(plans.patch_based.patch_shape_zyx))
         else:
             key = (network, batch, tuple(plans.hr_shape_zyx), tuple(plans.lr_scale_zyx),
-                   tuple(plans.guidance.patch_shape_zyx))
+                   tuple(plans.guidance.patch_shape_zyx), planned_ablation(network, plans))
         if key not in self.peaks:
             result = self.peak_fn(network, plans, batch)
             if isinstance(result, (int, np.integer)):

@@ -128,6 +128,8 @@ class _Planner:
         self.reasons: dict[str, str] = {}
         self.warnings: list[str] = []
         self.budget = Budget(gpu_memory_gb, peak_fn, self.reasons, self.warnings)
+        # automatic_plans: whether the whole method's step fits at LR scale 1 (its figure, when not)
+        self.full_fits_at_1, self.full_at_1_bytes = True, None
         available = fingerprint.get("modalities") or list(MODALITIES)
         if modalities:
             chosen = list(modalities)
@@ -217,6 +219,8 @@ class _Planner:
             plans = self.base_plans(hr, spacing, network_plan)
             plans.lr_scale_zyx = list(lr)
             plans.guidance = GuidancePlan(_guidance(hr, lr, network_plan), "center")
+            # the PFSeg branches planned at this scale: the memory model prices what will train
+            plans.training.pfseg_branches = presets.pfseg_branches(lr, self.full_fits_at_1)[0]
             return plans
 
         # The order of decisions when memory is short: the resolution first, then the batch. The
@@ -225,10 +229,23 @@ class _Planner:
         # LR input is coarsened: a coarser LR input loses the small structures for good (issue
         # 14: ET Dice 0.79 at LR scale 2 against 0.96 at scale 1 on 4 mm cases), while a smaller
         # batch of whole volumes (each already thousands of tumour voxels; InstanceNorm needs no
-        # batch statistics; the paper trains at batch 1) only makes the gradient noisier.
-        plans = self.budget.lr_scale(METHOD, list(self.lr_override or [1, 1, 1]), candidate,
-                                     forced=self.lr_override is not None,
+        # batch statistics; the paper trains at batch 1) only makes the gradient noisier. Before
+        # the LR input, the SR decoder and SGM go: at LR scale 1 they add little (bench branches)
+        # and a coarser input costs much more (presets.pfseg_branches), so where the whole
+        # method's step does not fit at scale 1 the search goes on with the segmentation network
+        # alone, from scale 1.
+        start = list(self.lr_override or [1, 1, 1])
+        if self.lr_override is None and start == [1, 1, 1]:
+            whole = candidate(start)
+            if not self.budget.fits(METHOD, whole, 1):
+                self.full_fits_at_1, self.full_at_1_bytes = False, self.budget.peak(METHOD, whole, 1)
+        plans = self.budget.lr_scale(METHOD, start, candidate, forced=self.lr_override is not None,
                                      refusal=self.small_structure_refusal)
+        if not self.full_fits_at_1:
+            self.reasons["lr_scale_zyx"] = (
+                f"the whole method's step (SR decoder, SGM) at [1, 1, 1] needs {gib(self.full_at_1_bytes)} "
+                f"GiB at batch 1, over the {self.gpu_memory_gb:g} GiB budget, so the segmentation network "
+                f"alone from there (training.pfseg_branches); {self.reasons['lr_scale_zyx']}")
         hr_why = (f"the brain box of {HR_BOX_PERCENTILE}th-percentile size at the target spacing "
                   f"({' x '.join(f'{b:.0f}' for b in box)}), rounded up to a multiple of lr_scale * "
                   f"2**{n_pool} = {plans.hr_divisor_zyx}")
@@ -302,7 +319,11 @@ class _Planner:
         plans.training = training
         if self.preset != "paper":
             training.pfseg_branches, self.reasons["training.pfseg_branches"] = presets.pfseg_branches(
-                plans.lr_scale_zyx)
+                plans.lr_scale_zyx, self.full_fits_at_1)
+            if not self.full_fits_at_1:
+                self.reasons["training.pfseg_branches"] += (
+                    f" (here the whole method's step at LR scale 1 needs {gib(self.full_at_1_bytes)} GiB at "
+                    f"batch 1, over the {self.gpu_memory_gb:g} GiB budget)")
         training.aux_intensity_range = normalised_brain_range(self.fp, plans.modalities, plans.normalization)
         self.reasons["training.aux_intensity_range"] = INTENSITY_RANGE_REASON
         if self.preset == "paper":

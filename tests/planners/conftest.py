@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pfseg_pipeline.data.labels import BRATS2020
+from pfseg_pipeline.networks.registry import planned_ablation
 from pfseg_pipeline.planners import memory
 from pfseg_pipeline.planners.fingerprint import FINGERPRINT_VERSION
 from pfseg_pipeline.planners.memory import guidance_patch_for
@@ -38,9 +39,12 @@ def fake_fingerprint(n_cases: int = 20, shape_zyx=(155, 240, 240), spacing_zyx=(
 
 
 def pfseg_only(network, plans, batch) -> int:
-    """The memory model for PFSeg (what the LR-scale and batch rules read), a token 0.1 GiB for the
-    other networks (their patches are planned by their own rule, their peaks only recorded)."""
-    return memory.predict_peak_bytes(network, plans, batch).bytes if network == "pfseg" else memory.GiB // 10
+    """The memory model for PFSeg (what the LR-scale and batch rules read; the branches the plan
+    trains, as the planner's own), a token 0.1 GiB for the other networks (their patches are planned
+    by their own rule, their peaks only recorded)."""
+    if network != "pfseg":
+        return memory.GiB // 10
+    return memory.predict_peak_bytes(network, plans, batch, ablation=planned_ablation(network, plans)).bytes
 
 
 def small_plans(hr=(32, 32, 32), widths=(8, 16, 32, 64), sgm_widths=(8, 16, 32), modalities=MODALITIES,

@@ -1,4 +1,6 @@
-"""The LR scale as a memory device: the smallest scale per axis whose PFSeg step fits the budget.
+"""The LR scale as a memory device: the smallest scale per axis whose PFSeg step fits the budget,
+after the SR decoder and SGM (the whole method's step over the budget at scale 1: the segmentation
+network alone from there).
 
 Anatomy fingerprints: `anatomy_fingerprint` generates three mni152 cases at 4 or 2 mm and
 fingerprints them; the hand-written `ANATOMY_2MM` below holds what such cases measure (seed 3, six
@@ -41,12 +43,12 @@ def anatomy_fingerprint(request, tmp_path_factory):
     return spacing, compute_fingerprint(found.cases, MODALITIES, BRATS2020, workers=1, progress=False)
 
 
-def _peak_at(fp: dict, lr: list[int], preset: str = "default", batch: int = 1) -> int:
-    """The memory model's figure for PFSeg at LR scale `lr` (the HR shape the planner gives it:
-    at a forced scale the shapes do not depend on memory, so that plan prices every step with a
-    token figure, and only the step asked for is traced)."""
+def _peak_at(fp: dict, lr: list[int], preset: str = "default", batch: int = 1, ablation: str = "full") -> int:
+    """The memory model's figure for PFSeg (the whole method, or `ablation`) at LR scale `lr` (the
+    HR shape the planner gives it: at a forced scale the shapes do not depend on memory, so that
+    plan prices every step with a token figure, and only the step asked for is traced)."""
     forced = plan(fp, "P", preset=preset, gpu_memory_gb=1000, lr_scale=lr, peak_fn=lambda *_: GiB // 10)
-    return memory.predict_peak_bytes("pfseg", forced, batch).bytes
+    return memory.predict_peak_bytes("pfseg", forced, batch, ablation=ablation).bytes
 
 
 def test_default_planner_picks_lr_scale_1_for_anatomy_cases_at_11_gb(anatomy_fingerprint):
@@ -70,26 +72,42 @@ def test_default_planner_picks_lr_scale_1_for_anatomy_cases_at_11_gb(anatomy_fin
 
 
 def test_a_larger_scale_exactly_when_scale_1_does_not_fit_real_memory_model():
-    """2 mm anatomy shapes, demo widths: budgets either side of the scale-1 peak at batch 1, and
-    one small enough that only scale 2 on every axis fits."""
+    """2 mm anatomy shapes, demo widths: budgets either side of the whole method's scale-1 peak at
+    batch 1 (under it the segmentation network alone trains at scale 1), either side of the
+    segmentation network's (under it the scale is raised), and one small enough that only scale 2
+    on every axis fits."""
     fp = fake_fingerprint(n_cases=3, **ANATOMY_2MM)
     one = _peak_at(fp, [1, 1, 1], "demo")
+    one_us = _peak_at(fp, [1, 1, 1], "demo", ablation="us")
+    assert one_us < one
     just_fits = plan(fp, "A", preset="demo", gpu_memory_gb=(one + 1) / GiB, peak_fn=pfseg_only)
     assert just_fits.lr_scale_zyx == [1, 1, 1] and just_fits.batch_size == 1
-    just_over = plan(fp, "A", preset="demo", gpu_memory_gb=(one - 1) / GiB, peak_fn=pfseg_only)
+    assert just_fits.training.pfseg_branches == "full"
+    assert "bench branches" in just_fits.reasons["training.pfseg_branches"]
+    # the whole method over the budget at scale 1: its branches go before the LR input coarsens
+    branches_dropped = plan(fp, "A", preset="demo", gpu_memory_gb=(one - 1) / GiB, peak_fn=pfseg_only)
+    assert branches_dropped.lr_scale_zyx == [1, 1, 1] and branches_dropped.training.pfseg_branches == "us"
+    assert branches_dropped.memory["predicted_peak_bytes"]["pfseg"] == _peak_at(
+        fp, [1, 1, 1], "demo", branches_dropped.batch_size, ablation="us") <= one - 1
+    reason = branches_dropped.reasons["lr_scale_zyx"]
+    assert reason.startswith(f"the whole method's step (SR decoder, SGM) at [1, 1, 1] needs {one / GiB:.2f}")
+    assert f"{one_us / GiB:.2f} (fits)" in reason
+    why = branches_dropped.reasons["training.pfseg_branches"]
+    assert why.startswith("us (the segmentation network alone) at LR scale 1")
+    assert f"needs {one / GiB:.2f} GiB at batch 1" in why
+    just_over = plan(fp, "A", preset="demo", gpu_memory_gb=(one_us - 1) / GiB, peak_fn=pfseg_only)
     assert just_over.lr_scale_zyx != [1, 1, 1] and sorted(just_over.lr_scale_zyx) == [1, 1, 2]
-    assert just_over.memory["predicted_peak_bytes"]["pfseg"] <= one - 1
-    # the chosen raise gives the most memory back of the three
-    raises = {tuple(lr): _peak_at(fp, lr, "demo") for lr in ([2, 1, 1], [1, 2, 1], [1, 1, 2])}
+    assert just_over.memory["predicted_peak_bytes"]["pfseg"] <= one_us - 1
+    # the chosen raise gives the most memory back of the three, the segmentation network's figures
+    raises = {tuple(lr): _peak_at(fp, lr, "demo", ablation="us") for lr in ([2, 1, 1], [1, 2, 1], [1, 1, 2])}
     assert raises[tuple(just_over.lr_scale_zyx)] == min(raises.values())
     assert "(over)" in just_over.reasons["lr_scale_zyx"]
-    # the whole method (SR decoder and SGM) at either scale, for the reason of its scale
-    assert just_fits.training.pfseg_branches == just_over.training.pfseg_branches == "full"
-    assert "bench branches" in just_fits.reasons["training.pfseg_branches"]
-    assert "restore the HR detail" in just_over.reasons["training.pfseg_branches"]
+    # above scale 1 the segmentation network alone, for the study's reason
+    assert just_over.training.pfseg_branches == "us"
+    assert "bench branches_lr2" in just_over.reasons["training.pfseg_branches"]
     # a budget under every scale with a 1 in it, above scale 2: scale 2 per axis, forced by memory
-    ones = [_peak_at(fp, lr, "demo") for lr in ([2, 2, 1], [2, 1, 2], [1, 2, 2])]
-    two = _peak_at(fp, [2, 2, 2], "demo")
+    ones = [_peak_at(fp, lr, "demo", ablation="us") for lr in ([2, 2, 1], [2, 1, 2], [1, 2, 2])]
+    two = _peak_at(fp, [2, 2, 2], "demo", ablation="us")
     assert two < min(ones)
     forced = plan(fp, "A", preset="demo", gpu_memory_gb=(two + min(ones)) / 2 / GiB,
                   peak_fn=pfseg_only)

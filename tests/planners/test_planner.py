@@ -16,17 +16,19 @@ from pfseg_pipeline.plans import load_plans, save_plans
 from tests.planners.conftest import fake_fingerprint, pfseg_only
 
 
-def test_default_plan_for_brats_raises_one_axis_to_lr_scale_2_in_11_gb(brats_fingerprint):
+def test_default_plan_for_brats_drops_the_branches_before_the_lr_scale_in_11_gb(brats_fingerprint):
     plans = plan(brats_fingerprint, "BraTS", gpu_memory_gb=11)
     peak = plans.memory["predicted_peak_bytes"]["pfseg"]
     print(f"default plan 240x240x155 x4: HR {plans.hr_shape_zyx}, LR scale {plans.lr_scale_zyx}, "
-          f"batch {plans.batch_size}, guidance {plans.guidance.patch_shape_zyx}, baseline patch "
-          f"{plans.patch_based.patch_shape_zyx}, predicted PFSeg peak {peak / GiB:.2f} GiB; "
-          f"all: {plans.memory['predicted_peak_gb']}")
-    # scale 1 is over 11 GiB at 1 mm; one axis at scale 2 fits (every raise gives the same back here)
-    assert sorted(plans.lr_scale_zyx) == [1, 1, 2] and plans.batch_size == 1
-    assert plans.training.pfseg_branches == "full"   # above scale 1: the whole method
-    assert plans.reasons["lr_scale_zyx"].split("; then ")[0].endswith("[1, 1, 1] 14.23 (over)")
+          f"batch {plans.batch_size}, branches {plans.training.pfseg_branches}, guidance "
+          f"{plans.guidance.patch_shape_zyx}, baseline patch {plans.patch_based.patch_shape_zyx}, predicted "
+          f"PFSeg peak {peak / GiB:.2f} GiB; all: {plans.memory['predicted_peak_gb']}")
+    # the whole method is over 11 GiB at scale 1 and 1 mm; the segmentation network alone fits there,
+    # so the LR input stays the HR volume
+    assert plans.lr_scale_zyx == [1, 1, 1] and plans.batch_size == 1
+    assert plans.training.pfseg_branches == "us"
+    assert plans.reasons["lr_scale_zyx"].startswith("the whole method's step (SR decoder, SGM) at [1, 1, 1] "
+                                                    "needs 14.23 GiB at batch 1, over the 11 GiB budget")
     assert peak <= 11 * GiB
     assert plans.modalities == ["t1", "t1ce", "t2", "flair"] and plans.target == "regions"
     # the brain box of every case fits, and the shape is a multiple of lr_scale * 2**4
@@ -73,10 +75,17 @@ def test_smaller_batch_first_then_larger_lr_scale_with_the_real_memory_model():
     tight = plan(fp, "S", preset="demo", gpu_memory_gb=(p1 + p2) / 2 / GiB, peak_fn=pfseg_only)
     assert tight.batch_size == 1 and tight.lr_scale_zyx == [1, 1, 1]   # the batch goes first
     tighter = plan(fp, "S", preset="demo", gpu_memory_gb=(p1 - 1) / GiB, peak_fn=pfseg_only)
-    assert tighter.lr_scale_zyx != [1, 1, 1]  # then the LR input coarsens, axis by axis
-    for plans, budget in ((roomy, 64 * GiB), (tight, (p1 + p2) / 2), (tighter, p1 - 1)):
+    # then the SR decoder and SGM go, at scale 1
+    assert tighter.lr_scale_zyx == [1, 1, 1] and tighter.training.pfseg_branches == "us"
+    p1_us = memory.predict_peak_bytes("pfseg", roomy, 1, ablation="us").bytes
+    tightest = plan(fp, "S", preset="demo", gpu_memory_gb=(p1_us - 1) / GiB, peak_fn=pfseg_only)
+    assert tightest.lr_scale_zyx != [1, 1, 1]  # then the LR input coarsens, axis by axis
+    assert tightest.training.pfseg_branches == "us"
+    budgets = ((roomy, 64 * GiB), (tight, (p1 + p2) / 2), (tighter, p1 - 1), (tightest, p1_us - 1))
+    for plans, budget in budgets:
         assert plans.memory["predicted_peak_bytes"]["pfseg"] <= budget
         assert plans.memory["budget_bytes"] == int(budget) or plans.memory["budget_gb"] == 64
+    assert roomy.training.pfseg_branches == tight.training.pfseg_branches == "full"
 
 
 def test_lr_scale_override_and_small_structure_warning(caplog):

@@ -95,11 +95,14 @@ def run(root: Path) -> dict:
     for network in NETWORKS:
         # the region prior as recorded then, the dataset's (the default is now each run's own, recipe:g1),
         # the validation Dice after every epoch (the demo preset's is now every 5th and the last), and
-        # the held-out cases predicted in one pass (the default is now mirror TTA, bench tta)
+        # the held-out cases predicted in one pass (the default is now mirror TTA, bench tta), and
+        # PFSeg's whole method at LR scale 2 (the default there is now the segmentation network
+        # alone, bench branches_lr2)
         code = train.main([NAME, "0", "--network", network, "--device", "cpu", "--epochs", EPOCHS,
                            "--num-workers", "0", "--no-progress", "--workspace", str(ws),
                            "--set", "training.region_prior_source=dataset",
-                           "--set", "training.validation_interval=1", "--set", "training.tta=false"])
+                           "--set", "training.validation_interval=1", "--set", "training.tta=false",
+                           "--set", "training.pfseg_branches=full"])
         assert code == 0, f"pfseg_train {network} exited {code}"
         fold = ws / "results" / NAME / network / "fold_0"
         summary = json.loads((fold / "validation" / "summary.json").read_text())

@@ -2,8 +2,9 @@
 (tests/training/fixed_seed_run.py) against the figures recorded from main before issue 13's
 refactor (tests/fixtures/fixed_seed_run.json; its runs re-recorded since, each time named in
 fixed_seed_run.py): the recipe options added since are off by default, and the one default the
-recipe study changed within the recorded recipe (the region prior's source) is set back, as is the demo
-preset's validation interval (now every 5th epoch). Timings aside, every
+recipe study changed within the recorded recipe (the region prior's source) is set back, as are the demo
+preset's validation interval (now every 5th epoch) and PFSeg's branches at LR scale 2 (now the
+segmentation network alone). Timings aside, every
 value of metrics.csv and every validation Dice agrees to a relative 1e-5 (the same torch, with
 the run's vector kernels capped at AVX2, so that AVX2 and AVX-512 CPUs compute the same figures;
 the runs are recorded per CPU vendor, whose kernels differ even so)."""
