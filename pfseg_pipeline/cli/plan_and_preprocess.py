@@ -118,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# what PFSeg trains (plans.json training.pfseg_branches), in the summary's words
+BRANCH_WORDS = {"full": "whole method", "us": "segmentation network alone (us)"}
+
+
 def format_summary(summary: dict) -> str:
     """The few lines a user reads at the end of a run."""
     p = summary["plan"]
@@ -129,7 +133,8 @@ def format_summary(summary: dict) -> str:
         f"plan ({p['preset']}): HR {x(map(str, p['hr_shape_zyx']))}, "
         f"LR scale {x(map(str, p['lr_scale_zyx']))} "
         f"(LR {x(map(str, p['lr_shape_zyx']))}), guidance {x(map(str, p['guidance_patch_zyx']))}, "
-        f"batch {p['batch_size']}, baseline patch {x(map(str, p['baseline_patch_zyx']))} (z y x)",
+        f"batch {p['batch_size']}, PFSeg {BRANCH_WORDS.get(p['pfseg_branches'], p['pfseg_branches'])}, "
+        f"baseline patch {x(map(str, p['baseline_patch_zyx']))} (z y x)",
         f"predicted training-step peak, GiB (budget {p['budget_gb']:g}): {peaks}",
         "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items()),
     ])

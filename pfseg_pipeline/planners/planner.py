@@ -418,6 +418,7 @@ def plan_summary(plans: Plans) -> dict[str, Any]:
         "lr_shape_zyx": plans.lr_shape_zyx,
         "guidance_patch_zyx": plans.guidance.patch_shape_zyx,
         "batch_size": plans.batch_size,
+        "pfseg_branches": plans.training.pfseg_branches,
         "baseline_patch_zyx": plans.patch_based.patch_shape_zyx,
         "predicted_peak_gb": plans.memory.get("predicted_peak_gb", {}),
         "budget_gb": plans.memory.get("budget_gb"),

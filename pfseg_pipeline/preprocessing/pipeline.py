@@ -109,10 +109,10 @@ def plan_and_preprocess(raw: str | os.PathLike, name: str,
         save_plans(plans, out / "plans.json")
         seconds["plan"] = time.perf_counter() - t0
         highlights = plan_summary(plans)
-        log.info("plan: HR %s, LR scale %s (LR %s), guidance %s, batch %d, baseline patch %s (%.1f s)",
-                 _x(plans.hr_shape_zyx), _x(plans.lr_scale_zyx), _x(plans.lr_shape_zyx),
-                 _x(plans.guidance.patch_shape_zyx), plans.batch_size, _x(plans.patch_based.patch_shape_zyx),
-                 seconds["plan"])
+        log.info("plan: HR %s, LR scale %s (LR %s), guidance %s, batch %d, PFSeg branches %s, baseline patch "
+                 "%s (%.1f s)", _x(plans.hr_shape_zyx), _x(plans.lr_scale_zyx), _x(plans.lr_shape_zyx),
+                 _x(plans.guidance.patch_shape_zyx), plans.batch_size, plans.training.pfseg_branches,
+                 _x(plans.patch_based.patch_shape_zyx), seconds["plan"])
         log.info("predicted training-step peak (GiB, budget %g): %s", gpu_memory_gb,
                  ", ".join(f"{k} {v:.2f}" for k, v in highlights["predicted_peak_gb"].items()))
 

@@ -14,6 +14,7 @@ def test_cli_writes_the_workspace_and_a_rerun_skips_every_case(synthetic_raw, tm
     assert run(main, argv) == 0
     out = capsys.readouterr().out
     assert "3 case(s) preprocessed" in out and "predicted training-step peak" in out
+    assert ", batch 2, PFSeg whole method, baseline patch" in out    # what PFSeg will train
     pre = ws / "preprocessed" / "Tiny"
     for name in ("dataset.json", "fingerprint.json", "plans.json", "splits.json", "plan_and_preprocess.log"):
         assert (pre / name).is_file(), name
