@@ -4,10 +4,12 @@
     peak with and without the allowance vs `torch.cuda.max_memory_allocated` and
     `max_memory_reserved` (and the device's own count from `torch.cuda.mem_get_info`, which
     includes the CUDA context), for PFSeg and two baselines (ResUNet3D, HDC) at three
-    shapes/batches each, and the allowance those figures call for;
+    shapes/batches each (PFSeg's whole method, and once more the branches the default plan
+    trains), and the allowance those figures call for;
 (b) training steps per second with mixed precision (fp16 autocast + GradScaler, as the trainer
-    runs on CUDA) at the default BraTS plan (the real planner on a BraTS-like fingerprint:
-    240x240x155, four modalities, 11 GiB budget) and at the paper preset (128x192x192, T2, WT);
+    runs on CUDA; PFSeg's branches those the plan trains) at the default BraTS plan (the real
+    planner on a BraTS-like fingerprint: 240x240x155, four modalities, 11 GiB budget) and at the
+    paper preset (128x192x192, T2, WT);
 (c) per-case prediction time at 240x240x155 (and on the paper's 128x192x192 grid): PFSeg whole
     volume vs the ResUNet3D Gaussian sliding window (the plan's patch, step 0.5), network only
     and end to end (a float32 numpy (C, Z, Y, X) array on the host -> the device -> padding ->
@@ -64,7 +66,9 @@ FULL = {
     "fingerprint_shape_zyx": BRATS_SHAPE_ZYX, "brain_box_zyx": BRATS_BRAIN_BOX_ZYX, "preset": "default",
     # (network, training input shape z y x, batch): patch-free networks get the HR shape,
     # the patch-based ResUNet3D its patch.
-    "memory": [("pfseg", (64, 96, 96), 1), ("pfseg", (128, 192, 192), 1), ("pfseg", (160, 192, 160), 2),
+    # (network, shape, batch, PFSeg's row): the whole method, and the default plan's own branches
+    "memory": [("pfseg", (64, 96, 96), 1, "full"), ("pfseg", (128, 192, 192), 1, "full"),
+               ("pfseg", (160, 192, 160), 2, "full"), ("pfseg", (160, 192, 160), 1, None),
                ("resunet3d", (64, 96, 96), 2), ("resunet3d", (80, 96, 80), 1),
                ("resunet3d", (128, 128, 128), 2),
                ("hdc", (64, 96, 96), 1), ("hdc", (128, 192, 192), 1), ("hdc", (160, 192, 160), 2)],
@@ -74,7 +78,7 @@ FULL = {
 }
 DRY = {
     "fingerprint_shape_zyx": (40, 48, 48), "brain_box_zyx": (24, 28, 24), "preset": "demo",
-    "memory": [("pfseg", (32, 32, 32), 1), ("pfseg", (32, 32, 32), 2), ("resunet3d", (16, 16, 16), 1),
+    "memory": [("pfseg", (32, 32, 32), 1), ("pfseg", (32, 32, 32), 2, "us"), ("resunet3d", (16, 16, 16), 1),
                ("resunet3d", (16, 16, 16), 2), ("hdc", (32, 32, 32), 1), ("hdc", (32, 32, 32), 2)],
     "memory_steps": 1, "speed_warmup": 1, "speed_steps": 1,
     "inference_shape_zyx": (30, 40, 36), "paper_inference_shape_zyx": (32, 32, 32),
@@ -134,7 +138,8 @@ def plan_summary(plans) -> dict:
     return {"preset": plans.preset, "modalities": plans.modalities, "target": plans.target,
             "hr_shape_zyx": plans.hr_shape_zyx, "lr_scale_zyx": plans.lr_scale_zyx,
             "lr_operator": plans.lr_operator, "guidance_patch_zyx": plans.guidance.patch_shape_zyx,
-            "batch_size": plans.batch_size, "widths": plans.network.widths,
+            "batch_size": plans.batch_size, "pfseg_branches": plans.training.pfseg_branches,
+            "widths": plans.network.widths,
             "baseline_patch_zyx": plans.patch_based.patch_shape_zyx,
             "baseline_batch_size": plans.patch_based.batch_size, "step": plans.patch_based.step,
             "budget_gb": plans.memory.get("budget_gb"),
@@ -143,16 +148,19 @@ def plan_summary(plans) -> dict:
 
 # ---- one training step, as the trainer runs it on CUDA -------------------------------------------
 def training_step(network: str, plans, batch_size: int, device: torch.device, amp: bool, seed: int = 0,
-                  memory_format: torch.memory_format = torch.contiguous_format):
+                  memory_format: torch.memory_format = torch.contiguous_format, ablation: str | None = None):
     """The trainer's own step (`networks.step`: fp16 autocast when `amp`, the network's loss,
     scaled backward, unscale + gradient clipping, the plans' optimiser, scaler update) with its
     model, optimiser, GradScaler and a random batch on `device`, weights and batch in
-    `memory_format`; call it to run one step.
+    `memory_format`, PFSeg's `ablation` row (None: the branches the plan trains,
+    `training.pfseg_branches`); call it to run one step.
     The module it comes from imports only torch, so it runs on the GPU machine as it is."""
+    from pfseg_pipeline.networks.registry import planned_ablation
     from pfseg_pipeline.networks.step import build_step
 
     torch.manual_seed(seed)
-    return build_step(network, plans, batch_size, amp=amp, device=device, memory_format=memory_format)
+    return build_step(network, plans, batch_size, ablation=planned_ablation(network, plans, ablation),
+                      amp=amp, device=device, memory_format=memory_format)
 
 
 def _sync(device: torch.device) -> None:
@@ -169,18 +177,23 @@ def _free(device: torch.device) -> None:
 
 # ---- (a) the memory model vs a real step ---------------------------------------------------------
 def measure_memory_row(network: str, plans, shape_zyx, batch: int, device: torch.device, amp: bool,
-                       steps: int) -> dict:
+                       steps: int, ablation: str | None = None) -> dict:
+    """The memory model's figure and a real step's, `network` at `shape_zyx` and `batch` (PFSeg's
+    `ablation` row: the plan's own branches when None)."""
+    from pfseg_pipeline.networks.registry import planned_ablation
     from pfseg_pipeline.planners import memory
 
-    estimate = memory.predict_peak_bytes(network, plans, batch, shape_zyx=shape_zyx, amp=amp)
+    ablation = planned_ablation(network, plans, ablation)
+    estimate = memory.predict_peak_bytes(network, plans, batch, shape_zyx=shape_zyx, amp=amp,
+                                         ablation=ablation)
     tensor_pred = int(estimate.detail["tensor_bytes"])
-    row = {"network": network, "shape_zyx": list(shape_zyx), "batch": batch, "amp": amp,
+    row = {"network": network, "ablation": ablation, "shape_zyx": list(shape_zyx), "batch": batch, "amp": amp,
            "method": estimate.method, "predicted_tensor_bytes": tensor_pred,
            "predicted_bytes": int(estimate.bytes), "predict_seconds": estimate.detail.get("seconds")}
     at_shape = memory.plans_at_shape(network, plans, shape_zyx)
     if device.type == "cuda":
         _free(device)
-        step = training_step(network, at_shape, batch, device, amp)
+        step = training_step(network, at_shape, batch, device, amp, ablation=ablation)
         step()                              # first step: cuDNN's algorithm search, Adam's state
         _sync(device)
         row["first_step_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
@@ -200,7 +213,7 @@ def measure_memory_row(network: str, plans, shape_zyx, batch: int, device: torch
     else:  # the dry run: the CPU allocator's record of a real fp32 step (measured_cpu_step_bytes)
         from pfseg_pipeline.planners.measured_memory import measured_cpu_step_bytes
 
-        measured = measured_cpu_step_bytes(network, at_shape, batch, amp=False)
+        measured = measured_cpu_step_bytes(network, at_shape, batch, amp=False, ablation=ablation)
         row.update(allocated_bytes=measured["tensor_peak"], reserved_bytes=measured["allocator_peak"],
                    device_used_bytes=None, context_bytes=None,
                    measured_by="CPU allocator via torch.profiler (dry run)")
@@ -386,10 +399,13 @@ def run_check(out_dir: Path, dry_run: bool = False, sections: tuple[str, ...] = 
     if "memory" in sections:
         t0 = time.perf_counter()
         rows = []
-        for network, shape, batch in cfg["memory"]:
-            log(f"memory: {network} {'x'.join(map(str, shape))} batch {batch}")
-            row = attempt(f"memory {network} {shape} b{batch}", lambda n=network, s=shape, b=batch:
-                          measure_memory_row(n, plans["default"], s, b, device, amp, cfg["memory_steps"]))
+        for network, shape, batch, *row_of in cfg["memory"]:
+            ablation = row_of[0] if row_of else None
+            log(f"memory: {network} {'x'.join(map(str, shape))} batch {batch}"
+                + (f" ({ablation})" if ablation else ""))
+            row = attempt(f"memory {network} {shape} b{batch}",
+                          lambda n=network, s=shape, b=batch, a=ablation: measure_memory_row(
+                              n, plans["default"], s, b, device, amp, cfg["memory_steps"], a))
             if row:
                 rows.append(row)
                 log(f"  predicted {row['predicted_tensor_bytes'] / GiB:.2f} GiB traced "

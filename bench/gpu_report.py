@@ -77,7 +77,7 @@ def markdown(results: dict) -> str:
         if p:
             lines.append(f"- {name}: HR {_shape(p['hr_shape_zyx'])} (z y x), "
                          f"LR scale {_shape(p['lr_scale_zyx'])}, guidance {_shape(p['guidance_patch_zyx'])}, "
-                         f"batch {p['batch_size']}, "
+                         f"batch {p['batch_size']}, PFSeg branches {p.get('pfseg_branches', 'full')}, "
                          f"{len(p['modalities'])} channel(s), target {p['target']}; baseline patch "
                          f"{_shape(p['baseline_patch_zyx'])} batch {p['baseline_batch_size']}.")
     lines.append("")
@@ -93,7 +93,9 @@ def markdown(results: dict) -> str:
                   "| reserved / traced |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in mem["rows"]:
-            lines.append(f"| {r['network']} | {_shape(r['shape_zyx'])} | {r['batch']} | "
+            # PFSeg's row where it is not the whole method (the default plan's segmentation network)
+            name = r["network"] + (f" ({r['ablation']})" if r.get("ablation", "full") != "full" else "")
+            lines.append(f"| {name} | {_shape(r['shape_zyx'])} | {r['batch']} | "
                          f"{_gib(r['predicted_tensor_bytes'])} | {_gib(r['predicted_bytes'])} | "
                          f"{_gib(r['allocated_bytes'])} | {_gib(r['reserved_bytes'])} | "
                          f"{_gib(r.get('device_used_bytes'))} | {r['ratio_allocated']:.3f} | "

@@ -21,6 +21,8 @@ def test_dry_run_needs_only_torch_and_numpy_and_writes_the_json(tmp_path):
     assert results["errors"] == []
     rows = results["memory"]["rows"]
     assert {r["network"] for r in rows} == {"pfseg", "resunet3d", "hdc"}
+    # PFSeg's rows name the branches they priced and measured: the plan's own, or the row asked for
+    assert [(r["batch"], r["ablation"]) for r in rows if r["network"] == "pfseg"] == [(1, "full"), (2, "us")]
     for r in rows:  # the tensor-level prediction matches the CPU allocator's record of the step
         assert r["predicted_bytes"] > r["predicted_tensor_bytes"] > 0
         assert 0.9 < r["ratio_allocated"] < 1.1, r
@@ -49,7 +51,12 @@ def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
                                     "predicted_tensor_bytes": 10 * 2**30, "predicted_bytes": 12 * 2**30,
                                     "allocated_bytes": 10 * 2**30, "reserved_bytes": 11 * 2**30,
                                     "device_used_bytes": 11.5 * 2**30, "ratio_allocated": 1.0,
-                                    "ratio_reserved": 1.1}],
+                                    "ratio_reserved": 1.1},
+                                   {"network": "pfseg", "ablation": "us", "shape_zyx": [160, 192, 160],
+                                    "batch": 1, "predicted_tensor_bytes": 6 * 2**30,
+                                    "predicted_bytes": 7 * 2**30, "allocated_bytes": 6 * 2**30,
+                                    "reserved_bytes": 6.5 * 2**30, "device_used_bytes": 7 * 2**30,
+                                    "ratio_allocated": 1.0, "ratio_reserved": 1.08}],
                           "calibration": {"measured_factor_max": 1.1, "measured_factor_allocated_max": 1.0,
                                           "measured_factor_allocated_median": 1.0,
                                           "measured_context_bytes_max": 2**29, "suggested_factor": 1.1,
@@ -62,6 +69,7 @@ def test_report_renders_a_run_and_the_no_gpu_section(tmp_path):
                "errors": [{"what": "speed paper pfseg", "error": "OutOfMemoryError: boom"}]}
     text = markdown(results)
     assert "NVIDIA H100" in text and "| pfseg | 160x192x160 | 2 | 10.00 | 12.00 |" in text
+    assert "| pfseg (us) | 160x192x160 | 1 | 6.00 | 7.00 |" in text   # the segmentation network alone
     assert "| default | pfseg | contiguous | 128x160x128 | 2 | 0.500 | 2.00 | 9.00 |" in text
     assert "| default | pfseg | channels-last | 128x160x128 | 2 | 0.400 | 2.50 | 9.00 |" in text
     assert "speed paper pfseg" in text
