@@ -181,7 +181,8 @@ def train_fold(workspace: Workspace, name: str, network: str, fold: str, split: 
     fold : "0".."4" or "all" for the `folds` split; the split's name for `paper` / `paper622`.
     split : "folds", "paper" or "paper622".
     ablation : a row of `networks.losses.ABLATIONS` or "full" (pfseg only); None: the plans'
-        own (`training.pfseg_branches`: the whole method as planned).
+        own (`training.pfseg_branches`: the whole method, or the segmentation network alone where
+        the planner dropped the branches).
     overrides : what this run changes of plans.json.
     device : default: CUDA when there is one (`devices.resolve_device`).
     dist : the process group of a torchrun launch (`training.distributed.init_distributed`).
