@@ -144,7 +144,8 @@ class TrainingPlan:
     deep_supervision: bool = False     # extra seg heads on the coarser decoder stages (nnU-Net's)
     # what pfseg trains when pfseg_train gets no --ablation: "full" (segmentation network, SR decoder
     # and SGM, every loss term) or "us" (the segmentation network alone, the ablation's US row);
-    # the planner picks "full" (presets.pfseg_branches: the reason, per LR scale)
+    # the planner picks "full" at LR scale 1 where it fits the budget, else "us" (presets.pfseg_branches:
+    # the reason; the paper preset always "full")
     pfseg_branches: str = "full"
     # how a trained model predicts by default (pfseg_predict, the API, the end-of-training
     # evaluation of held-out cases): the mean over the mirror combinations of
