@@ -182,7 +182,8 @@ _BRANCHES_REASONS = {
     "above 1": "us (the segmentation network alone) above LR scale 1: in bench branches_lr2 (LR scale 2, an "
                "8 mm input for 4 mm cases, the default recipe, 3 paired seeds, 80 test cases) the whole "
                "method did not win, full - US -0.014 +- 0.016 mean Dice at equal iterations and -0.048 +- "
-               "0.022 at equal time; the paper's ablation (scale 2 on BraTS: +0.025 Dice for the branches) "
+               "0.022 at equal time, nor at LR scale 4 (bench branches_lr4, a 16 mm input: -0.010 +- 0.018 "
+               "and -0.033 +- 0.006); the paper's ablation (scale 2 on BraTS: +0.025 Dice for the branches) "
                "stays the paper preset's, which trains the whole method at every scale (`pfseg_train "
                "--ablation full` trains it here, into pfseg__full)",
 }
