@@ -654,8 +654,7 @@ def per_run_lines(run_results: list[dict], tta: bool = False) -> list[str]:
         differences.append(r["scores"][pf]["WT"]["dice"] - r["scores"][res]["WT"]["dice"])
         lines.append(f"| {i} | {r['seed']} | " + " | ".join(cells) + f" | {differences[-1]:+.3f} |")
     if len(differences) > 1:
-        se = float(np.std(differences, ddof=1)) / np.sqrt(len(differences))
-        lines += ["", f"PFSeg - ResUNet3D, WT Dice, paired by run: {np.mean(differences):+.3f} ± {se:.3f} "
+        lines += ["", f"PFSeg - ResUNet3D, WT Dice, paired by run: {_mean_se(differences, 3)} "
                       f"(mean ± standard error over {len(differences)} runs)."]
     return lines
 
@@ -671,8 +670,7 @@ def equal_iterations_lines(run_results: list[dict], tta: bool = False) -> list[s
 
     def paired(other: str, region: str, metric: str) -> str:
         d = [r["scores"][pf][region][metric] - r["scores"][other][region][metric] for r in run_results]
-        se = float(np.std(d, ddof=1)) / np.sqrt(len(d))
-        return f"{np.mean(d):+.{3 if metric == 'dice' else 2}f} ± {se:.{3 if metric == 'dice' else 2}f}"
+        return _mean_se(d, 3 if metric == "dice" else 2)
 
     return ["", f"PFSeg - ResUNet3D paired by run ({'mirror TTA' if tta else 'one pass'}; mean ± standard "
             f"error over {len(run_results)} runs), at the same training steps (ResUNet3D for PFSeg's "
@@ -680,6 +678,12 @@ def equal_iterations_lines(run_results: list[dict], tta: bool = False) -> list[s
             f"Dice {paired(same_steps, 'WT', 'dice')} and {paired(same_time, 'WT', 'dice')}; WT HD95 "
             f"{paired(same_steps, 'WT', 'hd95')} mm and {paired(same_time, 'WT', 'hd95')} mm; ET Dice "
             f"{paired(same_steps, 'ET', 'dice')} and {paired(same_time, 'ET', 'dice')}."]
+
+
+def _mean_se(values: list[float], digits: int) -> str:
+    """"mean ± standard error" of paired differences, signed."""
+    se = float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    return f"{np.mean(values):+.{digits}f} ± {se:.{digits}f}"
 
 
 def _cell(d: dict, digits: int) -> str:
