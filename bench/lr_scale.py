@@ -87,10 +87,14 @@ def _plan(fingerprint: dict, preset: str, scale: int | None, peak_fn):
 
 
 def pfseg_peak(network: str, plans, batch: int) -> int:
-    """The memory model's peak for PFSeg's step; a token 0.1 GiB for every other network."""
+    """The memory model's peak for PFSeg's step (the branches the plan trains, as the planner's
+    own); a token 0.1 GiB for every other network."""
+    from pfseg_pipeline.networks.registry import planned_ablation
     from pfseg_pipeline.planners import memory
 
-    return memory.predict_peak_bytes(network, plans, batch).bytes if network == "pfseg" else GiB // 10
+    if network != "pfseg":
+        return GiB // 10
+    return memory.predict_peak_bytes(network, plans, batch, ablation=planned_ablation(network, plans)).bytes
 
 
 def token_peak(network: str, plans, batch: int) -> int:
@@ -104,10 +108,12 @@ def _row(fingerprint: dict, spacing: int, scale: int, steps: int) -> dict:
 
     gpu = _plan(fingerprint, "default", scale, pfseg_peak)
     peak = memory.predict_peak_bytes("pfseg", gpu, 1).bytes
+    peak_us = memory.predict_peak_bytes("pfseg", gpu, 1, ablation="us").bytes
     cpu = _plan(fingerprint, "demo", scale, token_peak)
     seconds = {ablation: _step_seconds(cpu, ablation, steps) for ablation in ("full", "us")}
     row = {"spacing_mm": spacing, "lr_scale": scale, "hr_shape_zyx": gpu.hr_shape_zyx,
-           "lr_shape_zyx": gpu.lr_shape_zyx, "peak_bytes_batch1": peak, "planned_batch": gpu.batch_size,
+           "lr_shape_zyx": gpu.lr_shape_zyx, "peak_bytes_batch1": peak, "peak_bytes_batch1_us": peak_us,
+           "planned_batch": gpu.batch_size, "planned_branches": gpu.training.pfseg_branches,
            "small_et_lr_voxels": small_et_lr_voxels(fingerprint, gpu.lr_scale_zyx, gpu.target_spacing_zyx),
            "cpu_hr_shape_zyx": cpu.hr_shape_zyx, "cpu_step_seconds": seconds}
     log.info("%d mm, scale %d: HR %s, LR %s, %.2f GiB at batch 1, step %.2f s (US %.2f s)", spacing, scale,
@@ -146,26 +152,34 @@ def _markdown(f: dict) -> str:
         f"{f['cases']} anatomy cases per grid (`pfseg_make_synthetic --anatomy mni152 --spacing S`, seed 1), "
         "fingerprinted; per LR scale (all axes) the default preset's plan at that scale (`--lr-scale`, full "
         f"widths, {f['budget_gb']:g} GiB budget): the memory model's predicted GPU peak of a PFSeg training "
-        "step at batch 1 (float16, allowance included) and the batch the planner would take; the small ET "
+        "step at batch 1 (float16, allowance included), the whole method's and the segmentation network's "
+        "alone (US), and what the planner would train at that scale (its branches: the whole method at scale "
+        "1 where it fits, else US) at which batch; the small ET "
         "components (5 % of the ET volume lies in smaller ones) in LR voxels (the planner refuses a raise "
         "that leaves them under 4); and one PFSeg training step on this CPU at batch 1 with the demo "
         f"preset's narrow widths, full network and segmentation-only (US), the median (lowest - highest) "
         f"of {f['steps']} steps after a warm-up, {f['torch_threads']} torch thread(s), all in one run. "
         "The planner's own choice: " + ", ".join(f"{_x(v)} at {k} mm" for k, v in f["planner_choice"].items())
         + ". What each scale costs in Dice: the recipe study's LR table (4 mm).", "",
-        "| grid | LR scale | HR (z y x) | LR | GiB, batch 1 (model) | planned batch | small ET, LR voxels "
-        "| CPU step s, full | CPU step s, US | full / scale 1 |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+        "| grid | LR scale | HR (z y x) | LR | GiB, batch 1 (model), full | GiB, US | planned | small ET, "
+        "LR voxels | CPU step s, full | CPU step s, US | full / scale 1 |",
+        "|---|---:|---|---|---:|---:|---|---:|---:|---:|---:|"]
     first = {}
     for r in f["rows"]:
         full, us = r["cpu_step_seconds"]["full"], r["cpu_step_seconds"]["us"]
         first.setdefault(r["spacing_mm"], full["median"])
         et = "-" if r["small_et_lr_voxels"] is None else f"{r['small_et_lr_voxels']:.1f}"
         lines.append(f"| {r['spacing_mm']} mm | {r['lr_scale']} | {_x(r['hr_shape_zyx'])} "
-                     f"| {_x(r['lr_shape_zyx'])} | {r['peak_bytes_batch1'] / GiB:.2f} | {r['planned_batch']} "
+                     f"| {_x(r['lr_shape_zyx'])} | {r['peak_bytes_batch1'] / GiB:.2f} "
+                     f"| {_gib(r.get('peak_bytes_batch1_us'))} "
+                     f"| {r.get('planned_branches', 'full')}, batch {r['planned_batch']} "
                      f"| {et} | {spread_cell(full)} | {spread_cell(us)} "
                      f"| {full['median'] / first[r['spacing_mm']]:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / GiB:.2f}"
 
 
 def main(argv=None) -> int:
