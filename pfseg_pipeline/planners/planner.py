@@ -128,8 +128,8 @@ class _Planner:
         self.reasons: dict[str, str] = {}
         self.warnings: list[str] = []
         self.budget = Budget(gpu_memory_gb, peak_fn, self.reasons, self.warnings)
-        # automatic_plans: whether the whole method's step fits at LR scale 1 (its figure, when not)
-        self.full_fits_at_1, self.full_at_1_bytes = True, None
+        # automatic_plans: why the whole method's step does not fit at LR scale 1 (None: it fits)
+        self.full_over_budget: str | None = None
         available = fingerprint.get("modalities") or list(MODALITIES)
         if modalities:
             chosen = list(modalities)
@@ -220,7 +220,7 @@ class _Planner:
             plans.lr_scale_zyx = list(lr)
             plans.guidance = GuidancePlan(_guidance(hr, lr, network_plan), "center")
             # the PFSeg branches planned at this scale: the memory model prices what will train
-            plans.training.pfseg_branches = presets.pfseg_branches(lr, self.full_fits_at_1)[0]
+            plans.training.pfseg_branches = presets.pfseg_branches(lr, self.full_over_budget is None)[0]
             return plans
 
         # The order of decisions when memory is short: the resolution first, then the batch. The
@@ -238,14 +238,16 @@ class _Planner:
         if self.lr_override is None and start == [1, 1, 1]:
             whole = candidate(start)
             if not self.budget.fits(METHOD, whole, 1):
-                self.full_fits_at_1, self.full_at_1_bytes = False, self.budget.peak(METHOD, whole, 1)
+                self.full_over_budget = (
+                    f"the whole method's step (SR decoder, SGM) at [1, 1, 1] needs "
+                    f"{gib(self.budget.peak(METHOD, whole, 1))} GiB at batch 1, over the "
+                    f"{self.gpu_memory_gb:g} GiB budget")
         plans = self.budget.lr_scale(METHOD, start, candidate, forced=self.lr_override is not None,
                                      refusal=self.small_structure_refusal)
-        if not self.full_fits_at_1:
+        if self.full_over_budget:
             self.reasons["lr_scale_zyx"] = (
-                f"the whole method's step (SR decoder, SGM) at [1, 1, 1] needs {gib(self.full_at_1_bytes)} "
-                f"GiB at batch 1, over the {self.gpu_memory_gb:g} GiB budget, so the segmentation network "
-                f"alone from there (training.pfseg_branches); {self.reasons['lr_scale_zyx']}")
+                f"{self.full_over_budget}, so the segmentation network alone from there "
+                f"(training.pfseg_branches); {self.reasons['lr_scale_zyx']}")
         hr_why = (f"the brain box of {HR_BOX_PERCENTILE}th-percentile size at the target spacing "
                   f"({' x '.join(f'{b:.0f}' for b in box)}), rounded up to a multiple of lr_scale * "
                   f"2**{n_pool} = {plans.hr_divisor_zyx}")
@@ -319,11 +321,9 @@ class _Planner:
         plans.training = training
         if self.preset != "paper":
             training.pfseg_branches, self.reasons["training.pfseg_branches"] = presets.pfseg_branches(
-                plans.lr_scale_zyx, self.full_fits_at_1)
-            if not self.full_fits_at_1:
-                self.reasons["training.pfseg_branches"] += (
-                    f" (here the whole method's step at LR scale 1 needs {gib(self.full_at_1_bytes)} GiB at "
-                    f"batch 1, over the {self.gpu_memory_gb:g} GiB budget)")
+                plans.lr_scale_zyx, self.full_over_budget is None)
+            if self.full_over_budget:
+                self.reasons["training.pfseg_branches"] += f" (here {self.full_over_budget})"
         training.aux_intensity_range = normalised_brain_range(self.fp, plans.modalities, plans.normalization)
         self.reasons["training.aux_intensity_range"] = INTENSITY_RANGE_REASON
         if self.preset == "paper":
