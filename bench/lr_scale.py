@@ -87,14 +87,11 @@ def _plan(fingerprint: dict, preset: str, scale: int | None, peak_fn):
 
 
 def pfseg_peak(network: str, plans, batch: int) -> int:
-    """The memory model's peak for PFSeg's step (the branches the plan trains, as the planner's
-    own); a token 0.1 GiB for every other network."""
-    from pfseg_pipeline.networks.registry import planned_ablation
-    from pfseg_pipeline.planners import memory
+    """The planner's own memory model for PFSeg's step (the branches the plan trains); a token
+    0.1 GiB for every other network."""
+    from pfseg_pipeline.planners.budget import default_peak_fn
 
-    if network != "pfseg":
-        return GiB // 10
-    return memory.predict_peak_bytes(network, plans, batch, ablation=planned_ablation(network, plans)).bytes
+    return default_peak_fn(network, plans, batch).bytes if network == "pfseg" else GiB // 10
 
 
 def token_peak(network: str, plans, batch: int) -> int:
@@ -171,15 +168,11 @@ def _markdown(f: dict) -> str:
         et = "-" if r["small_et_lr_voxels"] is None else f"{r['small_et_lr_voxels']:.1f}"
         lines.append(f"| {r['spacing_mm']} mm | {r['lr_scale']} | {_x(r['hr_shape_zyx'])} "
                      f"| {_x(r['lr_shape_zyx'])} | {r['peak_bytes_batch1'] / GiB:.2f} "
-                     f"| {_gib(r.get('peak_bytes_batch1_us'))} "
-                     f"| {r.get('planned_branches', 'full')}, batch {r['planned_batch']} "
+                     f"| {r['peak_bytes_batch1_us'] / GiB:.2f} "
+                     f"| {r['planned_branches']}, batch {r['planned_batch']} "
                      f"| {et} | {spread_cell(full)} | {spread_cell(us)} "
                      f"| {full['median'] / first[r['spacing_mm']]:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def _gib(n: int | None) -> str:
-    return "-" if n is None else f"{n / GiB:.2f}"
 
 
 def main(argv=None) -> int:

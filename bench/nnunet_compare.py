@@ -340,9 +340,7 @@ def _tta_run(root: Path, ws_root: Path, r: int, kept: dict, epochs: dict, branch
         _pfseg_predict(model, root / "test", one_pass)
         out["one_pass_scores"][key] = _scores(root / "test", one_pass)
         out["one_pass_matches_kept"][key] = _means(out["one_pass_scores"][key]) == _means(kept[key])
-        mirrored = root / f"pred_{name}_tta_{r}"
-        _pfseg_predict(model, root / "test", mirrored, tta=True)
-        out["scores"][key] = _scores(root / "test", mirrored)
+        out["scores"][key] = _mirrored_scores(root, name, r)
     return out
 
 
@@ -351,10 +349,16 @@ def _pfseg_iterations_run(root: Path, ws_root: Path, epochs: int, seed: int, r: 
     mirror TTA where the plan's default inference mirrors (`tta`): "tta_scores"."""
     done = _pfseg_run(root, ws_root, PFSEG_ITERATIONS, "resunet3d", epochs, seed, r)
     if tta:
-        mirrored = root / f"pred_{PFSEG_ITERATIONS}_tta_{r}"
-        _pfseg_predict(root / "models" / f"{PFSEG_ITERATIONS}_{r}", root / "test", mirrored, tta=True)
-        done["tta_scores"] = _scores(root / "test", mirrored)
+        done["tta_scores"] = _mirrored_scores(root, PFSEG_ITERATIONS, r)
     return done
+
+
+def _mirrored_scores(root: Path, name: str, r: int) -> dict:
+    """Run r's kept pfseg model `name` (models/NAME_R) predicted with mirror TTA into
+    pred_NAME_tta_R and scored."""
+    mirrored = root / f"pred_{name}_tta_{r}"
+    _pfseg_predict(root / "models" / f"{name}_{r}", root / "test", mirrored, tta=True)
+    return _scores(root / "test", mirrored)
 
 
 def _speed_tta(root: Path, model_name: str) -> dict:

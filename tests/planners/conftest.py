@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pfseg_pipeline.data.labels import BRATS2020
-from pfseg_pipeline.networks.registry import planned_ablation
 from pfseg_pipeline.planners import memory
+from pfseg_pipeline.planners.budget import default_peak_fn
 from pfseg_pipeline.planners.fingerprint import FINGERPRINT_VERSION
 from pfseg_pipeline.planners.memory import guidance_patch_for
 from pfseg_pipeline.plans import GuidancePlan, NetworkPlan, PatchPlan, Plans
@@ -42,9 +42,7 @@ def pfseg_only(network, plans, batch) -> int:
     """The memory model for PFSeg (what the LR-scale and batch rules read; the branches the plan
     trains, as the planner's own), a token 0.1 GiB for the other networks (their patches are planned
     by their own rule, their peaks only recorded)."""
-    if network != "pfseg":
-        return memory.GiB // 10
-    return memory.predict_peak_bytes(network, plans, batch, ablation=planned_ablation(network, plans)).bytes
+    return default_peak_fn(network, plans, batch).bytes if network == "pfseg" else memory.GiB // 10
 
 
 def small_plans(hr=(32, 32, 32), widths=(8, 16, 32, 64), sgm_widths=(8, 16, 32), modalities=MODALITIES,
